@@ -1,0 +1,3 @@
+"""Complex-valued layers, Wirtinger calculus and scipy-style spectral ops on torch tensors."""
+
+__all__: list[str] = []

@@ -1,0 +1,47 @@
+"""Progress bars over ``tqdm.auto``: a widget in notebooks, text in a terminal, silent otherwise."""
+
+import sys
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from tqdm.auto import tqdm
+
+__all__ = ["progress"]
+
+T = TypeVar("T")
+
+
+def _interactive() -> bool:
+    if "ipykernel" in sys.modules:
+        return True
+    stream = sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def progress(
+    iterable: Iterable[T] | None = None,
+    *,
+    total: int | None = None,
+    desc: str | None = None,
+    enable: bool | None = None,
+    **kwargs: Any,
+) -> "tqdm[T]":
+    """Wrap ``iterable`` in a progress bar (or make a manual one when ``iterable`` is None).
+
+    Args:
+        iterable: what to iterate over, or ``None`` for a bar updated by hand (``bar.update(n)``).
+        total: number of steps, if ``iterable`` has no ``len``.
+        desc: label shown before the bar.
+        enable: ``True`` forces the bar on, ``False`` off; ``None`` (default) shows it only in a
+            notebook or when stderr is a terminal, so logs and CI stay clean.
+        **kwargs: passed to ``tqdm.auto.tqdm``.
+
+    Returns:
+        A ``tqdm`` instance; iterate over it, or call ``update``/``set_postfix``/``close``.
+
+    Example:
+        >>> sum(progress(range(4), enable=False))
+        6
+    """
+    disable = not (_interactive() if enable is None else enable)
+    return tqdm(iterable, total=total, desc=desc, disable=disable, **kwargs)

@@ -1,0 +1,3 @@
+"""Composable derivatives (jacobian, hessian, vjp, jvp, hvp, ...) and curvature operators."""
+
+__all__: list[str] = []
