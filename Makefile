@@ -37,9 +37,12 @@ pytest: $(STAMP)
 
 test: lint typecheck imports pytest
 
+# Benchmark-only anchors (torch-dct, curvlinops, ...) install with --no-deps so none can pull a
+# newer torch or torchvision; each module lists its own in benchmarks/requirements-*.txt.
 bench: $(STAMP)
-	@set -e; for script in benchmarks/bench_*.py; do \
-		echo "== $$script"; $(BIN)/python $$script; done
+	@set -e; for req in benchmarks/requirements-*.txt; do \
+		[ -f "$$req" ] && $(BIN)/python -m pip install -q --no-deps -r "$$req"; done; \
+		for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -197,7 +197,7 @@ class LinearOperator(abc.ABC):
         Example:
             >>> from scipy.sparse.linalg import eigsh
             >>> A = DiagonalOperator(torch.tensor([1.0, 5.0, 3.0], dtype=torch.float64))
-            >>> float(eigsh(A.to_scipy(), k=1)[0][0])
+            >>> round(float(eigsh(A.to_scipy(), k=1)[0][0]), 8)
             5.0
         """
         np_dtype = to_numpy(torch.zeros((), dtype=self.dtype)).dtype
