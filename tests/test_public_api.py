@@ -18,6 +18,7 @@ PUBLIC_MODULES = (
     "research_ext.complex.nn",
     "research_ext.privacy",
     "research_ext.privacy.accounting",
+    "research_ext.privacy.audit",
     "research_ext.hpo",
 )
 
