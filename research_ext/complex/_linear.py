@@ -1,0 +1,158 @@
+r"""Complex linear and convolution layers: torch's native complex kernels, complex initialisation.
+
+``torch.nn.Linear`` and ``torch.nn.Conv*d`` already run on complex64/complex128 weights; these
+subclasses only pick a complex dtype by default (the complex partner of
+``torch.get_default_dtype()``), draw the weight with :func:`complex_kaiming_` (``gain=1``:
+:math:`E|w|^2 = 1/\mathrm{fan\_in}`, so :math:`E|y|^2 \approx E|z|^2`) and start the bias at 0,
+and reject real input with a clear message. The forward pass *is* torch's, so there is no
+overhead to measure beyond the call itself (see ``benchmarks/bench_complex_layers.py``).
+
+References:
+    Trabelsi et al., "Deep Complex Networks", ICLR 2018.
+"""
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from research_ext.complex._init import complex_kaiming_
+from research_ext.complex._layer_checks import complex_dtype_for, require_complex
+
+__all__ = ["ComplexConv1d", "ComplexConv2d", "ComplexConv3d", "ComplexLinear"]
+
+
+def _reset(module: nn.Module) -> None:
+    complex_kaiming_(module.weight, gain=1.0)  # type: ignore[arg-type]
+    if module.bias is not None:
+        with torch.no_grad():
+            module.bias.zero_()  # type: ignore[operator]
+
+
+class ComplexLinear(nn.Linear):
+    r"""Complex affine map :math:`y = z W^{T} + b` with complex :math:`W` and :math:`b`.
+
+    Args:
+        in_features: size of each input sample.
+        out_features: size of each output sample.
+        bias: learn an additive complex bias.
+        dtype: complex64 or complex128 (a real dtype picks its complex partner; default from
+            ``torch.get_default_dtype()``).
+        device: where the parameters live.
+
+    Shape: input ``(*, in_features)`` complex; output ``(*, out_features)``.
+
+    Raises:
+        TypeError: for real input.
+
+    Example:
+        >>> import torch
+        >>> import research_ext.complex as rxc
+        >>> layer = rxc.nn.ComplexLinear(3, 2, dtype=torch.complex128)
+        >>> z = torch.randn(5, 3, dtype=torch.complex128)
+        >>> torch.allclose(layer(z), z @ layer.weight.T + layer.bias)
+        True
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        cdtype = complex_dtype_for("ComplexLinear", dtype)
+        super().__init__(in_features, out_features, bias, device=device, dtype=cdtype)
+
+    def reset_parameters(self) -> None:
+        """Complex He weight with ``gain=1`` and a zero bias."""
+        _reset(self)
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Apply the complex affine map."""
+        return super().forward(require_complex("ComplexLinear", input))
+
+
+def _conv_class(n: int) -> type:
+    base: Any = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[n]
+
+    class ComplexConv(base):
+        __doc__ = rf"""Complex {n}-d convolution (cross-correlation) with complex weight and bias.
+
+        :math:`y = W \star z + b` with torch's native complex kernel; arguments as for
+        :class:`torch.nn.Conv{n}d` (``padding_mode="zeros"``, ``"reflect"``, ``"replicate"`` or
+        ``"circular"``).
+
+        Args:
+            in_channels: input channels.
+            out_channels: output channels.
+            kernel_size: kernel size (int or {n}-tuple).
+            stride: stride.
+            padding: padding (int, tuple, ``"same"`` or ``"valid"``).
+            dilation: kernel dilation.
+            groups: blocked connections.
+            bias: learn a complex bias.
+            padding_mode: how to pad.
+            dtype: complex64 or complex128 (a real dtype picks its complex partner).
+            device: where the parameters live.
+
+        Shape: as :class:`torch.nn.Conv{n}d`, complex dtype.
+
+        Raises:
+            TypeError: for real input.
+
+        Example:
+            >>> import torch
+            >>> import research_ext.complex as rxc
+            >>> conv = rxc.nn.ComplexConv{n}d(2, 3, 3, padding=1)
+            >>> conv(torch.randn(4, 2, *[5] * {n}, dtype=torch.complex64)).shape[:3]
+            torch.Size([4, 3, 5])
+        """
+
+        def __init__(
+            self,
+            in_channels: int,
+            out_channels: int,
+            kernel_size: Any,
+            stride: Any = 1,
+            padding: Any = 0,
+            dilation: Any = 1,
+            groups: int = 1,
+            bias: bool = True,
+            padding_mode: str = "zeros",
+            *,
+            dtype: torch.dtype | None = None,
+            device: torch.device | str | None = None,
+        ) -> None:
+            cdtype = complex_dtype_for(f"ComplexConv{n}d", dtype)
+            super().__init__(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+                padding_mode,
+                device=device,
+                dtype=cdtype,
+            )
+
+        def reset_parameters(self) -> None:
+            """Complex He weight with ``gain=1`` and a zero bias."""
+            _reset(self)
+
+        def forward(self, input: Tensor) -> Tensor:
+            """Apply the convolution."""
+            return super().forward(require_complex(f"ComplexConv{n}d", input))
+
+    ComplexConv.__name__ = ComplexConv.__qualname__ = f"ComplexConv{n}d"
+    return ComplexConv
+
+
+ComplexConv1d = _conv_class(1)
+ComplexConv2d = _conv_class(2)
+ComplexConv3d = _conv_class(3)
