@@ -1,3 +1,7 @@
 """DP-SGD: per-sample gradient clipping, noise, Poisson sampling and privacy accounting."""
 
-__all__: list[str] = []
+from research_ext.privacy._tuning import tuning_epsilon
+
+__all__ = [
+    "tuning_epsilon",
+]
