@@ -1,0 +1,327 @@
+"""``report``: a self-contained Markdown + HTML page with PNG plots of a study.
+
+Plots are Optuna's matplotlib visualizations (history, importance, parallel coordinates, Pareto
+front, intermediate values, timeline of trial states); the page adds the best trials, the
+importance tables of PED-ANOVA and fANOVA, failures, and for private studies the privacy cost of
+the search itself.
+"""
+
+import base64
+import dataclasses
+import html
+import pathlib
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from research_ext.hpo._inspect import (
+    as_handle,
+    best_params,
+    format_rows,
+    importance,
+    pareto_front,
+    status,
+    trials_table,
+)
+from research_ext.hpo._study import StudyHandle
+
+__all__ = ["SearchPrivacyCost", "report", "search_privacy_cost"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchPrivacyCost:
+    """The privacy spent by a whole search, by naive (basic) composition over its trials.
+
+    Every trial that trained on the data spends its own (epsilon_i, delta_i); releasing the model
+    chosen by the search costs at most (sum epsilon_i, sum delta_i) (Dwork & Roth 2014, Thm 3.16).
+    Tighter tuning bounds exist (Papernot & Steinke 2022); this is the basic upper bound.
+
+    Attributes:
+        epsilon: total epsilon, the sum over trials.
+        delta: total delta, the sum over trials (``None`` without ``[privacy] delta``).
+        n_trials: trials that recorded an epsilon.
+        n_unrecorded: trials that ran but recorded none (they may have spent privacy too).
+        max_single_epsilon: the largest single-trial epsilon (what ignoring tuning would claim).
+        method: how the total was composed.
+    """
+
+    epsilon: float
+    delta: float | None
+    n_trials: int
+    n_unrecorded: int
+    max_single_epsilon: float
+    method: str = "naive composition (sum over trials; an upper bound)"
+
+
+def search_privacy_cost(study: Any) -> SearchPrivacyCost | None:
+    """Compose the privacy cost of every trial of a private study (``[privacy]`` in its file).
+
+    Args:
+        study: a :class:`StudyConfig`, a study file path, or an open handle.
+
+    Returns:
+        A :class:`SearchPrivacyCost`, or ``None`` for a study without a ``[privacy]`` table.
+    """
+    import optuna
+
+    handle = as_handle(study)
+    config = handle.config
+    if config.epsilon_metric is None:
+        return None
+    ran = handle.storage.get_all_trials(
+        handle.study_id,
+        deepcopy=False,
+        states=(
+            optuna.trial.TrialState.COMPLETE,
+            optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.FAIL,
+        ),
+    )
+    epsilons: list[float] = []
+    unrecorded = 0
+    for trial in ran:
+        if trial.system_attrs.get("research_ext:ended") == "surplus":
+            continue
+        eps = trial.user_attrs.get(config.epsilon_metric)
+        if eps is None and trial.values is not None and config.epsilon_metric in config.metrics:
+            eps = trial.values[config.metrics.index(config.epsilon_metric)]
+        if eps is None:
+            unrecorded += 1
+        else:
+            epsilons.append(float(eps))
+    delta = None if config.delta is None else config.delta * len(epsilons)
+    return SearchPrivacyCost(
+        epsilon=float(sum(epsilons)),
+        delta=delta,
+        n_trials=len(epsilons),
+        n_unrecorded=unrecorded,
+        max_single_epsilon=max(epsilons, default=0.0),
+    )
+
+
+def _plots(handle: StudyHandle) -> list[tuple[str, str, Callable[[], Any]]]:
+    import optuna.visualization.matplotlib as vis
+
+    study, config = handle.study, handle.config
+    multi = config.is_multi_objective
+    metric = config.metrics[0]
+    target = (lambda t: t.values[0]) if multi else None
+    plots: list[tuple[str, str, Callable[[], Any]]] = [
+        (
+            "history",
+            f"Optimization history ({metric})",
+            lambda: vis.plot_optimization_history(study, target=target, target_name=metric),
+        ),
+        (
+            "importance",
+            f"Hyperparameter importance for {metric} (PED-ANOVA)",
+            lambda: vis.plot_param_importances(
+                study,
+                evaluator=optuna_ped_anova(),
+                target=target,
+                target_name=metric,
+            ),
+        ),
+        (
+            "parallel_coordinate",
+            f"Parallel coordinates ({metric})",
+            lambda: vis.plot_parallel_coordinate(study, target=target, target_name=metric),
+        ),
+    ]
+    if multi and len(config.metrics) in (2, 3):
+        plots.append(
+            (
+                "pareto_front",
+                "Pareto front",
+                lambda: vis.plot_pareto_front(study, target_names=list(config.metrics)),
+            )
+        )
+    if not multi:
+        plots.append(
+            (
+                "intermediate_values",
+                "Intermediate values",
+                lambda: vis.plot_intermediate_values(study),
+            )
+        )
+    plots.append(
+        ("timeline", "Timeline of trials (failures included)", lambda: vis.plot_timeline(study))
+    )
+    return plots
+
+
+def optuna_ped_anova() -> Any:
+    """Optuna's PED-ANOVA evaluator, experimental warnings silenced."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.importance.PedAnovaImportanceEvaluator()
+
+
+def _render(out_dir: pathlib.Path, name: str, make: Callable[[], Any]) -> pathlib.Path:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        axes = make()
+    figure = getattr(axes, "figure", None)
+    if figure is None:  # some plots return an array of axes
+        figure = axes.flat[0].figure
+    figure.set_size_inches(8, 5)
+    figure.tight_layout()
+    path = out_dir / f"{name}.png"
+    tmp = path.with_suffix(".png.tmp")
+    figure.savefig(tmp, dpi=100, format="png")
+    plt.close(figure)
+    tmp.replace(path)
+    return path
+
+
+def report(study: Any, out_dir: str | pathlib.Path) -> pathlib.Path:
+    """Write ``index.md`` and a self-contained ``index.html`` with PNG plots into ``out_dir``.
+
+    Args:
+        study: a :class:`StudyConfig`, a study file path, or an open handle.
+        out_dir: the directory to write (created if missing).
+
+    Returns:
+        The path of ``index.md``.
+    """
+    handle = as_handle(study)
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = handle.config
+    st = status(handle)
+    md: list[str] = [f"# Study `{config.name}`", "", str(st), ""]
+    htm: list[str] = [
+        f"<h1>Study <code>{html.escape(config.name)}</code></h1>",
+        f"<p>{html.escape(str(st))}</p>",
+    ]
+
+    def section(title: str, body_md: str, body_html: str) -> None:
+        md.extend([f"## {title}", "", body_md, ""])
+        htm.extend([f"<h2>{html.escape(title)}</h2>", body_html])
+
+    best = (
+        pareto_front(handle)
+        if config.is_multi_objective
+        else trials_table(handle, states=["complete"])
+    )
+    if not config.is_multi_objective and best:
+        key = config.metrics[0]
+        best = sorted(best, key=lambda r: r[key], reverse=config.directions[0] == "maximize")[:10]
+    title = "Pareto front" if config.is_multi_objective else "Best trials"
+    section(title, _md_table(best), _html_table(best))
+    cost = search_privacy_cost(handle)
+    if cost is not None:
+        text = _privacy_text(cost, config.epsilon_budget)
+        section("Privacy cost of the search", text, f"<p>{html.escape(text)}</p>")
+    for evaluator in ("ped_anova", "fanova"):
+        try:
+            values = importance(handle, evaluator=evaluator)
+        except (ValueError, RuntimeError) as err:
+            section(f"Importance ({evaluator})", f"not available: {err}", html.escape(str(err)))
+            continue
+        rows = [{"parameter": k, "importance": round(v, 4)} for k, v in values.items()]
+        section(
+            f"Importance ({evaluator}, {config.metrics[0]})", _md_table(rows), _html_table(rows)
+        )
+    failed = trials_table(handle, states=["fail"])
+    section(
+        "Failures",
+        _md_table(failed) if failed else "none",
+        _html_table(failed) if failed else "none",
+    )
+    for name, caption, make in _plots(handle):
+        try:
+            path = _render(out, name, make)
+        except Exception as err:  # a plot that does not apply (too few trials) is noted, not fatal
+            section(caption, f"not available: {err}", html.escape(f"not available: {err}"))
+            continue
+        data = base64.b64encode(path.read_bytes()).decode()
+        section(
+            caption,
+            f"![{caption}]({path.name})",
+            f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">',
+        )
+    best_md = format_rows(
+        [{"number": b["number"], **b["values"], **b["params"]} for b in best_params(handle)]
+    )
+    md.extend(["## Best parameters", "", "```", best_md, "```", ""])
+    _write(out / "index.md", "\n".join(md))
+    page = "\n".join(
+        [
+            "<!doctype html><html><head><meta charset='utf-8'>",
+            f"<title>{html.escape(config.name)}</title>",
+            "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+            "img{max-width:100%}</style></head><body>",
+            *htm,
+            "</body></html>",
+        ]
+    )
+    _write(out / "index.html", page)
+    return out / "index.md"
+
+
+def _privacy_text(cost: SearchPrivacyCost, budget: float | None) -> str:
+    delta = "" if cost.delta is None else f", delta = {cost.delta:.3g}"
+    budget_text = "" if budget is None else f" Each trial was held to epsilon <= {budget:g}."
+    unrecorded = (
+        f" {cost.n_unrecorded} trial(s) ran without recording an epsilon and are not counted."
+        if cost.n_unrecorded
+        else ""
+    )
+    return (
+        f"Releasing a model chosen by this search costs at most epsilon = {cost.epsilon:.4g}{delta} "
+        f"over {cost.n_trials} trials, by {cost.method}; the largest single trial spent epsilon = "
+        f"{cost.max_single_epsilon:.4g}, which is what ignoring the search would claim."
+        f"{budget_text}{unrecorded} (Tighter tuning accounting, Papernot & Steinke 2022, is not "
+        "used here.)"
+    )
+
+
+def _md_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "none"
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _html_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>none</p>"
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _write(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

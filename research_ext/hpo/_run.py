@@ -1,0 +1,297 @@
+"""``run``: create or resume a study and drive it to exactly ``n_trials`` finished trials.
+
+With ``workers=1`` the trials run in this process; with ``workers=K`` this process starts K
+``research-ext tune worker`` processes on the same storage, re-queues the trials of any that die,
+forwards SIGTERM/Ctrl-C to them, and returns once the study is complete and no trial is RUNNING.
+"""
+
+import dataclasses
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from research_ext.core import check_int, format_message, progress
+from research_ext.hpo._config import StudyConfig, load_config
+from research_ext.hpo._runner import StudyFailedError, Terminated, _SignalGuard, work
+from research_ext.hpo._study import StudyHandle, counts, n_done, open_study, recover, top_up
+
+__all__ = ["run", "worker"]
+
+EXIT_TOO_MANY_FAILURES = 3
+EXIT_TERMINATED = 143
+
+
+def _with_overrides(
+    config: StudyConfig | str | pathlib.Path,
+    n_trials: int | None,
+    storage: str | None,
+    study_name: str | None,
+) -> StudyConfig:
+    if isinstance(config, StudyConfig):
+        if n_trials is not None:
+            check_int("run", "n_trials", n_trials, minimum=1)
+            config = dataclasses.replace(config, n_trials=n_trials)
+        if storage is not None:
+            config = dataclasses.replace(config, storage=absolute_storage(storage))
+        if study_name is not None:
+            config = dataclasses.replace(config, name=study_name)
+        return config
+    if not isinstance(config, str | pathlib.Path):
+        raise TypeError(
+            format_message("run", "config", "a StudyConfig or a study file path", config)
+        )
+    storage = absolute_storage(storage) if storage is not None else None
+    return load_config(config, n_trials=n_trials, storage=storage, name=study_name)
+
+
+def absolute_storage(storage: str | pathlib.Path) -> str:
+    """A bare relative storage path made absolute against the current directory (URLs kept)."""
+    text = str(storage)
+    if "://" in text or text in (":memory:", "memory"):
+        return text
+    return str(pathlib.Path(text).resolve())
+
+
+def _best(handle: StudyHandle) -> str:
+    if handle.config.is_multi_objective:
+        return ""
+    try:
+        return f"best={handle.study.best_value:.4g}"
+    except ValueError:
+        return ""
+
+
+class _Bar:
+    def __init__(self, handle: StudyHandle, enable: bool | None) -> None:
+        self.handle = handle
+        self.bar = progress(
+            total=handle.n_trials, desc=handle.config.name, enable=enable, unit="trial"
+        )
+
+    def update(self, *_: Any) -> None:
+        if self.bar.disable:
+            return
+        self.bar.n = min(n_done(counts(self.handle)), self.handle.n_trials)
+        self.bar.set_postfix_str(_best(self.handle), refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.update()
+        self.bar.close()
+
+
+def run(
+    config: StudyConfig | str | pathlib.Path,
+    *,
+    n_trials: int | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    study_name: str | None = None,
+    show_progress: bool | None = None,
+    poll_interval: float = 0.5,
+) -> Any:
+    r"""Create or resume the study and run it until it has exactly ``n_trials`` finished trials.
+
+    Idempotent: after a crash, running again completes the remainder (dead trials are failed
+    once and re-run with the same parameters); on a complete study it does nothing. Finished means
+    complete or pruned; a trial whose objective raised is failed and replaced by a fresh one, up to
+    ``study.max_failures`` failures per run.
+
+    Args:
+        config: a :class:`StudyConfig` or the path of a study file.
+        n_trials: overrides the study's target number of finished trials.
+        workers: local worker processes sharing the storage (1 runs in this process).
+        storage: overrides the study's storage (URL or path; relative to the current directory).
+        study_name: overrides the study's name.
+        show_progress: progress bar on/off; ``None`` shows it only on a terminal or notebook.
+        poll_interval: seconds between checks while waiting on other processes.
+
+    Returns:
+        The ``optuna.Study``.
+
+    Raises:
+        StudyFailedError: after ``max_failures`` objective failures, or workers that keep crashing.
+        KeyboardInterrupt: on Ctrl-C (running trials are marked interrupted and re-queued).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "obj.py").write_text("def f(params):\n    return (params['x'] - 0.5) ** 2\n")
+        >>> _ = (d / "s.toml").write_text('''
+        ... [study]
+        ... n_trials = 4
+        ... sampler = "random"
+        ... seed = 0
+        ... [objective]
+        ... entry = "obj.py:f"
+        ... [space.x]
+        ... type = "float"
+        ... low = 0.0
+        ... high = 1.0
+        ... ''')
+        >>> study = run(d / "s.toml")
+        >>> len(study.trials), run(d / "s.toml").trials[-1].number  # the second run adds nothing
+        (4, 3)
+    """
+    config = _with_overrides(config, n_trials, storage, study_name)
+    check_int("run", "workers", workers, minimum=1)
+    handle = open_study(config)
+    if workers > 1 and (config.path is None or not handle.spec.shared):
+        raise ValueError(
+            format_message(
+                "run",
+                "workers",
+                "1 unless the study has a study file and a shared storage",
+                workers,
+            )
+        )
+    deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    top_up(handle)
+    bar = _Bar(handle, show_progress)
+    try:
+        if workers == 1:
+            _run_inline(handle, deadline, bar, poll_interval)
+        else:
+            _run_processes(handle, workers, deadline, bar, poll_interval)
+    finally:
+        bar.close()
+    return handle.study
+
+
+def _run_inline(
+    handle: StudyHandle, deadline: float | None, bar: _Bar, poll_interval: float
+) -> None:
+    while True:
+        result = work(handle, deadline=deadline, on_trial=bar.update)
+        if result.stopped == "terminated":
+            raise Terminated()
+        recover(handle)
+        c = counts(handle)
+        if n_done(c) >= handle.n_trials or (deadline is not None and time.monotonic() >= deadline):
+            return
+        if top_up(handle) == 0 and c["WAITING"] == 0:
+            time.sleep(poll_interval)  # trials running elsewhere; wait for them or their staleness
+
+
+def _worker_command(handle: StudyHandle, index: int, deadline: float | None) -> list[str]:
+    config = handle.config
+    assert config.path is not None
+    storage = handle.spec.url if handle.spec.kind != "journal" else str(handle.spec.path)
+    command = [
+        sys.executable,
+        "-m",
+        "research_ext.hpo",
+        "worker",
+        str(config.path),
+        "--storage",
+        storage,
+        "--study",
+        config.name,
+        "--n-trials",
+        str(config.n_trials),
+        "--index",
+        str(index),
+        "--exit-when-idle",
+    ]
+    if deadline is not None:
+        command += ["--time-left", f"{max(deadline - time.monotonic(), 0.0):.3f}"]
+    return command
+
+
+def _run_processes(
+    handle: StudyHandle, workers: int, deadline: float | None, bar: _Bar, poll_interval: float
+) -> None:
+    procs: list[subprocess.Popen[bytes]] = []
+    crashes, started = 0, 0
+    with _SignalGuard() as guard:
+        try:
+            while guard.stop is None:
+                for proc in [p for p in procs if p.poll() is not None]:
+                    procs.remove(proc)
+                    if proc.returncode == EXIT_TOO_MANY_FAILURES:
+                        raise StudyFailedError(
+                            f"run: a worker stopped after study.max_failures="
+                            f"{handle.config.max_failures} objective failures"
+                        )
+                    if proc.returncode != 0:
+                        crashes += 1
+                if crashes > 2 * workers:
+                    raise StudyFailedError(
+                        f"run: worker processes crashed {crashes} times; see their output above"
+                    )
+                recover(handle)
+                c = counts(handle)
+                bar.update()
+                expired = deadline is not None and time.monotonic() >= deadline
+                if n_done(c) >= handle.n_trials or (expired and not procs):
+                    break
+                if not expired:
+                    top_up(handle)
+                    c = counts(handle)
+                    while len(procs) < workers and c["WAITING"] > 0:
+                        procs.append(subprocess.Popen(_worker_command(handle, started, deadline)))
+                        started += 1
+                        c["WAITING"] -= 1
+                time.sleep(poll_interval)
+        finally:
+            _stop_children(procs, guard.stop)
+    if guard.stop == "terminated":
+        raise Terminated()
+    if guard.stop == "interrupted":
+        raise KeyboardInterrupt()
+    recover(handle)
+
+
+def _stop_children(procs: list[subprocess.Popen[bytes]], stop: str | None) -> None:
+    if stop is not None:
+        signum = signal.SIGTERM if stop == "terminated" else signal.SIGINT
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+    for proc in procs:
+        try:
+            proc.wait(timeout=60 if stop is None else 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def worker(
+    config: StudyConfig | str | pathlib.Path,
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_trials: int | None = None,
+    index: int = 0,
+    exit_when_idle: bool = False,
+    time_left: float | None = None,
+) -> int:
+    """Join a study started by :func:`run` (on this or another machine) and run its trials.
+
+    Args:
+        config: a :class:`StudyConfig` or the path of a study file.
+        storage: the shared storage (e.g. ``postgresql://user@host/db``).
+        study_name: overrides the study's name.
+        n_trials: overrides the study's target number of finished trials.
+        index: this worker's index (its sampler is seeded with ``seed + index``).
+        exit_when_idle: return as soon as no trial is waiting (instead of waiting for the study
+            to complete, to pick up re-queued trials).
+        time_left: seconds after which no new trial starts.
+
+    Returns:
+        The number of trials this worker ran.
+
+    Raises:
+        ConfigError: if the study does not exist in the storage.
+        StudyFailedError: after ``max_failures`` objective failures.
+    """
+    config = _with_overrides(config, n_trials, storage, study_name)
+    handle = open_study(config, create=False, worker=index)
+    deadline = None if time_left is None else time.monotonic() + time_left
+    result = work(handle, deadline=deadline, wait=not exit_when_idle)
+    if result.stopped == "terminated":
+        raise Terminated()
+    return result.ran

@@ -1,0 +1,271 @@
+"""One worker's trial loop: pop a ticket, run the objective with a heartbeat, tell the result.
+
+Signals: SIGTERM or Ctrl-C inside the objective ends the trial at once, marks it ``terminated`` /
+``interrupted`` (a FAIL whose ``research_ext:ended`` says why, never an objective failure) and
+re-queues it with the same parameters; outside the objective they only stop the loop after the
+current bookkeeping, so the storage is never left half-written.
+"""
+
+import dataclasses
+import logging
+import math
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from research_ext.errors import ResearchExtError
+from research_ext.hpo._objective import Reporter, injected_arguments, load_objective, split_result
+from research_ext.hpo._space import sample_params
+from research_ext.hpo._study import (
+    ENDED,
+    HEARTBEAT,
+    OWNER,
+    StudyHandle,
+    _rdb,
+    counts,
+    n_done,
+    pop_ticket,
+    process_identity,
+    recover,
+    requeue,
+    trial_dir,
+)
+
+__all__ = ["StudyFailedError", "Terminated", "WorkResult", "work"]
+
+logger = logging.getLogger("research_ext.hpo")
+
+
+class StudyFailedError(ResearchExtError, RuntimeError):
+    """A run stopped because its objective failed ``max_failures`` times."""
+
+
+class Terminated(BaseException):  # noqa: N818 - mirrors KeyboardInterrupt, not an error
+    """Raised inside the objective when the worker receives SIGTERM."""
+
+
+@dataclasses.dataclass
+class WorkResult:
+    """What one call of :func:`work` did."""
+
+    ran: int = 0
+    failures: int = 0
+    stopped: str | None = None  # "interrupted" or "terminated" when a signal ended the loop
+
+
+class _SignalGuard:
+    def __init__(self) -> None:
+        self.in_objective = False
+        self.stop: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_SignalGuard":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = self.stop is None
+        if first:
+            self.stop = "terminated" if signum == signal.SIGTERM else "interrupted"
+        if self.in_objective and first:
+            self.in_objective = False
+            if signum == signal.SIGTERM:
+                raise Terminated()
+            raise KeyboardInterrupt()
+
+
+class _Heartbeat:
+    """Records a running trial's heartbeat every ``interval`` seconds from a daemon thread."""
+
+    def __init__(self, handle: StudyHandle, trial_id: int) -> None:
+        self.handle, self.trial_id = handle, trial_id
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> "_Heartbeat":
+        if self.handle.spec.kind != "memory":
+            self.thread = threading.Thread(target=self._loop, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+    def _loop(self) -> None:
+        rdb = _rdb(self.handle.storage)
+        while True:
+            try:
+                if rdb is not None:
+                    rdb.record_heartbeat(self.trial_id)
+                else:
+                    self.handle.storage.set_trial_system_attr(self.trial_id, HEARTBEAT, time.time())
+            except Exception as err:  # a storage hiccup must not kill a healthy trial
+                logger.warning("heartbeat of trial id %s failed: %r", self.trial_id, err)
+            if self.stop.wait(self.handle.config.heartbeat_interval):
+                return
+
+
+def _kwargs(handle: StudyHandle, fn: Callable[..., Any], trial: Any, frozen: Any) -> dict:
+    kwargs = dict(handle.config.args)
+    wanted = injected_arguments(fn)
+    if "reporter" in wanted:
+        kwargs["reporter"] = Reporter(trial, handle.config)
+    if "trial_dir" in wanted:
+        directory = trial_dir(handle, frozen)
+        directory.mkdir(parents=True, exist_ok=True)
+        kwargs["trial_dir"] = directory
+    if "trial" in wanted:
+        kwargs["trial"] = trial
+    return kwargs
+
+
+def _constraints(handle: StudyHandle, named: dict[str, float]) -> dict[str, float]:
+    config = handle.config
+    bounds = list(config.constraints)
+    if config.epsilon_budget is not None and config.epsilon_metric is not None:
+        bounds.append((config.epsilon_metric, config.epsilon_budget))
+    out = {}
+    for metric, bound in bounds:
+        if metric not in named:
+            raise KeyError(
+                f"constraint on `{metric}` needs the objective to return or report it; "
+                f"got metrics {sorted(named)}"
+            )
+        out[metric] = named[metric] - bound
+    return out
+
+
+def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard) -> str:
+    """Run the objective on popped trial ``trial_id`` and tell the outcome; return the outcome.
+
+    Outcomes: ``"complete"``, ``"pruned"``, ``"error"``, ``"interrupted"``, ``"terminated"``,
+    ``"surplus"``.
+    """
+    import optuna
+
+    storage, study, config = handle.storage, handle.study, handle.config
+    storage.set_trial_system_attr(trial_id, OWNER, process_identity())
+    if n_done(counts(handle)) >= config.n_trials:  # only if tickets were over-issued
+        storage.set_trial_system_attr(trial_id, ENDED, "surplus")
+        storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+        return "surplus"
+    trial = optuna.trial.Trial(study, trial_id)
+    frozen = storage.get_trial(trial_id)
+    fn = load_objective(config.entry, config.base_dir, config.args)
+    kwargs = _kwargs(handle, fn, trial, frozen)
+    reporter = kwargs.get("reporter")
+    outcome, values, extra, error = "complete", (), {}, None
+    with _Heartbeat(handle, trial_id):
+        try:
+            params = sample_params(trial, config.space)
+            guard.in_objective = True
+            try:
+                result = fn(params, **kwargs)
+            finally:
+                guard.in_objective = False
+            values, extra = split_result(result, config.metrics)
+        except optuna.TrialPruned:
+            outcome = "pruned"
+        except KeyboardInterrupt:
+            outcome = "interrupted"
+        except Terminated:
+            outcome = "terminated"
+        except Exception as err:
+            outcome, error = "error", err
+            logger.warning("trial %d failed:\n%s", trial.number, traceback.format_exc())
+    metrics = dict(reporter.metrics) if isinstance(reporter, Reporter) else {}
+    metrics.update(extra)
+    if outcome == "complete":
+        try:
+            named = {**metrics, **dict(zip(config.metrics, values, strict=True))}
+            for key, value in _constraints(handle, named).items():
+                trial.set_constraint(key, value)
+        except KeyError as err:
+            outcome, error = "error", err
+    for key, value in metrics.items():
+        if math.isfinite(value):
+            trial.set_user_attr(key, value)
+    if isinstance(reporter, Reporter) and reporter.intermediate and config.is_multi_objective:
+        trial.set_user_attr(
+            "intermediate_values", {str(k): v for k, v in reporter.intermediate.items()}
+        )
+    if outcome == "complete":
+        study.tell(trial, list(values))
+    elif outcome == "pruned":
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        storage.set_trial_system_attr(trial_id, ENDED, outcome)
+        if error is not None:
+            trial.set_user_attr("error", repr(error)[:1000])
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        # A dead or stopped trial resumes with its parameters; a failing one is re-sampled.
+        requeue(study, storage.get_trial(trial_id), outcome, same_params=outcome != "error")
+    return outcome
+
+
+def work(
+    handle: StudyHandle,
+    *,
+    deadline: float | None = None,
+    wait: bool = False,
+    on_trial: Callable[[str], None] | None = None,
+    poll_interval: float = 0.5,
+) -> WorkResult:
+    """Run tickets of ``handle``'s study until none is left (or the deadline, or a signal).
+
+    Args:
+        handle: the open study.
+        deadline: ``time.monotonic()`` value after which no new trial starts.
+        wait: keep polling while other workers' trials run (they may be re-queued) until the study
+            has ``n_trials`` finished trials; otherwise return as soon as no ticket is waiting.
+        on_trial: called with each trial's outcome.
+        poll_interval: seconds between polls when waiting.
+
+    Returns:
+        A :class:`WorkResult`.
+
+    Raises:
+        StudyFailedError: after ``max_failures`` objective failures in this call.
+        KeyboardInterrupt: after Ctrl-C, once the running trial is marked and re-queued.
+    """
+    result = WorkResult()
+    with _SignalGuard() as guard:
+        while guard.stop is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            recover(handle)
+            trial_id = pop_ticket(handle)
+            if trial_id is None:
+                c = counts(handle)
+                if not wait or n_done(c) >= handle.n_trials or c["RUNNING"] + c["WAITING"] == 0:
+                    break
+                time.sleep(poll_interval)
+                continue
+            outcome = run_trial(handle, trial_id, guard)
+            result.ran += 1
+            if on_trial is not None:
+                on_trial(outcome)
+            if outcome == "error":
+                result.failures += 1
+                if result.failures >= handle.config.max_failures:
+                    raise StudyFailedError(
+                        f"run: the objective failed {result.failures} times "
+                        f"(study.max_failures={handle.config.max_failures}); see the log above "
+                        "and `research-ext tune trials --state fail`"
+                    )
+        result.stopped = guard.stop
+    if result.stopped == "interrupted":
+        raise KeyboardInterrupt()
+    return result

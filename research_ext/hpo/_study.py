@@ -1,0 +1,320 @@
+"""A study in its storage: opening it, counting its trials fast, tickets, and crash recovery.
+
+Exactly ``n_trials`` finished trials, however many workers: ``run`` tops the study up with
+*tickets* (empty WAITING trials) so that finished + running + waiting = ``n_trials``, and workers
+only ever pop tickets (an atomic WAITING -> RUNNING transition in every Optuna storage), never
+create trials. A trial that dies (its process killed, its heartbeat stale, SIGTERM, Ctrl-C) is
+failed once and replaced by a WAITING copy with the same parameters and checkpoint directory, which
+keeps the sum unchanged; a trial whose objective raised is replaced by a fresh ticket.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import socket
+import time
+import warnings
+from typing import Any
+
+from research_ext.errors import ConfigError
+from research_ext.hpo._config import StudyConfig, make_pruner, make_sampler
+from research_ext.hpo._storage import StorageSpec, open_storage, resolve_storage
+
+__all__ = ["StudyHandle", "open_study"]
+
+PREFIX = "research_ext:"
+ENDED = PREFIX + "ended"  # why a FAIL trial ended: error, interrupted, terminated, crashed, surplus
+OWNER = PREFIX + "worker"  # {"host", "pid", "start"} of the process running a trial
+HEARTBEAT = PREFIX + "heartbeat"  # unix time, journal storage only (RDB has its own table)
+RETRY_OF = PREFIX + "retry_of"  # number of the trial a WAITING copy replaces
+RETRY_REASON = PREFIX + "retry_reason"
+TRIAL_DIR = PREFIX + "trial_dir"
+TICKET = PREFIX + "ticket"
+
+
+@dataclasses.dataclass
+class StudyHandle:
+    """An open study with its configuration and storage (what the runner and inspectors share)."""
+
+    config: StudyConfig
+    spec: StorageSpec
+    storage: Any
+    study: Any
+    study_id: int
+
+    @property
+    def n_trials(self) -> int:
+        """The number of finished trials the study aims for."""
+        return self.config.n_trials
+
+
+def storage_spec(config: StudyConfig) -> StorageSpec:
+    """Resolve the config's storage (default: ``<study file stem>.db`` next to the study file)."""
+    stem = config.path.stem if config.path is not None else config.name
+    return resolve_storage(config.storage, base_dir=config.base_dir, default_stem=stem)
+
+
+def open_study(
+    config: StudyConfig, *, create: bool = True, worker: int = 0, spec: StorageSpec | None = None
+) -> StudyHandle:
+    """Create or load the study of ``config`` in its storage.
+
+    Args:
+        config: a validated study configuration.
+        create: create the study if it does not exist (otherwise it must).
+        worker: this process's worker index (worker ``k`` seeds its sampler with ``seed + k``).
+        spec: an already-opened storage's spec (reuses nothing; for tests).
+
+    Returns:
+        A :class:`StudyHandle` holding the Optuna study.
+
+    Raises:
+        ConfigError: if the study exists with other directions, or does not exist and
+            ``create`` is false.
+    """
+    import optuna
+
+    spec = spec or storage_spec(config)
+    raw = open_storage(
+        spec,
+        heartbeat_interval=config.heartbeat_interval if spec.has_native_heartbeat else None,
+        grace_period=config.grace_period if spec.has_native_heartbeat else None,
+        on_stale=_on_stale,
+    )
+    storage = optuna.storages.get_storage(raw)
+    sampler, pruner = make_sampler(config, worker), make_pruner(config)
+    directions = [optuna.study.StudyDirection[d.upper()] for d in config.directions]
+    try:
+        study_id = storage.get_study_id_from_name(config.name)
+    except KeyError:
+        if not create:
+            raise ConfigError(
+                f"open_study: no study named {config.name!r} in {spec.url}; "
+                "start it with `research-ext tune run`"
+            ) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study = optuna.create_study(
+                storage=storage,
+                study_name=config.name,
+                directions=list(config.directions),
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+            )
+            if config.metrics != _default_metrics(len(directions)):
+                study.set_metric_names(list(config.metrics))
+        study_id = storage.get_study_id_from_name(config.name)
+        return StudyHandle(config, spec, storage, study, study_id)
+    existing = storage.get_study_directions(study_id)
+    if list(existing) != directions:
+        raise ConfigError(
+            f"open_study: study {config.name!r} in {spec.url} has directions "
+            f"{[d.name.lower() for d in existing]}, the study file says {list(config.directions)}"
+        )
+    study = optuna.load_study(
+        study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
+    )
+    return StudyHandle(config, spec, storage, study, study_id)
+
+
+def _default_metrics(n: int) -> tuple[str, ...]:
+    return ("value",) if n == 1 else tuple(f"value_{i}" for i in range(n))
+
+
+def _rdb(storage: Any) -> Any:
+    """The underlying ``RDBStorage`` (``get_storage`` wraps it in a cache), or ``None``."""
+    import optuna
+
+    inner = getattr(storage, "_backend", storage)
+    return inner if isinstance(inner, optuna.storages.RDBStorage) else None
+
+
+def counts(handle: StudyHandle) -> dict[str, int]:
+    """Trials per state (``COMPLETE``, ``PRUNED``, ``FAIL``, ``RUNNING``, ``WAITING``), fast.
+
+    On an RDB storage one ``GROUP BY`` query answers (milliseconds on 10k trials); other storages
+    count their in-memory trials.
+    """
+    result = {s: 0 for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
+    rdb = _rdb(handle.storage)
+    if rdb is not None:
+        import sqlalchemy
+
+        query = sqlalchemy.text(
+            "SELECT state, COUNT(*) FROM trials WHERE study_id = :sid GROUP BY state"
+        )
+        with rdb.engine.connect() as connection:
+            for state, n in connection.execute(query, {"sid": handle.study_id}):
+                result[getattr(state, "name", str(state))] = int(n)
+        return result
+    for trial in handle.storage.get_all_trials(handle.study_id, deepcopy=False):
+        result[trial.state.name] += 1
+    return result
+
+
+def n_done(c: dict[str, int]) -> int:
+    """Finished trials that count toward ``n_trials``: complete and pruned."""
+    return c["COMPLETE"] + c["PRUNED"]
+
+
+def top_up(handle: StudyHandle) -> int:
+    """Add empty tickets until finished + running + waiting = ``n_trials``; return how many."""
+    import optuna
+
+    c = counts(handle)
+    need = handle.n_trials - n_done(c) - c["RUNNING"] - c["WAITING"]
+    for _ in range(max(need, 0)):
+        handle.study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.WAITING, system_attrs={TICKET: True}
+            )
+        )
+    return max(need, 0)
+
+
+def requeue(study: Any, frozen: Any, reason: str, *, same_params: bool = True) -> None:
+    """Add the WAITING replacement of failed trial ``frozen`` (same parameters and directory)."""
+    import optuna
+
+    system_attrs = {
+        TICKET: True,
+        RETRY_OF: frozen.number,
+        RETRY_REASON: reason,
+        TRIAL_DIR: frozen.system_attrs.get(TRIAL_DIR, _trial_dir_name(frozen.number)),
+    }
+    if not same_params:
+        system_attrs.pop(TRIAL_DIR)
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=dict(frozen.params) if same_params else None,
+            distributions=dict(frozen.distributions) if same_params else None,
+            system_attrs=system_attrs,
+        )
+    )
+
+
+def _trial_dir_name(number: int) -> str:
+    return f"trial-{number:05d}"
+
+
+def trial_dir(handle: StudyHandle, frozen: Any) -> pathlib.Path:
+    """The per-trial checkpoint directory (a retried trial inherits its predecessor's)."""
+    name = frozen.system_attrs.get(TRIAL_DIR, _trial_dir_name(frozen.number))
+    return handle.config.trials_dir / name
+
+
+_STALE = [0]  # trials this process failed as stale through Optuna's heartbeat callback
+
+
+def _on_stale(study: Any, frozen: Any) -> None:
+    _STALE[0] += 1
+    requeue(study, frozen, "stale heartbeat")
+
+
+def pop_ticket(handle: StudyHandle) -> int | None:
+    """Atomically take one WAITING trial (WAITING -> RUNNING); its id, or ``None`` if none left."""
+    import optuna
+
+    for trial in handle.storage.get_all_trials(
+        handle.study_id, deepcopy=False, states=(optuna.trial.TrialState.WAITING,)
+    ):
+        try:
+            if handle.storage.set_trial_state_values(
+                trial._trial_id, state=optuna.trial.TrialState.RUNNING
+            ):
+                return int(trial._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def process_identity(pid: int | None = None) -> dict[str, Any]:
+    """``{"host", "pid", "start"}`` of a process (start time from /proc, where it exists)."""
+    pid = os.getpid() if pid is None else pid
+    return {"host": socket.gethostname(), "pid": pid, "start": _start_time(pid)}
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        raw = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def _start_time(pid: int) -> int | None:
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def is_alive(owner: dict[str, Any]) -> bool | None:
+    """Whether the process in ``owner`` lives; ``None`` when it ran on another host."""
+    if owner.get("host") != socket.gethostname():
+        return None
+    pid = int(owner["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    fields = _proc_stat(pid)
+    if fields is not None:
+        if fields[0] in ("Z", "X"):  # a zombie, killed and not yet reaped
+            return False
+        start = owner.get("start")
+        if start is not None and len(fields) > 19 and int(fields[19]) != int(start):
+            return False  # the pid was reused by another process
+    return True
+
+
+def recover(handle: StudyHandle) -> int:
+    """Fail every dead RUNNING trial once and re-queue it with its parameters; return how many.
+
+    A trial is dead when its process on this host is gone (detected at once), or its heartbeat is
+    older than the grace period (Optuna's RDB heartbeat; ours on the journal).
+    """
+    import optuna
+
+    recovered = 0
+    if handle.spec.has_native_heartbeat:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            before = _STALE[0]
+            optuna.storages.fail_stale_trials(handle.study)
+            recovered += _STALE[0] - before
+    now = time.time()
+    running = handle.storage.get_all_trials(
+        handle.study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+    )
+    for trial in running:
+        owner = trial.system_attrs.get(OWNER)
+        alive = is_alive(owner) if owner else None
+        reason = "crashed" if alive is False else None
+        if alive is None and handle.spec.kind == "journal":
+            beat = trial.system_attrs.get(HEARTBEAT)
+            if beat is None and trial.datetime_start is not None:
+                beat = trial.datetime_start.timestamp()
+            if beat is not None and now - float(beat) > handle.config.grace_period:
+                reason = "stale heartbeat"
+        if reason is None:
+            continue
+        try:
+            handle.storage.set_trial_system_attr(trial._trial_id, ENDED, reason)
+            if not handle.storage.set_trial_state_values(
+                trial._trial_id, state=optuna.trial.TrialState.FAIL
+            ):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process recovered it first
+        requeue(handle.study, handle.storage.get_trial(trial._trial_id), reason)
+        recovered += 1
+    return recovered
+
+
+def dump_json(value: Any) -> str:
+    """JSON for the CLI's machine-readable outputs (NaN and infinities as null)."""
+    return json.dumps(value, default=str, allow_nan=False)
