@@ -1,0 +1,365 @@
+"""DP-SGD: clip per-sample gradients, add Gaussian noise once per logical step, account."""
+
+import math
+import os
+import tempfile
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from research_ext.core import (
+    check_int,
+    check_one_of,
+    check_positive,
+    check_probability,
+    format_message,
+    make_generator,
+)
+from research_ext.errors import CheckpointMismatchError
+from research_ext.privacy._clipping import CLIPPINGS, clip_factors, layer_thresholds, sensitivity
+from research_ext.privacy._engines import ENGINES, layer_groups, make_engine
+from research_ext.privacy._noise import add_gaussian_noise, secure_generator
+from research_ext.privacy._per_sample import LossFn, split_batch
+from research_ext.privacy._sampling import PoissonLoader, poisson_loader
+from research_ext.privacy._validate import raise_if_invalid
+from research_ext.privacy.accounting import PrivacyAccountant, noise_multiplier_for
+from research_ext.privacy.accounting._epsilon import ACCOUNTANTS
+
+__all__ = ["DPSGD"]
+
+
+@typing.final
+class DPSGD:
+    r"""Differentially private SGD around any ``torch.optim`` optimizer.
+
+    Each logical step on a Poisson-sampled batch B computes per-sample gradients, clips them
+    (``clipping``), adds Gaussian noise once and hands the optimizer
+
+    .. math:: \bar g = \frac{1}{qN}\Big(\sum_{i\in B} \mathrm{clip}_C(g_i)
+              + \mathcal N(0, \sigma^2 C^2 I)\Big),
+
+    dividing by the expected batch size qN the analysis assumes (not by |B|). The accountant
+    records (sigma, q) per step; :meth:`epsilon` reports the spend.
+
+    Clipped sums come from an engine chosen by ``grad_sample_mode``: ``"auto"`` (one forward and
+    one backward with hooks; per layer, ghost norms or materialized per-sample gradients,
+    whichever the cost model finds cheaper; norm layers materialized, other layers by per-layer
+    ``vmap``; whole-model ``vmap`` when parameters are shared), ``"ghost"``, ``"materialized"``,
+    or ``"vmap"`` (``torch.func`` over the whole model). All give the same clipped sum.
+
+    Clipping modes: ``"flat"`` (one norm over all parameters), ``"per_layer"`` (a norm per layer
+    with thresholds C/sqrt(K), or a mapping layer -> C_k; noise scales with sqrt(sum C_k^2)),
+    ``"adaptive"`` (Andrew et al. 2021: C tracks the ``adaptive_quantile`` of per-sample norms by
+    a geometric update driven by a noised count; the gradient noise is raised to
+    :math:`\sigma_g = (\sigma^{-2} - (2\sigma_b)^{-2})^{-1/2}` so the pair of releases costs
+    exactly what noise multiplier sigma costs, which is what is accounted).
+
+    Args:
+        model: the model (validated; BatchNorm and the like raise ``UnsupportedModuleError``).
+        optimizer: any optimizer over the model's parameters; it sees ``p.grad`` = the noisy mean.
+        loss_fn: ``loss_fn(outputs, targets)``: per-example losses ``(batch,)`` or a scalar mean
+            over the batch (torch's default reduction; ``reduction="sum"`` is honoured).
+        max_grad_norm: C (> 0); for ``"per_layer"`` also a mapping layer -> C_k.
+        delta: target delta in (0, 1).
+        sample_rate: Poisson rate q in (0, 1].
+        dataset_size: N, so that qN is the expected batch size.
+        noise_multiplier: sigma (>= 0); exactly one of this and ``target_epsilon``.
+        target_epsilon: calibrate sigma to spend this epsilon over ``epochs`` or ``steps``.
+        epochs: training length in epochs (steps = epochs / q) for calibration.
+        steps: training length in steps, for calibration (instead of ``epochs``).
+        accountant: ``"prv"`` (default), ``"rdp"`` or ``"pld"``.
+        clipping: ``"flat"`` (default), ``"per_layer"`` or ``"adaptive"``.
+        grad_sample_mode: ``"auto"`` (default), ``"ghost"``, ``"materialized"`` or ``"vmap"``.
+        generator: ``torch.Generator`` for the noise (default: OS-seeded); the sampler of
+            :meth:`loader` gets its own generator seeded from it.
+        secure: draw each step's noise from a fresh generator seeded with 63 bits of OS
+            randomness (``os.urandom``), so the noise cannot be replayed from a known seed. The
+            per-step stream is still torch's PRNG, not a CSPRNG; exact resume is not possible.
+        adaptive_quantile: target quantile of unclipped examples for ``"adaptive"`` (0.5).
+        adaptive_lr: learning rate of the geometric clip-norm update (0.2).
+        adaptive_count_noise: std of the noise on the unclipped count (default qN / 20).
+
+    Raises:
+        ValueError, TypeError: for out-of-range arguments, both or neither of
+            ``noise_multiplier`` / ``target_epsilon``, or an unreachable target.
+        UnsupportedModuleError: for a model DP-SGD cannot train (see :func:`validate`).
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+        >>> model = nn.Linear(4, 2)
+        >>> dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.5),
+        ...            loss_fn=nn.CrossEntropyLoss(), max_grad_norm=1.0, delta=1e-5,
+        ...            sample_rate=0.25, dataset_size=64, noise_multiplier=1.0,
+        ...            generator=torch.Generator().manual_seed(0))
+        >>> for batch in dp.loader((X, y)):
+        ...     dp.step(batch)
+        >>> from research_ext.privacy import epsilon
+        >>> dp.steps, dp.epsilon() == epsilon(1.0, 0.25, 4, 1e-5)
+        (4, True)
+
+    References:
+        Abadi et al., "Deep Learning with Differential Privacy", 2016.
+        Bu et al., "Differentially Private Optimization on Large Model at Small Cost"
+        (book-keeping), 2023; Li et al., "Large Language Models Can Be Strong Differentially
+        Private Learners" (ghost clipping), 2022.
+        Andrew et al., "Differentially Private Learning with Adaptive Clipping", 2021.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        loss_fn: LossFn,
+        max_grad_norm: float | Mapping[str, float],
+        delta: float,
+        sample_rate: float,
+        dataset_size: int,
+        noise_multiplier: float | None = None,
+        target_epsilon: float | None = None,
+        epochs: float | None = None,
+        steps: int | None = None,
+        accountant: str = "prv",
+        clipping: str = "flat",
+        grad_sample_mode: str = "auto",
+        generator: torch.Generator | None = None,
+        secure: bool = False,
+        adaptive_quantile: float = 0.5,
+        adaptive_lr: float = 0.2,
+        adaptive_count_noise: float | None = None,
+    ) -> None:
+        fn = "DPSGD"
+        self.delta = float(check_probability(fn, "delta", delta, allow_one=False))
+        self.sample_rate = float(check_probability(fn, "sample_rate", sample_rate))
+        self.dataset_size = check_int(fn, "dataset_size", dataset_size, minimum=1)
+        check_one_of(fn, "accountant", accountant, ACCOUNTANTS)
+        self.clipping = check_one_of(fn, "clipping", clipping, CLIPPINGS)
+        self.grad_sample_mode = check_one_of(fn, "grad_sample_mode", grad_sample_mode, ENGINES)
+        raise_if_invalid(fn, model)
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.groups = sorted(set(layer_groups(model).values()))
+        self.thresholds = layer_thresholds(fn, max_grad_norm, self.groups, clipping)
+        self.noise_multiplier = self._resolve_noise(
+            noise_multiplier, target_epsilon, epochs, steps, accountant
+        )
+        self.expected_batch_size = self.sample_rate * self.dataset_size
+        self._adaptive_setup(adaptive_quantile, adaptive_lr, adaptive_count_noise)
+        self.engine = make_engine(model, loss_fn, grad_sample_mode)
+        self.accountant = PrivacyAccountant(accountant)
+        self.secure = bool(secure)
+        device = next(iter(self.params.values())).device if self.params else torch.device("cpu")
+        self.generator = make_generator(generator, device=device)
+        seed = int(
+            torch.randint(
+                0, 2**62, (1,), generator=self.generator, device=self.generator.device
+            ).item()
+        )
+        self.sampler_generator = make_generator(seed)
+        self._loaders: list[PoissonLoader] = []
+
+    def _resolve_noise(
+        self,
+        noise_multiplier: float | None,
+        target_epsilon: float | None,
+        epochs: float | None,
+        steps: int | None,
+        accountant: str,
+    ) -> float:
+        fn = "DPSGD"
+        if (noise_multiplier is None) == (target_epsilon is None):
+            raise ValueError(
+                f"{fn}: exactly one of `noise_multiplier` and `target_epsilon` must be given, got "
+                f"noise_multiplier={noise_multiplier!r}, target_epsilon={target_epsilon!r}"
+            )
+        if noise_multiplier is not None:
+            return float(check_positive(fn, "noise_multiplier", noise_multiplier, allow_zero=True))
+        target = float(check_positive(fn, "target_epsilon", target_epsilon))
+        if (epochs is None) == (steps is None):
+            raise ValueError(
+                f"{fn}: with `target_epsilon`, exactly one of `epochs` and `steps` must be given, "
+                f"got epochs={epochs!r}, steps={steps!r}"
+            )
+        if steps is None:
+            check_positive(fn, "epochs", epochs)
+            steps = max(1, int(float(epochs) / self.sample_rate))  # type: ignore[arg-type]
+        check_int(fn, "steps", steps, minimum=1)
+        self.planned_steps = steps
+        return noise_multiplier_for(target, self.delta, self.sample_rate, steps, accountant)
+
+    def _adaptive_setup(self, quantile: float, lr: float, count_noise: float | None) -> None:
+        fn = "DPSGD"
+        self.adaptive_quantile = float(
+            check_probability(fn, "adaptive_quantile", quantile, allow_one=False)
+        )
+        self.adaptive_lr = float(check_positive(fn, "adaptive_lr", lr))
+        sigma = self.noise_multiplier
+        self.count_noise = (
+            self.expected_batch_size / 20
+            if count_noise is None
+            else float(check_positive(fn, "adaptive_count_noise", count_noise, allow_zero=True))
+        )
+        self.grad_noise_multiplier = sigma
+        if self.clipping == "adaptive" and sigma > 0:
+            if self.count_noise == 0 or 2 * self.count_noise <= sigma:
+                raise ValueError(
+                    format_message(
+                        fn,
+                        "adaptive_count_noise",
+                        f"> noise_multiplier / 2 = {sigma / 2}",
+                        self.count_noise,
+                        "the count's noise must leave room for the gradient's",
+                    )
+                )
+            self.grad_noise_multiplier = (sigma**-2 - (2 * self.count_noise) ** -2) ** -0.5
+
+    @property
+    def max_grad_norm(self) -> float:
+        """The current clipping norm (the tracked one for ``"adaptive"``)."""
+        return sensitivity(self.thresholds, self.clipping)
+
+    @property
+    def steps(self) -> int:
+        """Logical steps taken so far."""
+        return self.accountant.steps
+
+    def loader(
+        self, dataset: Any, *, max_physical_batch_size: int | None = None, steps: int | None = None
+    ) -> PoissonLoader:
+        """A :func:`poisson_loader` at this run's sample rate whose RNG state is checkpointed."""
+        loader = poisson_loader(
+            dataset,
+            self.sample_rate,
+            max_physical_batch_size=max_physical_batch_size,
+            generator=self.sampler_generator,
+            steps=steps,
+        )
+        self._loaders.append(loader)
+        return loader
+
+    def step(self, batch: Any) -> None:
+        """One logical DP-SGD step on ``(inputs, targets)`` or a list of micro-batches of it.
+
+        Clipped sums of the micro-batches accumulate; noise is drawn once; ``optimizer.step()``
+        runs with ``p.grad`` set to the noisy sum over qN; the accountant records the step.
+        """
+        micro = batch if isinstance(batch, list) else [batch]
+        total: dict[str, torch.Tensor] = {}
+        unclipped = None
+        for mb in micro:
+            _, _, size = split_batch("DPSGD.step", mb)
+            if size == 0:
+                continue
+            sq = self.engine.run(mb)
+            factors = clip_factors(sq, self.thresholds, self.clipping)
+            for name, s in self.engine.clipped_sum(factors).items():
+                total[name] = total[name] + s if name in total else s
+            if self.clipping == "adaptive":
+                norms = torch.stack(list(sq.values())).sum(0).sqrt()
+                count = (norms <= self.max_grad_norm).sum()
+                unclipped = count if unclipped is None else unclipped + count
+        self._apply(total)
+        if self.clipping == "adaptive":
+            self._update_clip(unclipped)
+        self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+
+    def _noise_generator(self) -> torch.Generator:
+        return secure_generator(self.generator.device) if self.secure else self.generator
+
+    def _apply(self, total: dict[str, torch.Tensor]) -> None:
+        generator = self._noise_generator()
+        std = self.grad_noise_multiplier * self.max_grad_norm
+        scale = 1.0 / self.expected_batch_size
+        for name, p in self.params.items():
+            s = total.get(name)
+            if s is None:
+                s = torch.zeros_like(p)
+            p.grad = add_gaussian_noise(s.to(p.dtype), std, generator=generator).mul_(scale)
+        self.optimizer.step()
+
+    def _update_clip(self, unclipped: torch.Tensor | None) -> None:
+        generator = self._noise_generator()
+        count = (
+            torch.zeros((), device=generator.device)
+            if unclipped is None
+            else unclipped.to(generator.device, torch.float64)
+        )
+        if self.noise_multiplier > 0:
+            count = add_gaussian_noise(count.double(), self.count_noise, generator=generator)
+        fraction = float(count) / self.expected_batch_size
+        factor = math.exp(-self.adaptive_lr * (fraction - self.adaptive_quantile))
+        self.thresholds = {k: v * factor for k, v in self.thresholds.items()}
+
+    def epsilon(self, delta: float | None = None) -> float:
+        """Epsilon spent so far at ``delta`` (default: the run's delta)."""
+        return self.accountant.epsilon(self.delta if delta is None else delta)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "sample_rate": self.sample_rate,
+            "noise_multiplier": self.noise_multiplier,
+            "accountant": self.accountant.accountant,
+            "clipping": self.clipping,
+            "dataset_size": self.dataset_size,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a bit-identical resume needs: model, optimizer, accountant, RNG states."""
+        return {
+            "config": self._config(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "accountant": self.accountant.state_dict(),
+            "thresholds": dict(self.thresholds),
+            "noise_generator": self.generator.get_state(),
+            "sampler_generator": self.sampler_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; refuses one saved with other privacy settings.
+
+        Raises:
+            CheckpointMismatchError: if sample_rate, noise_multiplier, accountant, clipping or
+                dataset_size differ from this run's (nothing is loaded then).
+        """
+        saved, mine = state["config"], self._config()
+        diffs = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
+        if diffs:
+            detail = ", ".join(f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in diffs.items())
+            raise CheckpointMismatchError(
+                f"DPSGD.load_state_dict: checkpoint does not match this run ({detail})"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.accountant.load_state_dict(state["accountant"])
+        self.thresholds = {k: float(v) for k, v in state["thresholds"].items()}
+        self.generator.set_state(state["noise_generator"])
+        self.sampler_generator.set_state(state["sampler_generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`state_dict` to ``path`` atomically (temporary file, then ``os.replace``)."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".dpsgd-", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(self.state_dict(), handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Load a checkpoint written by :meth:`save` (see :meth:`load_state_dict`)."""
+        self.load_state_dict(torch.load(os.fspath(path), map_location="cpu", weights_only=True))

@@ -1,0 +1,208 @@
+r"""Clipped-gradient engines: per-sample squared norms per layer, then clipped sums.
+
+Both engines expose one protocol: ``run(batch)`` returns the per-sample squared gradient norm of
+every layer group, ``(batch,)`` each, and ``clipped_sum(factors)`` then returns
+:math:`\sum_i c_{i,k} g_{i,k}` for every parameter, with ``factors`` the per-sample clip factors
+of each group k. Clipping modes only choose the factors, so every mode runs on every engine.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from research_ext.core import module_params
+from research_ext.errors import UnsupportedModuleError
+from research_ext.privacy._layers import LayerRule, rule_for
+from research_ext.privacy._per_sample import LossFn, per_sample_grads, split_batch, summed_loss
+
+__all__ = ["ENGINES", "HookEngine", "VmapEngine", "layer_groups", "make_engine"]
+
+#: grad_sample_mode values: "auto" (hooks, per-layer cost model; whole-model vmap when hooks
+#: cannot see every parameter), "ghost" (hooks, ghost norms wherever defined), "materialized"
+#: (hooks, per-layer per-sample gradients), "vmap" (whole-model torch.func per-sample gradients).
+ENGINES = ("auto", "ghost", "materialized", "vmap")
+
+
+def _units(model: nn.Module) -> list[tuple[str, nn.Module, dict[str, str]]]:
+    """Layers owning trainable parameters: (qualified name, module, {local name: qualified})."""
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    units: list[tuple[str, nn.Module, dict[str, str]]] = []
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        direct = [n for n, p in module.named_parameters(recurse=False) if id(p) in trainable]
+        if direct:
+            # A module with its own parameters is one unit with everything below it
+            # (e.g. MultiheadAttention, whose out_proj is used without being called).
+            names = {
+                n: f"{prefix}{n}"
+                for n, p in module.named_parameters(remove_duplicate=False)
+                if id(p) in trainable
+            }
+            units.append((prefix.rstrip("."), module, names))
+            return
+        for child_name, child in module.named_children():
+            visit(f"{prefix}{child_name}.", child)
+
+    visit("", model)
+    return units
+
+
+def layer_groups(model: nn.Module) -> dict[str, str]:
+    """Parameter name -> its layer group (the module that owns it), as used for per-layer clipping.
+
+    Example:
+        >>> layer_groups(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1)))
+        {'0.weight': '0', '0.bias': '0', '1.weight': '1', '1.bias': '1'}
+    """
+    return {q: name for name, _, names in _units(model) for q in names.values()}
+
+
+def _shared_parameters(model: nn.Module) -> bool:
+    seen: set[int] = set()
+    for _, _, names in _units(model):
+        params = dict(model.named_parameters(remove_duplicate=False))
+        for q in names.values():
+            if id(params[q]) in seen:
+                return True
+            seen.add(id(params[q]))
+    return len(seen) != len(module_params(model))
+
+
+class VmapEngine:
+    """Materialized per-sample gradients of the whole model with ``torch.func``."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        self.model, self.loss_fn = model, loss_fn
+        self.groups = layer_groups(model)
+        self._grads: dict[str, torch.Tensor] = {}
+
+    def run(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Per-sample squared norms per layer group, ``(batch,)`` each."""
+        self._grads = per_sample_grads(self.model, self.loss_fn, batch)
+        norms: dict[str, torch.Tensor] = {}
+        for name, g in self._grads.items():
+            sq = g.reshape(g.shape[0], -1).pow(2).sum(1)
+            group = self.groups[name]
+            norms[group] = norms[group] + sq if group in norms else sq
+        return norms
+
+    def clipped_sum(self, factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Sum over the batch of the per-sample gradients scaled by their group's factor."""
+        grads, self._grads = self._grads, {}
+        return {
+            name: torch.einsum("b,b...->...", factors[self.groups[name]].to(g.dtype), g)
+            for name, g in grads.items()
+        }
+
+
+class HookEngine:
+    """One forward and one backward; per-layer rules from captured activations and output grads."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, mode: str = "auto") -> None:
+        self.model, self.loss_fn = model, loss_fn
+        self.rules: dict[str, LayerRule] = {
+            name: rule_for(module, names, "auto" if mode == "auto" else mode)
+            for name, module, names in _units(model)
+        }
+        self._active: list[tuple[str, LayerRule]] = []
+
+    def run(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Per-sample squared norms per layer group, ``(batch,)`` each."""
+        inputs, targets, batch_size = split_batch("DPSGD.step", batch)
+        records: dict[str, list[tuple[Any, Any, tuple[torch.Tensor, ...]]]] = {}
+        handles = []
+        for name, rule in self.rules.items():
+            handles.append(
+                rule.module.register_forward_hook(self._hook(name, records), with_kwargs=True)
+            )
+        try:
+            args = tuple(inputs) if isinstance(inputs, tuple | list) else (inputs,)
+            with torch.enable_grad():
+                outputs = self.model(*args)
+                loss = summed_loss(self.loss_fn, outputs, targets, batch_size)
+        finally:
+            for h in handles:
+                h.remove()
+        flat = [
+            (name, i, j, out)
+            for name, calls in records.items()
+            for i, (_, _, outs) in enumerate(calls)
+            for j, out in enumerate(outs)
+        ]
+        wanted = [out for *_, out in flat if out.requires_grad]
+        grads = iter(torch.autograd.grad(loss, wanted, allow_unused=True) if wanted else ())
+        by_call: dict[tuple[str, int], list[torch.Tensor | None]] = {}
+        for name, i, _, out in flat:
+            g = next(grads) if out.requires_grad else None
+            by_call.setdefault((name, i), []).append(g)
+        norms: dict[str, torch.Tensor] = {}
+        self._active = []
+        for name, calls in records.items():
+            rule = self.rules[name]
+            triples = [(a, kw, tuple(by_call[(name, i)])) for i, (a, kw, _) in enumerate(calls)]
+            triples = [t for t in triples if any(g is not None for g in t[2])]
+            if not triples:
+                continue
+            if rule.__class__.__name__ != "GenericRule":
+                triples = [
+                    (
+                        a,
+                        kw,
+                        tuple(
+                            torch.zeros_like(o) if g is None else g
+                            for g, o in zip(gs, calls[i][2], strict=True)
+                        ),
+                    )
+                    for i, (a, kw, gs) in enumerate(triples)
+                ]
+            self._check_batch_first(name, triples, batch_size)
+            norms[name] = rule.sq_norms(triples, batch_size)
+            self._active.append((name, rule))
+        return norms
+
+    def _check_batch_first(self, name: str, calls: list[Any], batch_size: int) -> None:
+        for args, _, grads in calls:
+            for t in (*args[:1], *grads[:1]):
+                if isinstance(t, torch.Tensor) and (t.ndim == 0 or t.shape[0] != batch_size):
+                    raise UnsupportedModuleError(
+                        f"DPSGD: layer `{name}` ({type(self.rules[name].module).__name__}) got a "
+                        f"tensor of shape {tuple(t.shape)} whose first dim is not the batch size "
+                        f"{batch_size}; per-sample gradients need batch-first layers "
+                        f"(e.g. batch_first=True)"
+                    )
+
+    def _hook(self, name: str, records: dict[str, list[Any]]) -> Callable[..., None]:
+        def hook(
+            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+        ) -> None:
+            outs = (
+                (output,)
+                if isinstance(output, torch.Tensor)
+                else tuple(o for o in output if isinstance(o, torch.Tensor))
+            )
+            records.setdefault(name, []).append((args, kwargs, outs))
+
+        return hook
+
+    def clipped_sum(self, factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Sum over the batch of the per-sample gradients scaled by their group's factor."""
+        out: dict[str, torch.Tensor] = {}
+        for name, rule in self._active:
+            out.update(rule.clipped_sum(factors[name]))
+        self._active = []
+        return out
+
+
+def make_engine(model: nn.Module, loss_fn: LossFn, mode: str) -> VmapEngine | HookEngine:
+    """The engine for ``grad_sample_mode`` (see ``ENGINES``)."""
+    if mode == "vmap" or (mode == "auto" and _shared_parameters(model)):
+        return VmapEngine(model, loss_fn)
+    if _shared_parameters(model):
+        raise UnsupportedModuleError(
+            f"DPSGD: grad_sample_mode={mode!r} needs every parameter owned by exactly one layer; "
+            f"this model shares or leaves parameters outside its layers; use "
+            f"grad_sample_mode='vmap' (or 'auto')"
+        )
+    return HookEngine(model, loss_fn, mode)

@@ -1,0 +1,137 @@
+"""Poisson sampling: each example joins each logical batch independently with probability q."""
+
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, TensorDataset, default_collate
+
+from research_ext.core import check_int, check_probability, make_generator
+
+__all__ = ["PoissonLoader", "poisson_loader"]
+
+Batch = tuple[Any, Any]
+
+
+@typing.final
+class PoissonLoader:
+    """Iterable of logical batches drawn by Poisson sampling (see :func:`poisson_loader`)."""
+
+    def __init__(
+        self,
+        dataset: Dataset | tuple[torch.Tensor, ...],
+        sample_rate: float,
+        *,
+        max_physical_batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+    ) -> None:
+        fn = "poisson_loader"
+        self.sample_rate = float(check_probability(fn, "sample_rate", sample_rate))
+        if max_physical_batch_size is not None:
+            check_int(fn, "max_physical_batch_size", max_physical_batch_size, minimum=1)
+        if isinstance(dataset, tuple):
+            dataset = TensorDataset(*dataset)
+        self.dataset = dataset
+        self.size = len(dataset)  # type: ignore[arg-type]
+        check_int(fn, "len(dataset)", self.size, minimum=1)
+        self.max_physical_batch_size = max_physical_batch_size
+        self.generator = make_generator(generator)
+        self.steps = (
+            max(1, round(1 / self.sample_rate))
+            if steps is None
+            else check_int(fn, "steps", steps, minimum=1)
+        )
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[Batch | list[Batch]]:
+        for _ in range(self.steps):
+            yield self.draw()
+
+    def draw(self) -> Batch | list[Batch]:
+        """Draw one logical batch (a list of physical micro-batches if a maximum is set)."""
+        mask = (
+            torch.rand(self.size, generator=self.generator, device=self.generator.device)
+            < self.sample_rate
+        )
+        indices = mask.nonzero().reshape(-1).cpu()
+        if self.max_physical_batch_size is None:
+            return self._collate(indices)
+        chunks = indices.split(self.max_physical_batch_size) or (indices,)
+        return [self._collate(chunk) for chunk in chunks]
+
+    def _collate(self, indices: torch.Tensor) -> Batch:
+        if isinstance(self.dataset, TensorDataset):
+            tensors = tuple(t[indices] for t in self.dataset.tensors)
+        elif len(indices) == 0:
+            # An empty batch keeps the examples' shapes and dtypes, with batch size 0.
+            example = default_collate([self.dataset[0]])
+            tensors = tuple(t[:0] for t in example)
+        else:
+            tensors = tuple(default_collate([self.dataset[int(i)] for i in indices]))
+        if len(tensors) != 2:
+            return tuple(tensors[:-1]), tensors[-1]
+        return tensors[0], tensors[1]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler's RNG state."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the RNG state saved by :meth:`state_dict`."""
+        self.generator.set_state(state["generator"])
+
+
+def poisson_loader(
+    dataset: Dataset | tuple[torch.Tensor, ...],
+    sample_rate: float,
+    *,
+    max_physical_batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+    steps: int | None = None,
+) -> PoissonLoader:
+    r"""Logical batches where every example is included independently with probability q.
+
+    Each logical batch has a Binomial(N, q) size, possibly 0 (an empty batch keeps the
+    examples' trailing shapes), which is what the privacy analysis of DP-SGD assumes; its
+    expected size q N is what :class:`DPSGD` divides by. A batch is drawn from ``generator`` when
+    the iterator reaches it, so restoring the generator's state resumes the sequence exactly.
+    With ``max_physical_batch_size`` each logical batch comes as a list of micro-batches of at
+    most that size, to bound memory; :meth:`DPSGD.step` takes the list and still adds noise once.
+
+    Args:
+        dataset: a ``Dataset`` returning ``(input, target)`` pairs (a ``TensorDataset`` is indexed
+            in one call), or a tuple of tensors ``(X, y)`` sharing their first dim N.
+        sample_rate: q in (0, 1].
+        max_physical_batch_size: split each logical batch into micro-batches of at most this size.
+        generator: the ``torch.Generator`` to sample with (default: OS-seeded).
+        steps: logical batches per pass (default: round(1 / q), one expected epoch).
+
+    Returns:
+        A :class:`PoissonLoader`: iterate for ``(inputs, targets)`` pairs (or lists of them);
+        ``len`` gives ``steps``; ``state_dict`` / ``load_state_dict`` carry the RNG state.
+
+    Raises:
+        ValueError, TypeError: if ``sample_rate`` is outside (0, 1] or a size is not a positive int.
+
+    Example:
+        >>> X, y = torch.randn(1000, 3), torch.zeros(1000)
+        >>> loader = poisson_loader((X, y), 0.1, generator=torch.Generator().manual_seed(0))
+        >>> len(loader), [int(xb.shape[0]) for xb, _ in loader][:3]
+        (10, [100, 102, 105])
+
+    References:
+        Abadi et al., "Deep Learning with Differential Privacy", 2016 (sampling for the moments
+        accountant); Mironov et al., "Rényi Differential Privacy of the Sampled Gaussian
+        Mechanism", 2019.
+    """
+    return PoissonLoader(
+        dataset,
+        sample_rate,
+        max_physical_batch_size=max_physical_batch_size,
+        generator=generator,
+        steps=steps,
+    )

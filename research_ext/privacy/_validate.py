@@ -1,0 +1,133 @@
+"""Model checks before private training: what breaks per-sample gradients, and automatic fixes."""
+
+import copy
+import math
+
+from torch import nn
+
+from research_ext.errors import UnsupportedModuleError
+
+__all__ = ["raise_if_invalid", "validate"]
+
+_RNN = (nn.RNN, nn.LSTM, nn.GRU)
+
+
+def _problems(model: nn.Module) -> list[tuple[str, bool]]:
+    """``(message, fatal)`` pairs; fatal ones make per-sample gradients undefined or wrong."""
+    found: list[tuple[str, bool]] = []
+    owners: dict[int, str] = {}
+    for name, module in model.named_modules():
+        label = f"`{name or '<root>'}` ({type(module).__name__})"
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+            found.append(
+                (
+                    f"{label}: BatchNorm mixes examples of a batch, so per-sample "
+                    f"gradients are undefined; replace it with GroupNorm (fix=True)",
+                    True,
+                )
+            )
+        if isinstance(module, nn.Embedding) and module.scale_grad_by_freq:
+            found.append(
+                (
+                    f"{label}: scale_grad_by_freq=True scales by batch-wide counts, so "
+                    f"per-sample gradients are undefined",
+                    True,
+                )
+            )
+        if isinstance(module, nn.Embedding) and module.max_norm is not None:
+            found.append(
+                (
+                    f"{label}: max_norm renormalizes the weight in place during forward; "
+                    f"set max_norm=None",
+                    True,
+                )
+            )
+        if isinstance(module, _RNN) and not module.batch_first:
+            found.append(
+                (
+                    f"{label}: batch_first=False puts time first; per-sample gradients "
+                    f"need batch_first=True",
+                    True,
+                )
+            )
+        if getattr(module, "inplace", False) is True:
+            found.append(
+                (
+                    f"{label}: inplace=True overwrites a layer output the hook engine "
+                    f"reads gradients at; set inplace=False (fix=True)",
+                    True,
+                )
+            )
+        for pname, p in module.named_parameters(recurse=False):
+            if id(p) in owners:
+                found.append(
+                    (
+                        f"{label}: parameter `{pname}` is tied to `{owners[id(p)]}`; the "
+                        f"engine falls back to whole-model vmap (slower, correct)",
+                        False,
+                    )
+                )
+            owners.setdefault(id(p), f"{name}.{pname}" if name else pname)
+    return found
+
+
+def validate(model: nn.Module, fix: bool = False) -> list[str] | nn.Module:
+    """List what would make DP-SGD on ``model`` wrong or slow, or return a fixed copy.
+
+    Problems flagged: BatchNorm in training mode (mixes examples; fixed to
+    ``GroupNorm(gcd(32, C), C)``), embeddings with ``scale_grad_by_freq`` or ``max_norm``,
+    recurrent layers with ``batch_first=False``, in-place activations (fixed to
+    ``inplace=False``), and tied parameters (not an error: the ``"auto"`` engine then uses
+    whole-model vmap). Non-contiguous or expanded index inputs to embeddings (e.g. expanded
+    position ids) are supported by every engine and need no fix.
+
+    Args:
+        model: the model to check (not modified).
+        fix: return a fixed deep copy instead of the list.
+
+    Returns:
+        With ``fix=False``, one message per problem (empty when the model is fine); with
+        ``fix=True``, a deep copy with BatchNorm replaced and in-place flags cleared.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
+        >>> len(validate(model))
+        2
+        >>> fixed = validate(model, fix=True)
+        >>> type(fixed[1]).__name__, validate(fixed)
+        ('GroupNorm', [])
+    """
+    if not fix:
+        return [message for message, _ in _problems(model)]
+    fixed = copy.deepcopy(model)
+    _fix(fixed)
+    return fixed
+
+
+def _fix(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            channels = child.num_features
+            replacement = nn.GroupNorm(
+                math.gcd(32, channels), channels, eps=child.eps, affine=child.affine
+            )
+            setattr(
+                module,
+                name,
+                replacement.to(next(child.buffers()).device)
+                if list(child.buffers())
+                else replacement,
+            )
+            continue
+        if getattr(child, "inplace", False) is True:
+            child.inplace = False  # type: ignore[assignment]
+        _fix(child)
+
+
+def raise_if_invalid(fn: str, model: nn.Module) -> None:
+    """Raise ``UnsupportedModuleError`` listing the fatal problems of ``model``, if any."""
+    fatal = [message for message, is_fatal in _problems(model) if is_fatal]
+    if fatal:
+        raise UnsupportedModuleError(
+            f"{fn}: the model cannot be trained privately as is: " + "; ".join(fatal)
+        )

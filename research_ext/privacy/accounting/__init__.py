@@ -1,0 +1,11 @@
+"""Privacy accounting for DP-SGD: epsilon of a run and noise calibration to a target epsilon.
+
+RDP and PRV come from Opacus's accountants, PLD from Google's dp-accounting (the ``pld`` extra);
+each gives a certified upper bound on epsilon.
+"""
+
+from research_ext.privacy.accounting._accountant import PrivacyAccountant
+from research_ext.privacy.accounting._calibration import noise_multiplier_for
+from research_ext.privacy.accounting._epsilon import epsilon
+
+__all__ = ["PrivacyAccountant", "epsilon", "noise_multiplier_for"]
