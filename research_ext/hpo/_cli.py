@@ -225,6 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    import optuna
+
+    if not getattr(args, "verbose", False):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return handler(args)
     except (ConfigError, ValueError) as err:

@@ -504,7 +504,7 @@ def _param(c: _Checker, key: str, name: str, raw: Mapping[str, Any]) -> ParamSpe
         for extra in ("low", "high", "log", "step"):
             if extra in raw:
                 raise c.fail(f"{key}.{extra}", "absent for a categorical", raw[extra])
-        choices = raw.get("choices")
+        choices: Any = raw.get("choices")
         ok = isinstance(choices, list) and choices and len(set(map(repr, choices))) == len(choices)
         if not ok or not all(isinstance(v, bool | int | float | str) for v in choices):
             raise c.fail(f"{key}.choices", "a non-empty list of distinct scalars", choices)

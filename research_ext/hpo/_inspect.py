@@ -268,9 +268,11 @@ def importance(
             if evaluator == "ped_anova"
             else optuna.importance.FanovaImportanceEvaluator(seed=seed)
         )
+        # PED-ANOVA explains low values: negate maximized objectives.
+        sign = -1.0 if handle.config.directions[index] == "maximize" else 1.0
         target = None
-        if handle.config.is_multi_objective:
-            target = lambda t: t.values[index]  # noqa: E731
+        if handle.config.is_multi_objective or sign < 0:
+            target = lambda t: sign * t.values[index]  # noqa: E731
         result = optuna.importance.get_param_importances(
             handle.study, evaluator=chosen, target=target
         )

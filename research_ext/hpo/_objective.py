@@ -105,7 +105,8 @@ def _check_signature(fn: Callable[..., Any], entry: str, args: dict[str, Any]) -
     except (TypeError, ValueError):  # builtins without a signature: trust them
         return
     try:
-        signature.bind(None, **args)
+        injected = {name: None for name in INJECTED if name in signature.parameters}
+        signature.bind(None, **args, **injected)
     except TypeError as err:
         raise TypeError(
             format_message(

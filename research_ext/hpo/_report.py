@@ -118,7 +118,7 @@ def _plots(handle: StudyHandle) -> list[tuple[str, str, Callable[[], Any]]]:
             lambda: vis.plot_param_importances(
                 study,
                 evaluator=optuna_ped_anova(),
-                target=target,
+                target=_importance_target(config),
                 target_name=metric,
             ),
         ),
@@ -148,6 +148,13 @@ def _plots(handle: StudyHandle) -> list[tuple[str, str, Callable[[], Any]]]:
         ("timeline", "Timeline of trials (failures included)", lambda: vis.plot_timeline(study))
     )
     return plots
+
+
+def _importance_target(config: Any) -> Any:
+    sign = -1.0 if config.directions[0] == "maximize" else 1.0
+    if sign > 0 and not config.is_multi_objective:
+        return None
+    return lambda t: sign * t.values[0]
 
 
 def optuna_ped_anova() -> Any:
@@ -280,8 +287,9 @@ def _privacy_text(cost: SearchPrivacyCost, budget: float | None) -> str:
     )
     return (
         f"Releasing a model chosen by this search costs at most epsilon = {cost.epsilon:.4g}{delta} "
-        f"over {cost.n_trials} trials, by {cost.method}; the largest single trial spent epsilon = "
-        f"{cost.max_single_epsilon:.4g}, which is what ignoring the search would claim."
+        f"over {cost.n_trials} trials, by {cost.method}. The most any single trial spent is "
+        f"epsilon = {cost.max_single_epsilon:.4g}; quoting only the chosen trial's epsilon "
+        "ignores the search."
         f"{budget_text}{unrecorded} (Tighter tuning accounting, Papernot & Steinke 2022, is not "
         "used here.)"
     )

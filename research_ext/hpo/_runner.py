@@ -166,7 +166,9 @@ def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard) -> str:
     fn = load_objective(config.entry, config.base_dir, config.args)
     kwargs = _kwargs(handle, fn, trial, frozen)
     reporter = kwargs.get("reporter")
-    outcome, values, extra, error = "complete", (), {}, None
+    outcome, error = "complete", None
+    values: tuple[float, ...] = ()
+    extra: dict[str, float] = {}
     with _Heartbeat(handle, trial_id):
         try:
             params = sample_params(trial, config.space)

@@ -192,7 +192,9 @@ def open_storage(
     if spec.kind == "journal":
         assert spec.path is not None
         spec.path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(spec.path))
+        from optuna.storages.journal import JournalFileBackend
+
+        backend = JournalFileBackend(str(spec.path))
         return optuna.storages.JournalStorage(backend)
     engine_kwargs: dict[str, Any] = {}
     if spec.kind == "sqlite":

@@ -9,6 +9,7 @@ keeps the sum unchanged; a trial whose objective raised is replaced by a fresh t
 """
 
 import dataclasses
+import datetime
 import json
 import os
 import pathlib
@@ -76,6 +77,11 @@ def open_study(
     import optuna
 
     spec = spec or storage_spec(config)
+    if not create and spec.path is not None and not spec.path.exists():
+        raise ConfigError(
+            f"open_study: no study named {config.name!r}: {spec.path} does not exist; "
+            "start it with `research-ext tune run`"
+        )
     raw = open_storage(
         spec,
         heartbeat_interval=config.heartbeat_interval if spec.has_native_heartbeat else None,
@@ -98,7 +104,7 @@ def open_study(
             study = optuna.create_study(
                 storage=storage,
                 study_name=config.name,
-                directions=list(config.directions),
+                directions=directions,
                 sampler=sampler,
                 pruner=pruner,
                 load_if_exists=True,
@@ -215,20 +221,44 @@ def _on_stale(study: Any, frozen: Any) -> None:
 
 
 def pop_ticket(handle: StudyHandle) -> int | None:
-    """Atomically take one WAITING trial (WAITING -> RUNNING); its id, or ``None`` if none left."""
+    """Atomically take one WAITING trial (WAITING -> RUNNING); its id, or ``None`` if none left.
+
+    On RDB storages the transition is one conditional ``UPDATE ... WHERE state = 'WAITING'``:
+    Optuna's read-then-write is not atomic on SQLite (the driver reads outside a transaction),
+    so two workers could both take the same trial.
+    """
     import optuna
 
-    for trial in handle.storage.get_all_trials(
+    waiting = handle.storage.get_all_trials(
         handle.study_id, deepcopy=False, states=(optuna.trial.TrialState.WAITING,)
-    ):
+    )
+    rdb = _rdb(handle.storage)
+    for trial in waiting:
+        trial_id = int(trial._trial_id)
+        if rdb is not None:
+            if _claim_sql(rdb, trial_id):
+                return trial_id
+            continue
         try:
             if handle.storage.set_trial_state_values(
-                trial._trial_id, state=optuna.trial.TrialState.RUNNING
+                trial_id, state=optuna.trial.TrialState.RUNNING
             ):
-                return int(trial._trial_id)
+                return trial_id
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     return None
+
+
+def _claim_sql(rdb: Any, trial_id: int) -> bool:
+    import sqlalchemy
+
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    statement = sqlalchemy.text(
+        "UPDATE trials SET state = 'RUNNING', datetime_start = :now "
+        "WHERE trial_id = :tid AND state = 'WAITING'"
+    )
+    with rdb.engine.begin() as connection:
+        return connection.execute(statement, {"now": now, "tid": trial_id}).rowcount == 1
 
 
 def process_identity(pid: int | None = None) -> dict[str, Any]:
