@@ -1,0 +1,465 @@
+"""Spectral estimation by Welch's method: ``csd``, ``welch``, ``periodogram``, ``coherence``.
+
+All of them cut the signal into overlapping segments with ``Tensor.unfold`` (a strided view, no
+copy), detrend and window each segment, and take one batched real FFT, so a whole batch of
+signals costs a single FFT call. The conventions (scaling, one-sided doubling, median bias,
+boundary extension, padding, time grids) are scipy's.
+"""
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from research_ext.complex._fft import check_real_or_complex, normalize_dim, real_dtype_of
+from research_ext.complex._windows import window_tensor
+from research_ext.core import check_int, check_one_of, check_positive
+
+__all__ = ["coherence", "csd", "periodogram", "welch"]
+
+Detrend = str | bool | Callable[[torch.Tensor], torch.Tensor]
+
+
+def _detrend(fn: str, detrend: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    if detrend is False or detrend is None:
+        return None
+    if callable(detrend):
+        return detrend
+    check_one_of(fn, "detrend", detrend, ("constant", "linear", False))
+    if detrend == "constant":
+        return lambda seg: seg - seg.mean(-1, keepdim=True)
+
+    def linear(seg: torch.Tensor) -> torch.Tensor:
+        n = seg.shape[-1]
+        t = torch.arange(n, dtype=real_dtype_of(seg.dtype), device=seg.device) - (n - 1) / 2
+        centred = seg - seg.mean(-1, keepdim=True)
+        if n < 2:
+            return centred
+        slope = (centred * t).sum(-1, keepdim=True) / (t * t).sum()
+        return centred - slope * t
+
+    return linear
+
+
+def _window(
+    fn: str, window: Any, nperseg: int | None, n: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """Resolve (window, nperseg) with scipy's defaults and its shortening warning."""
+    if nperseg is not None:
+        check_int(fn, "nperseg", nperseg, minimum=1)
+    if isinstance(window, str | tuple):
+        nperseg = 256 if nperseg is None else nperseg
+        if nperseg > n:
+            warnings.warn(
+                f"{fn}: nperseg={nperseg} is greater than the signal length {n}, using nperseg={n}",
+                UserWarning,
+                stacklevel=3,
+            )
+            nperseg = n
+    win = window_tensor(fn, window, nperseg, dtype, device)
+    if win.shape[0] > n:
+        raise ValueError(
+            f"{fn}: `window` must not be longer than the signal, got len(window)={win.shape[0]} "
+            f"and x.shape[dim]={n}"
+        )
+    return win, win.shape[0]
+
+
+def _segments_fft(
+    x: torch.Tensor,
+    win: torch.Tensor,
+    nperseg: int,
+    step: int,
+    nfft: int,
+    detrend: Callable[[torch.Tensor], torch.Tensor] | None,
+    onesided: bool,
+) -> torch.Tensor:
+    """(..., n) -> (..., nseg, nfreq): detrended, windowed FFT of every segment."""
+    seg = x.unfold(-1, nperseg, step)
+    if detrend is not None:
+        seg = detrend(seg)
+    seg = seg * win
+    return torch.fft.rfft(seg, n=nfft) if onesided else torch.fft.fft(seg, n=nfft)
+
+
+def _check_overlap(
+    fn: str, nperseg: int, noverlap: Any, nfft: Any, default: int
+) -> tuple[int, int]:
+    noverlap = default if noverlap is None else check_int(fn, "noverlap", noverlap, minimum=0)
+    if noverlap >= nperseg:
+        raise ValueError(
+            f"{fn}: `noverlap` must be less than nperseg={nperseg}, got noverlap={noverlap}"
+        )
+    nfft = nperseg if nfft is None else check_int(fn, "nfft", nfft, minimum=1)
+    if nfft < nperseg:
+        raise ValueError(f"{fn}: `nfft` must be >= nperseg={nperseg}, got nfft={nfft}")
+    return noverlap, nfft
+
+
+def _median_bias(n: int) -> float:
+    return 1.0 + sum(1.0 / (2 * k + 1) - 1.0 / (2 * k) for k in range(1, (n - 1) // 2 + 1))
+
+
+def _cross(
+    fn: str,
+    x: Any,
+    y: Any,
+    fs: float,
+    window: Any,
+    nperseg: int | None,
+    noverlap: int | None,
+    nfft: int | None,
+    detrend: Any,
+    return_onesided: bool,
+    scaling: str,
+    dim: int,
+    average: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Welch-averaged cross spectral density; ``y is None`` means the auto spectrum of x."""
+    check_real_or_complex(fn, "x", x)
+    if y is not None:
+        check_real_or_complex(fn, "y", y)
+    check_positive(fn, "fs", fs)
+    check_one_of(fn, "scaling", scaling, ("density", "spectrum"))
+    check_one_of(fn, "average", average, ("mean", "median"))
+    detrend_fn = _detrend(fn, detrend)
+    d = normalize_dim(fn, dim, max(x.ndim, 1))
+    xl = x.movedim(d, -1)
+    yl = None
+    if y is not None:
+        if y.ndim != x.ndim:
+            raise ValueError(
+                f"{fn}: `x` and `y` must have the same number of dims, got x.shape="
+                f"{tuple(x.shape)} and y.shape={tuple(y.shape)}"
+            )
+        yl = y.movedim(d, -1)
+        try:
+            torch.broadcast_shapes(xl.shape[:-1], yl.shape[:-1])
+        except RuntimeError as err:
+            raise ValueError(
+                f"{fn}: `x` and `y` must broadcast outside `dim`, got x.shape={tuple(x.shape)} "
+                f"and y.shape={tuple(y.shape)}"
+            ) from err
+        n = max(xl.shape[-1], yl.shape[-1])
+        xl = (
+            torch.nn.functional.pad(xl, (0, n - xl.shape[-1]))
+            if not xl.is_complex()
+            else _zpad(xl, n)
+        )
+        yl = (
+            torch.nn.functional.pad(yl, (0, n - yl.shape[-1]))
+            if not yl.is_complex()
+            else _zpad(yl, n)
+        )
+    n = xl.shape[-1]
+    rdtype = real_dtype_of(xl.dtype if yl is None else torch.result_type(xl, yl))
+    win, nperseg = _window(fn, window, nperseg, n, rdtype, x.device)
+    noverlap, nfft = _check_overlap(fn, nperseg, noverlap, nfft, nperseg // 2)
+    onesided = return_onesided and not xl.is_complex() and (yl is None or not yl.is_complex())
+    scale = 1.0 / (fs * (win * win).sum()) if scaling == "density" else 1.0 / win.sum() ** 2
+    step = nperseg - noverlap
+    fx = _segments_fft(xl, win, nperseg, step, nfft, detrend_fn, onesided)
+    if yl is None:
+        p = (fx.real**2 + fx.imag**2) * scale
+    else:
+        p = fx.conj() * _segments_fft(yl, win, nperseg, step, nfft, detrend_fn, onesided) * scale
+    if onesided:
+        doubling = torch.full((p.shape[-1],), 2.0, dtype=rdtype, device=x.device)
+        doubling[0] = 1.0
+        if nfft % 2 == 0:
+            doubling[-1] = 1.0
+        p = p * doubling
+    if average == "mean" or p.shape[-2] == 1:
+        p = p.mean(-2)
+    elif p.is_complex():
+        bias = _median_bias(p.shape[-2])
+        p = torch.complex(_median(p.real), _median(p.imag)) / bias
+    else:
+        p = _median(p) / _median_bias(p.shape[-2])
+    freqs = _freqs(nfft, fs, onesided, rdtype, x.device)
+    return freqs, p.movedim(-1, d)
+
+
+def _median(p: torch.Tensor) -> torch.Tensor:
+    """Numpy's median over dim -2 (the mean of the two middle values for an even count)."""
+    return p.quantile(0.5, dim=-2) if p.shape[-2] % 2 == 0 else p.median(-2).values
+
+
+def _zpad(x: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.cat([x, x.new_zeros((*x.shape[:-1], n - x.shape[-1]))], -1)
+
+
+def _freqs(nfft: int, fs: float, onesided: bool, dtype: torch.dtype, device: torch.device):
+    if onesided:
+        return torch.fft.rfftfreq(nfft, 1.0 / fs, dtype=dtype, device=device)
+    return torch.fft.fftfreq(nfft, 1.0 / fs, dtype=dtype, device=device)
+
+
+def csd(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    fs: float = 1.0,
+    window: Any = "hann_periodic",
+    nperseg: int | None = None,
+    noverlap: int | None = None,
+    nfft: int | None = None,
+    detrend: Detrend = "constant",
+    return_onesided: bool = True,
+    scaling: str = "density",
+    dim: int = -1,
+    average: str = "mean",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross power spectral density of ``x`` and ``y`` by Welch's method.
+
+    Torch implementation of `scipy.signal.csd`: P_xy(f) = scale * avg_s conj(X_s(f)) Y_s(f) over
+    the detrended, windowed segments s of length ``nperseg`` (hop nperseg - noverlap), with
+    scale = 1 / (fs sum w^2) ("density") or 1 / (sum w)^2 ("spectrum"), one-sided bins (other
+    than DC and Nyquist) doubled, and "median" averaging divided by the median bias.
+
+    Differences from scipy: ``dim`` replaces ``axis``; tensors in, tensors out (the frequencies on
+    the input's device, in its real dtype); complex ``y`` also switches to two-sided output.
+    Differentiable in ``x`` and ``y``.
+
+    Args:
+        x: real or complex tensor, time along ``dim``.
+        y: tensor with the same number of dims, broadcasting with ``x`` outside ``dim`` (the
+            shorter signal is zero-padded).
+        fs: sampling frequency.
+        window: window spec for :func:`get_window` or a 1-D window tensor.
+        nperseg: segment length (default 256, shortened with a warning to the signal length).
+        noverlap: overlap between segments (default nperseg // 2).
+        nfft: FFT length (default nperseg).
+        detrend: "constant", "linear", False or a callable on the (..., nperseg) segments.
+        return_onesided: one-sided spectrum for real input.
+        scaling: "density" (V^2/Hz) or "spectrum" (V^2).
+        dim: the time dim.
+        average: "mean" or "median".
+
+    Returns:
+        (f, Pxy): the frequencies (1-D) and the cross spectrum with frequency along ``dim``.
+
+    Raises:
+        TypeError: an input is not a float/complex tensor.
+        ValueError: bad ``noverlap`` (>= nperseg), ``nfft`` (< nperseg), window, scaling,
+            average, detrend, or shapes that do not broadcast.
+
+    Warns:
+        UserWarning: ``nperseg`` is larger than the signal and was shortened.
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(4096, dtype=torch.float64)
+        >>> f, p = csd(x, x, nperseg=64)
+        >>> torch.allclose(p.real, welch(x, nperseg=64)[1])
+        True
+    """
+    return _cross(
+        "csd",
+        x,
+        y,
+        fs,
+        window,
+        nperseg,
+        noverlap,
+        nfft,
+        detrend,
+        return_onesided,
+        scaling,
+        dim,
+        average,
+    )
+
+
+def welch(
+    x: torch.Tensor,
+    fs: float = 1.0,
+    window: Any = "hann_periodic",
+    nperseg: int | None = None,
+    noverlap: int | None = None,
+    nfft: int | None = None,
+    detrend: Detrend = "constant",
+    return_onesided: bool = True,
+    scaling: str = "density",
+    dim: int = -1,
+    average: str = "mean",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Power spectral density of ``x`` by Welch's method (averaged modified periodograms).
+
+    Torch implementation of `scipy.signal.welch`: P_xx(f) = scale * avg_s |X_s(f)|^2, the auto
+    spectrum of :func:`csd` (same parameters and scaling).
+
+    Differences from scipy: ``dim`` replaces ``axis``; tensors in and out (float32 stays
+    float32). Differentiable.
+
+    Args:
+        x: real or complex tensor, time along ``dim``.
+        fs: sampling frequency.
+        window: window spec or 1-D window tensor.
+        nperseg: segment length (default 256, shortened with a warning).
+        noverlap: overlap (default nperseg // 2).
+        nfft: FFT length (default nperseg).
+        detrend: "constant", "linear", False or a callable.
+        return_onesided: one-sided spectrum for real input.
+        scaling: "density" or "spectrum".
+        dim: the time dim.
+        average: "mean" or "median".
+
+    Returns:
+        (f, Pxx): frequencies and the real power spectrum with frequency along ``dim``.
+
+    Raises:
+        TypeError: ``x`` is not a float/complex tensor.
+        ValueError: as :func:`csd`.
+
+    Warns:
+        UserWarning: ``nperseg`` is larger than the signal and was shortened.
+
+    Example:
+        >>> import torch
+        >>> f, p = welch(torch.randn(8192, dtype=torch.float64), fs=2.0, nperseg=128)
+        >>> bool(abs(p.mean() - 1.0) < 0.1)  # unit white noise: density 2 / fs
+        True
+
+    References:
+        P. Welch, "The use of fast Fourier transform for the estimation of power spectra",
+        IEEE Trans. Audio Electroacoustics 15(2), 1967.
+    """
+    return _cross(
+        "welch",
+        x,
+        None,
+        fs,
+        window,
+        nperseg,
+        noverlap,
+        nfft,
+        detrend,
+        return_onesided,
+        scaling,
+        dim,
+        average,
+    )
+
+
+def periodogram(
+    x: torch.Tensor,
+    fs: float = 1.0,
+    window: Any = "boxcar",
+    nfft: int | None = None,
+    detrend: Detrend = "constant",
+    return_onesided: bool = True,
+    scaling: str = "density",
+    dim: int = -1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Power spectral density of ``x`` from a single (windowed) segment.
+
+    Torch implementation of `scipy.signal.periodogram`: Welch's estimate with one segment
+    spanning the whole signal (truncated to ``nfft`` when ``nfft`` is shorter, zero-padded
+    when longer).
+
+    Differences from scipy: ``dim`` replaces ``axis``; tensors in and out. Differentiable.
+
+    Args:
+        x: real or complex tensor, time along ``dim``.
+        fs: sampling frequency.
+        window: window spec or 1-D tensor (default "boxcar"; None also means boxcar).
+        nfft: FFT length (default the signal length).
+        detrend: "constant", "linear", False or a callable.
+        return_onesided: one-sided spectrum for real input.
+        scaling: "density" or "spectrum".
+        dim: the time dim.
+
+    Returns:
+        (f, Pxx): frequencies and the power spectrum with frequency along ``dim``.
+
+    Raises:
+        TypeError: ``x`` is not a float/complex tensor.
+        ValueError: a window whose length differs from the segment, or as :func:`welch`.
+
+    Example:
+        >>> import torch
+        >>> f, p = periodogram(torch.tensor([1.0, -1.0, 1.0, -1.0]), scaling="spectrum")
+        >>> p
+        tensor([0., 0., 1.])
+    """
+    check_real_or_complex("periodogram", "x", x)
+    d = normalize_dim("periodogram", dim, max(x.ndim, 1))
+    n = x.shape[d]
+    window = "boxcar" if window is None else window
+    if nfft is None:
+        nperseg = n
+    elif nfft >= n:
+        nperseg = n
+    else:
+        x = x.narrow(d, 0, nfft)
+        nperseg, nfft = nfft, None
+    if isinstance(window, torch.Tensor) and window.numel() != nperseg:
+        raise ValueError(
+            f"periodogram: `window` must have the segment length {nperseg}, got "
+            f"len(window)={window.numel()}"
+        )
+    return _cross(
+        "periodogram",
+        x,
+        None,
+        fs,
+        window,
+        nperseg,
+        0,
+        nfft,
+        detrend,
+        return_onesided,
+        scaling,
+        dim,
+        "mean",
+    )
+
+
+def coherence(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    fs: float = 1.0,
+    window: Any = "hann_periodic",
+    nperseg: int | None = None,
+    noverlap: int | None = None,
+    nfft: int | None = None,
+    detrend: Detrend = "constant",
+    dim: int = -1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Magnitude-squared coherence C_xy = |P_xy|^2 / (P_xx P_yy) by Welch's method.
+
+    Torch implementation of `scipy.signal.coherence` (the parameters of :func:`csd`).
+
+    Differences from scipy: ``dim`` replaces ``axis``; tensors in and out. Differentiable.
+
+    Args:
+        x: real or complex tensor, time along ``dim``.
+        y: tensor broadcasting with ``x`` outside ``dim``.
+        fs: sampling frequency.
+        window: window spec or 1-D tensor.
+        nperseg: segment length.
+        noverlap: overlap.
+        nfft: FFT length.
+        detrend: "constant", "linear", False or a callable.
+        dim: the time dim.
+
+    Returns:
+        (f, Cxy): frequencies and the coherence in [0, 1] with frequency along ``dim``.
+
+    Raises:
+        TypeError: an input is not a float/complex tensor.
+        ValueError: as :func:`csd`.
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(2048, dtype=torch.float64)
+        >>> f, c = coherence(x, 2 * x, nperseg=128)
+        >>> torch.allclose(c, torch.ones_like(c))
+        True
+    """
+    args = (fs, window, nperseg, noverlap, nfft, detrend)
+    f, pxx = welch(x, *args, dim=dim)
+    _, pyy = welch(y, *args, dim=dim)
+    _, pxy = csd(x, y, *args, dim=dim)
+    return f, (pxy.real**2 + pxy.imag**2) / pxx / pyy

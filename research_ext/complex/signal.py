@@ -1,0 +1,52 @@
+"""Torch implementation of `scipy.signal`'s spectral tools: any device, differentiable, batched.
+
+Analytic signals (``hilbert``, ``hilbert2``, ``envelope``), convolution and correlation
+(``convolve``, ``correlate``, ``fftconvolve``, ``oaconvolve``, ``correlation_lags``), spectral
+estimation (``periodogram``, ``welch``, ``csd``, ``coherence``, ``spectrogram``, ``stft``,
+``istft``), windows (``get_window``), chirp z-transforms (``czt``, ``zoom_fft``) and resampling
+(``resample``, ``resample_poly``). Names, positional order and semantics follow scipy, with
+``dim=`` for ``axis=``; results are tensors whose dtype follows the input.
+
+Example:
+    >>> import torch
+    >>> import research_ext.complex as rxc
+    >>> rxc.signal.fftconvolve(torch.ones(3), torch.ones(2))
+    tensor([1., 2., 2., 1.])
+"""
+
+from research_ext.complex._convolve import (
+    convolve,
+    correlate,
+    correlation_lags,
+    fftconvolve,
+    oaconvolve,
+)
+from research_ext.complex._czt import czt, zoom_fft
+from research_ext.complex._hilbert import envelope, hilbert, hilbert2
+from research_ext.complex._resample import resample, resample_poly
+from research_ext.complex._spectral import coherence, csd, periodogram, welch
+from research_ext.complex._stft import istft, spectrogram, stft
+from research_ext.complex._windows import get_window
+
+__all__ = [
+    "coherence",
+    "convolve",
+    "correlate",
+    "correlation_lags",
+    "csd",
+    "czt",
+    "envelope",
+    "fftconvolve",
+    "get_window",
+    "hilbert",
+    "hilbert2",
+    "istft",
+    "oaconvolve",
+    "periodogram",
+    "resample",
+    "resample_poly",
+    "spectrogram",
+    "stft",
+    "welch",
+    "zoom_fft",
+]
