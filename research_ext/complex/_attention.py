@@ -95,7 +95,7 @@ class ComplexSoftmax(nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         """Normalise ``input`` along ``dim``."""
-        return complex_softmax(input, self.dim, self.mode)
+        return complex_softmax(require_complex("ComplexSoftmax", input), self.dim, self.mode)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, mode={self.mode!r}"

@@ -58,6 +58,8 @@ def _check_complex_input(fn: str, z: object) -> Tensor:
 
 def _real_grad(out: Tensor, z: Tensor, create_graph: bool) -> Tensor:
     # torch's gradient of the real scalar sum(out) w.r.t. z: d/dx + i d/dy = 2 d/dz̄.
+    if not out.requires_grad:  # f does not depend on z
+        return torch.zeros_like(z)
     (g,) = torch.autograd.grad(
         out.sum(), z, retain_graph=True, create_graph=create_graph, allow_unused=True
     )

@@ -99,8 +99,8 @@ class _AbstractSpectralConv(nn.Module):
         """Rayleigh magnitudes, uniform phases, :math:`E|W|^2 = 1/(C_{in} C_{out})`."""
         complex_rayleigh_(self.weight, 1 / math.sqrt(2 * self.in_channels * self.out_channels))
 
-    def _check_input(self, x: Tensor) -> None:
-        name = type(self).__name__
+    def _check_input(self, x: Tensor, name: str | None = None) -> None:
+        name = name or type(self).__name__
         want = self.weight.dtype if self.complex_data else self.weight.real.dtype
         if not isinstance(x, Tensor) or x.dtype != want:
             got = x.dtype if isinstance(x, Tensor) else type(x).__name__
@@ -254,4 +254,5 @@ class FNOBlock(nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         """Spectral path plus pointwise path, then the activation."""
+        self.spectral._check_input(input, "FNOBlock")
         return self.activation(self.spectral(input) + self.pointwise(input))
