@@ -7,6 +7,7 @@ Example:
 """
 
 from research_ext.privacy._clipping import clip_per_sample
+from research_ext.privacy._distributed import DistributedDPSGD
 from research_ext.privacy._dpsgd import DPSGD
 from research_ext.privacy._noise import add_gaussian_noise
 from research_ext.privacy._per_sample import per_sample_grads
@@ -17,6 +18,7 @@ from research_ext.privacy.accounting import PrivacyAccountant, epsilon, noise_mu
 
 __all__ = [
     "DPSGD",
+    "DistributedDPSGD",
     "PoissonLoader",
     "PrivacyAccountant",
     "add_gaussian_noise",

@@ -80,7 +80,8 @@ class DPSGD:
             per-step stream is still torch's PRNG, not a CSPRNG; exact resume is not possible.
         adaptive_quantile: target quantile of unclipped examples for ``"adaptive"`` (0.5).
         adaptive_lr: learning rate of the geometric clip-norm update (0.2).
-        adaptive_count_noise: std of the noise on the unclipped count (default qN / 20).
+        adaptive_count_noise: std of the noise on the unclipped count (default max(qN / 20,
+            noise_multiplier); qN / 20 is Andrew et al.'s choice).
 
     Raises:
         ValueError, TypeError: for out-of-range arguments, both or neither of
@@ -199,7 +200,7 @@ class DPSGD:
         self.adaptive_lr = float(check_positive(fn, "adaptive_lr", lr))
         sigma = self.noise_multiplier
         self.count_noise = (
-            self.expected_batch_size / 20
+            max(self.expected_batch_size / 20, sigma)
             if count_noise is None
             else float(check_positive(fn, "adaptive_count_noise", count_noise, allow_zero=True))
         )

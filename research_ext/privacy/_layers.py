@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from research_ext.privacy._per_sample import quiet_vmap
+
 __all__ = ["LayerRule", "rule_for"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -127,9 +129,11 @@ class GenericRule(MaterializedRule):
             )
             return vjp_fn(cot)[0]
 
-        result = torch.func.vmap(
+        batched_vjp = torch.func.vmap(
             one, in_dims=(arg_dims, kw_dims, grad_dims), randomness="different"
-        )(args, kw_vals, grads)
+        )
+        with quiet_vmap():
+            result = batched_vjp(args, kw_vals, grads)
         return dict(result)
 
 

@@ -1,6 +1,8 @@
 """Per-sample gradients of any model torch.func can trace (vmap over ``functional_call``)."""
 
-from collections.abc import Callable, Mapping
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -9,7 +11,18 @@ from torch import nn
 from research_ext.core import call_with_params, module_buffers, module_params, tree_map
 from research_ext.errors import UnsupportedModuleError
 
-__all__ = ["per_sample_grads", "split_batch", "summed_loss"]
+__all__ = ["per_sample_grads", "quiet_vmap", "split_batch", "summed_loss"]
+
+
+@contextlib.contextmanager
+def quiet_vmap() -> Iterator[None]:
+    """Silence torch's "performance drop" notice for ops vmap runs by its slow fallback."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="There is a performance drop", category=UserWarning
+        )
+        yield
+
 
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
 
@@ -105,14 +118,15 @@ def per_sample_grads(
         return loss.sum()
 
     args = tuple(inputs) if isinstance(inputs, list) else inputs
+    grad_fn = torch.func.vmap(
+        torch.func.grad(loss_one),
+        in_dims=(None, 0, 0),
+        randomness="different",
+        chunk_size=chunk_size,
+    )
     try:
-        grad_fn = torch.func.vmap(
-            torch.func.grad(loss_one),
-            in_dims=(None, 0, 0),
-            randomness="different",
-            chunk_size=chunk_size,
-        )
-        return dict(grad_fn(params, args, targets))
+        with quiet_vmap():
+            return dict(grad_fn(params, args, targets))
     except RuntimeError as err:
         raise UnsupportedModuleError(
             f"per_sample_grads: torch.func could not compute per-example gradients of "

@@ -1,0 +1,315 @@
+"""DPSGD: the update rule, noise, exact resume, checkpoints and argument errors."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from research_ext.errors import CheckpointMismatchError, UnsupportedModuleError
+from research_ext.privacy import DPSGD, epsilon, poisson_loader
+from tests.privacy.zoo import loop_grads, make
+
+
+def _data(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def _dp(model, lr=0.1, **kwargs):
+    args = dict(
+        loss_fn=nn.CrossEntropyLoss(),
+        max_grad_norm=1.0,
+        delta=1e-5,
+        sample_rate=0.25,
+        dataset_size=40,
+        noise_multiplier=1.0,
+        accountant="rdp",
+        generator=torch.Generator().manual_seed(7),
+    )
+    args.update(kwargs)
+    return DPSGD(model, torch.optim.SGD(model.parameters(), lr=lr), **args)
+
+
+@pytest.mark.parametrize("mode", ["auto", "vmap"])
+def test_no_noise_and_huge_clip_is_plain_sgd(mode):
+    X, y = _data()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    twin = make_twin(model)
+    dp = _dp(model, sample_rate=1.0, noise_multiplier=0.0, max_grad_norm=1e9, grad_sample_mode=mode)
+    sgd = torch.optim.SGD(twin.parameters(), lr=0.1)
+    for _ in range(3):
+        dp.step((X.double(), y))
+        sgd.zero_grad()
+        nn.CrossEntropyLoss()(twin(X.double()), y).backward()
+        sgd.step()
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+    assert dp.epsilon() == math.inf
+
+
+def make_twin(model):
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def test_update_is_clipped_sum_plus_noise_over_expected_batch():
+    model, x, y = make("mlp", torch.float64, batch=6)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ref = loop_grads(model, nn.CrossEntropyLoss(), x, y)
+    dp = _dp(
+        model, lr=1.0, noise_multiplier=0.5, max_grad_norm=0.05, dataset_size=40, sample_rate=0.25
+    )
+    noise_gen = torch.Generator().manual_seed(7)
+    torch.randint(0, 2**62, (1,), generator=noise_gen)  # the draw that seeds the sampler
+    dp.step((x, y))
+    total = torch.cat([g.flatten(1) for g in ref.values()], 1).norm(dim=1)
+    factor = torch.clamp(0.05 / (total + 1e-6), max=1.0)
+    for n, p in model.named_parameters():
+        clipped = (ref[n] * factor.reshape(-1, *[1] * (ref[n].ndim - 1))).sum(0)
+        noise = torch.randn(p.shape, generator=noise_gen, dtype=torch.float64) * 0.5 * 0.05
+        torch.testing.assert_close(before[n] - p.detach(), (clipped + noise) / 10.0)
+
+
+def test_noise_std_is_sigma_times_c_over_expected_batch():
+    model = nn.Linear(200, 50, bias=False).double()
+    dp = _dp(
+        model, lr=1.0, noise_multiplier=2.0, max_grad_norm=0.5, sample_rate=0.1, dataset_size=40
+    )
+    before = model.weight.detach().clone()
+    dp.step(
+        (torch.zeros(0, 200, dtype=torch.float64), torch.zeros(0, dtype=torch.long))
+    )  # empty batch
+    update = before - model.weight.detach()
+    n = update.numel()
+    # sample std of n = 10,000 normals: relative error ~ 1/sqrt(2n) = 0.7%; allow 5 sigma.
+    assert abs(update.std().item() / (2.0 * 0.5 / 4.0) - 1) < 5 / math.sqrt(2 * n)
+    assert abs(update.mean().item()) < 5 * (2.0 * 0.5 / 4.0) / math.sqrt(n)
+
+
+def test_sensitivity_of_one_example_is_bounded():
+    model, x, y = make("mlp", torch.float64, batch=8)
+    c, q, n = 0.3, 0.2, 40
+    updates = []
+    for scale in (1.0, 1e6):
+        m = make_twin(model)
+        weights = torch.ones(8, dtype=torch.float64)
+        weights[3] = scale
+
+        def loss_fn(out, tgt, w=weights):
+            return (nn.functional.cross_entropy(out, tgt, reduction="none") * w[: len(tgt)]).sum()
+
+        loss_fn.reduction = "sum"
+        dp = _dp(
+            m,
+            lr=1.0,
+            loss_fn=loss_fn,
+            max_grad_norm=c,
+            sample_rate=q,
+            dataset_size=n,
+            noise_multiplier=0.0,
+        )
+        dp.step((x, y))
+        updates.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    assert (updates[0] - updates[1]).norm() <= 2 * c / (q * n) * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("clipping", ["flat", "per_layer", "adaptive"])
+def test_micro_batches_equal_one_logical_batch(clipping):
+    X, y = _data()
+    results = []
+    for micro in (None, 3):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+        dp = _dp(model, clipping=clipping, accountant="rdp")
+        for batch in dp.loader((X.double(), y), max_physical_batch_size=micro):
+            dp.step(batch)
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("clipping", ["flat", "adaptive"])
+def test_exact_resume_is_bit_identical(tmp_path, clipping):
+    X, y = _data()
+    k = 3
+
+    def fresh():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.2), nn.Linear(8, 3))
+        return model, _dp(model, clipping=clipping, generator=torch.Generator().manual_seed(3))
+
+    def run(dp, steps):
+        loader = dp.loader((X, y), steps=steps)
+        for batch in loader:
+            dp.step(batch)
+
+    model_a, dp_a = fresh()
+    run(dp_a, 2 * k)
+    model_b, dp_b = fresh()
+    run(dp_b, k)
+    dp_b.save(tmp_path / "ckpt.pt")
+    torch.manual_seed(123)  # disturb the global RNG (dropout) before resuming
+    model_c, dp_c = fresh()
+    dp_c.load(tmp_path / "ckpt.pt")
+    run(dp_c, k)
+    for p, q in zip(model_a.parameters(), model_c.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert dp_c.steps == 2 * k and dp_c.epsilon() == dp_a.epsilon()
+    assert [f.name for f in tmp_path.iterdir()] == ["ckpt.pt"]  # no temp file left behind
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"sample_rate": 0.5}, r"sample_rate: checkpoint 0.25 vs run 0.5"),
+        ({"noise_multiplier": 2.0}, r"noise_multiplier: checkpoint 1.0 vs run 2.0"),
+        ({"accountant": "prv"}, r"accountant: checkpoint 'rdp' vs run 'prv'"),
+    ],
+)
+def test_load_refuses_mismatched_checkpoint(tmp_path, change, match):
+    model = nn.Linear(6, 3)
+    _dp(model).save(tmp_path / "c.pt")
+    other = nn.Linear(6, 3)
+    before = other.weight.detach().clone()
+    dp = _dp(other, **change)
+    with pytest.raises(CheckpointMismatchError, match=match):
+        dp.load(tmp_path / "c.pt")
+    assert torch.equal(other.weight, before)  # nothing half-loaded
+
+
+def test_target_epsilon_calibrates_noise():
+    dp = _dp(nn.Linear(6, 3), noise_multiplier=None, target_epsilon=2.0, steps=40)
+    assert epsilon(dp.noise_multiplier, 0.25, 40, 1e-5, accountant="rdp") <= 2.0
+
+
+def test_secure_noise_differs_between_identical_runs():
+    X, y = _data()
+    outs = []
+    for _ in range(2):
+        model = nn.Linear(6, 3)
+        torch.nn.init.zeros_(model.weight)
+        dp = _dp(model, secure=True)
+        dp.step((X[:8], y[:8]))
+        outs.append(model.weight.detach().clone())
+    assert not torch.equal(outs[0], outs[1])
+
+
+def test_per_layer_thresholds_mapping():
+    model = nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 3))
+    dp = _dp(model, clipping="per_layer", max_grad_norm={"0": 3.0, "1": 4.0})
+    assert dp.max_grad_norm == pytest.approx(5.0)
+    with pytest.raises(
+        ValueError, match=r"`max_grad_norm` must be a threshold for every layer group"
+    ):
+        _dp(
+            nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 3)),
+            clipping="per_layer",
+            max_grad_norm={"0": 1.0},
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (
+            {"sample_rate": 0.0},
+            ValueError,
+            r"DPSGD: `sample_rate` must be a number in \(0.0, 1.0\], got sample_rate=0.0",
+        ),
+        (
+            {"sample_rate": 1.5},
+            ValueError,
+            r"DPSGD: `sample_rate` must be a number in \(0.0, 1.0\], got sample_rate=1.5",
+        ),
+        (
+            {"delta": 0.0},
+            ValueError,
+            r"DPSGD: `delta` must be a number in \(0.0, 1.0\), got delta=0.0",
+        ),
+        (
+            {"max_grad_norm": 0.0},
+            ValueError,
+            r"DPSGD: `max_grad_norm` must be a finite number > 0, got max_grad_norm=0.0",
+        ),
+        (
+            {"max_grad_norm": -1.0},
+            ValueError,
+            r"`max_grad_norm` must be a finite number > 0, got max_grad_norm=-1.0",
+        ),
+        (
+            {"target_epsilon": 1.0, "steps": 10},
+            ValueError,
+            r"exactly one of `noise_multiplier` and `target_epsilon`",
+        ),
+        (
+            {"noise_multiplier": None},
+            ValueError,
+            r"exactly one of `noise_multiplier` and `target_epsilon` must be given",
+        ),
+        (
+            {"noise_multiplier": None, "target_epsilon": 1.0},
+            ValueError,
+            r"exactly one of `epochs` and `steps`",
+        ),
+        (
+            {"noise_multiplier": None, "target_epsilon": 1e-9, "steps": 10**6, "sample_rate": 1.0},
+            ValueError,
+            r"`target_epsilon` must be reachable",
+        ),
+        (
+            {"clipping": "none"},
+            ValueError,
+            r"DPSGD: `clipping` must be one of 'flat', 'per_layer', 'adaptive'",
+        ),
+        (
+            {"grad_sample_mode": "hooks"},
+            ValueError,
+            r"`grad_sample_mode` must be one of 'auto', 'ghost'",
+        ),
+        (
+            {"dataset_size": 0},
+            ValueError,
+            r"DPSGD: `dataset_size` must be a positive int, got dataset_size=0",
+        ),
+        (
+            {"clipping": "adaptive", "noise_multiplier": 5.0, "adaptive_count_noise": 1.0},
+            ValueError,
+            r"`adaptive_count_noise` must be > noise_multiplier / 2",
+        ),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _dp(nn.Linear(6, 3), **kwargs)
+
+
+def test_unsupported_models_raise():
+    with pytest.raises(UnsupportedModuleError, match=r"BatchNorm mixes examples"):
+        _dp(nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4)))
+
+
+def test_time_first_layers_are_refused():
+    model = nn.Linear(4, 2)
+
+    class TimeFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = model
+
+        def forward(self, x):
+            return self.lin(x.transpose(0, 1)).mean(0)
+
+    dp = _dp(TimeFirst(), grad_sample_mode="ghost")
+    with pytest.raises(UnsupportedModuleError, match=r"whose first dim is not the batch size 3"):
+        dp.step((torch.randn(3, 5, 4), torch.randint(0, 2, (3,))))
+
+
+def test_poisson_loader_with_dpsgd_logical_batches():
+    X, y = _data()
+    loader = poisson_loader(
+        (X, y), 0.5, generator=torch.Generator().manual_seed(0), max_physical_batch_size=4
+    )
+    for batch in loader:
+        assert isinstance(batch, list) and all(len(xb) <= 4 for xb, _ in batch)

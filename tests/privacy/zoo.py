@@ -1,0 +1,89 @@
+"""Small models for per-sample gradient tests, and the explicit per-example oracle."""
+
+import torch
+from torch import nn
+
+
+class SeqConv(nn.Module):
+    """Embedding -> Conv1d -> LayerNorm -> Linear over a sequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(30, 8, padding_idx=0)
+        self.conv = nn.Conv1d(8, 6, 3, padding=1)
+        self.norm = nn.LayerNorm(6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(self.emb(x).transpose(1, 2)).transpose(1, 2)
+        return self.head(torch.tanh(self.norm(h))).mean(1)
+
+
+class TinyTransformer(nn.Module):
+    """Token + expanded (non-contiguous) position embeddings, one encoder layer, linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(30, 8)
+        self.pos = nn.Embedding(12, 8)
+        self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+        return self.head(self.enc(self.tok(x) + self.pos(pos)).mean(1))
+
+
+def make(name: str, dtype: torch.dtype, batch: int = 5, seed: int = 0):
+    """(model, inputs, targets) for a zoo entry."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    if name == "mlp":
+        model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+        x = torch.randn(batch, 6, generator=g)
+    elif name == "cnn":
+        model = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.GroupNorm(2, 4),
+            nn.ReLU(),
+            nn.Conv2d(4, 4, 3, stride=2, groups=2, dilation=2),
+            nn.Flatten(),
+            nn.Linear(36, 3),
+        )
+        x = torch.randn(batch, 1, 10, 10, generator=g)
+    elif name == "seqconv":
+        model = SeqConv()
+        x = torch.randint(0, 30, (batch, 7), generator=g)
+    elif name == "transformer":
+        model = TinyTransformer()
+        x = torch.randint(0, 30, (batch, 6), generator=g)
+    elif name == "conv3d":
+        model = nn.Sequential(
+            nn.Conv3d(2, 3, (3, 3, 1), padding="same"), nn.Flatten(), nn.Linear(180, 3)
+        )
+        x = torch.randn(batch, 2, 4, 5, 3, generator=g)
+    else:
+        raise KeyError(name)
+    model = model.to(dtype)
+    if x.is_floating_point():
+        x = x.to(dtype)
+    y = torch.randint(0, 3, (batch,), generator=g)
+    return model, x, y
+
+
+ZOO = ("mlp", "cnn", "seqconv", "transformer", "conv3d")
+
+
+def loop_grads(
+    model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Per-sample gradients by a batch-of-one loop with ordinary autograd."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    rows: dict[str, list[torch.Tensor]] = {n: [] for n in params}
+    for i in range(x.shape[0]):
+        grads = torch.autograd.grad(
+            loss_fn(model(x[i : i + 1]), y[i : i + 1]), list(params.values())
+        )
+        for n, g in zip(params, grads, strict=True):
+            rows[n].append(g)
+    return {n: torch.stack(v) for n, v in rows.items()}
