@@ -5,6 +5,7 @@ what is allowed and, where the file shows it, the line.
 """
 
 import dataclasses
+import decimal
 import inspect
 import math
 import pathlib
@@ -532,6 +533,9 @@ def _param(c: _Checker, key: str, name: str, raw: Mapping[str, Any]) -> ParamSpe
         step = c.number(raw, "step", key, positive=True)
         if kind == "int" and not isinstance(step, int):
             raise c.fail(f"{key}.step", "a positive int", step)
+        span = (decimal.Decimal(str(high)) - decimal.Decimal(str(low))) / decimal.Decimal(str(step))
+        if span != span.to_integral_value():
+            raise c.fail(f"{key}.step", f"a divisor of high - low = {high - low}", step)
     return ParamSpec(name, kind, low=low, high=high, log=log, step=step, when=when)
 
 

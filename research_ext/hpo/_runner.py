@@ -259,6 +259,9 @@ def work(
             result.ran += 1
             if on_trial is not None:
                 on_trial(outcome)
+            if outcome in ("interrupted", "terminated"):
+                guard.stop = guard.stop or outcome
+                break
             if outcome == "error":
                 result.failures += 1
                 if result.failures >= handle.config.max_failures:
