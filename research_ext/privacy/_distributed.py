@@ -1,0 +1,338 @@
+r"""DP-SGD across processes with ``torch.distributed``: one mechanism, many ranks.
+
+Data-parallel private training must be the *same* Gaussian mechanism as one process, or the
+accountant's epsilon is wrong. :class:`DistributedDPSGD` makes it so:
+
+* **Sampling.** Each rank holds a disjoint shard of the dataset (rank r of W gets examples
+  r, r + W, r + 2W, ...) and Poisson-samples it at the global rate q. Every example then joins a
+  logical batch with probability exactly q, whichever rank holds it: the union over ranks *is*
+  Poisson sampling of the whole dataset at rate q, the rate the accountant sees. (Sampling the
+  whole dataset on every rank at rate q would include each example with probability
+  :math:`1 - (1-q)^W \approx Wq`, the over-count Opacus issue #444 describes.)
+* **Clipping.** Each rank clips its own examples' per-sample gradients (any engine and clipping
+  mode of :class:`DPSGD` except ``"adaptive"``, whose threshold update needs a global count).
+* **Noise, drawn once.** Only rank ``noise_rank`` adds :math:`\mathcal N(0, \sigma^2 C^2 I)` to its
+  clipped sum; the others add none. The sums are all-reduced, so every rank applies
+  :math:`\frac{1}{qN}\big(\sum_{i \in B} \mathrm{clip}_C(g_i) + \mathcal N(0, \sigma^2 C^2 I)\big)`,
+  exactly the single-process update with :math:`B` the union of the ranks' batches and N the
+  global dataset size. Drawing the noise on one rank (rather than :math:`\mathcal N(0,
+  \sigma^2 C^2 / W)` on each) keeps runs bit-comparable with one process and needs one
+  generator; it trusts that rank with the noise, as the single-process mechanism trusts its
+  process. With ``secure=True`` that rank draws from OS entropy.
+
+Every rank must call :meth:`DistributedDPSGD.step` the same number of times (the loader from
+:meth:`DistributedDPSGD.loader` yields the same number of logical batches everywhere).
+"""
+
+import typing
+from collections.abc import Mapping
+from typing import Any, cast
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from research_ext.core import check_int, format_message, make_generator
+from research_ext.privacy._dpsgd import DPSGD
+from research_ext.privacy._per_sample import LossFn
+from research_ext.privacy._sampling import PoissonLoader, poisson_loader
+from research_ext.privacy.accounting import epsilon as _epsilon, noise_multiplier_for
+
+__all__ = ["DistributedDPSGD"]
+
+_FN = "DistributedDPSGD"
+
+
+class _AllReduceOptimizer:
+    """Sums every parameter's ``.grad`` over the process group, then steps the real optimizer."""
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], group: Any
+    ) -> None:
+        self.optimizer, self.params, self.group = optimizer, params, group
+
+    def step(self) -> None:
+        import torch.distributed as dist
+
+        grads = [p.grad for p in self.params if p.grad is not None]
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for g in grads:
+            by_dtype.setdefault(g.dtype, []).append(g)
+        for same in by_dtype.values():  # one collective per dtype, not one per parameter
+            flat = torch.cat([g.reshape(-1) for g in same])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
+            offset = 0
+            for g in same:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+        self.optimizer.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.optimizer.load_state_dict(dict(state))
+
+
+@typing.final
+class DistributedDPSGD:
+    r"""DP-SGD over the ranks of a ``torch.distributed`` process group (gloo on CPU, nccl on GPU).
+
+    Each rank builds one on its replica of the model (parameters are broadcast from the group's
+    rank 0 at construction) and steps on batches from :meth:`loader`. The update every rank
+    applies is
+
+    .. math:: \bar g = \frac{1}{qN}\Big(\sum_{r}\sum_{i\in B_r} \mathrm{clip}_C(g_i)
+              + \mathcal N(0, \sigma^2 C^2 I)\Big),
+
+    with :math:`B_r` rank r's Poisson sample of its shard at rate q and the noise drawn once, on
+    ``noise_rank``; the module docstring explains why this is the single-process mechanism.
+    :meth:`epsilon` accounts (sigma, q) per step with the global rate q.
+
+    Args:
+        model: this rank's replica (on this rank's device).
+        optimizer: an optimizer over ``model``'s parameters.
+        loss_fn: as for :class:`DPSGD`.
+        max_grad_norm: C (> 0), or a mapping layer -> C_k for ``clipping="per_layer"``.
+        delta: target delta in (0, 1).
+        sample_rate: the global Poisson rate q in (0, 1]; each rank samples its shard at q.
+        dataset_size: N, the size of the *whole* dataset (all shards together).
+        noise_multiplier: sigma (>= 0); exactly one of this and ``target_epsilon``.
+        target_epsilon: calibrate sigma (identically on every rank) over ``epochs`` or ``steps``.
+        epochs: training length in epochs, for calibration.
+        steps: training length in steps, for calibration.
+        accountant: ``"prv"``, ``"rdp"`` or ``"pld"``.
+        clipping: ``"flat"`` or ``"per_layer"``.
+        grad_sample_mode: as for :class:`DPSGD`.
+        generator: the noise generator on ``noise_rank`` (other ranks seed their samplers from
+            its initial seed and their rank); ``None``: OS-seeded.
+        secure: draw the noise from OS entropy each step (see :class:`DPSGD`).
+        process_group: the group to train over (default: the world).
+        noise_rank: the rank (within the group) that draws the noise.
+
+    Raises:
+        RuntimeError: if ``torch.distributed`` is not initialized.
+        ValueError, TypeError: as for :class:`DPSGD`, for ``clipping="adaptive"``, or a
+            ``noise_rank`` outside the group.
+
+    Example:
+        >>> import tempfile, torch.distributed as dist
+        >>> store = tempfile.NamedTemporaryFile(delete=False).name  # torchrun sets this up for you
+        >>> dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+        >>> model = nn.Linear(4, 2)
+        >>> dp = DistributedDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1),
+        ...                       loss_fn=nn.CrossEntropyLoss(), max_grad_norm=1.0, delta=1e-5,
+        ...                       sample_rate=0.25, dataset_size=64, noise_multiplier=1.0,
+        ...                       generator=torch.Generator().manual_seed(0))
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+        >>> for batch in dp.loader((X, y)):
+        ...     dp.step(batch)
+        >>> dp.steps, dp.world_size
+        (4, 1)
+        >>> dist.destroy_process_group()
+
+    References:
+        Abadi et al., "Deep Learning with Differential Privacy", 2016. Opacus issue #444
+        (sampling under distributed data parallelism).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        loss_fn: LossFn,
+        max_grad_norm: float | Mapping[str, float],
+        delta: float,
+        sample_rate: float,
+        dataset_size: int,
+        noise_multiplier: float | None = None,
+        target_epsilon: float | None = None,
+        epochs: float | None = None,
+        steps: int | None = None,
+        accountant: str = "prv",
+        clipping: str = "flat",
+        grad_sample_mode: str = "auto",
+        generator: torch.Generator | None = None,
+        secure: bool = False,
+        process_group: Any = None,
+        noise_rank: int = 0,
+    ) -> None:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(
+                f"{_FN}: torch.distributed is not initialized; call "
+                "torch.distributed.init_process_group (e.g. under torchrun) first"
+            )
+        if clipping == "adaptive":
+            raise ValueError(
+                format_message(
+                    _FN,
+                    "clipping",
+                    "'flat' or 'per_layer'",
+                    clipping,
+                    "adaptive clipping needs a global count",
+                )
+            )
+        self.group = process_group
+        self.rank = dist.get_rank(group=process_group)
+        self.world_size = dist.get_world_size(group=process_group)
+        self.noise_rank = check_int(
+            _FN, "noise_rank", noise_rank, minimum=0, maximum=self.world_size - 1
+        )
+        self.accountant = accountant
+        self.noise_multiplier = self._resolve_noise(
+            noise_multiplier, target_epsilon, epochs, steps, delta, sample_rate, accountant
+        )
+        self._broadcast_model(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        base = make_generator(generator)
+        if self.rank == self.noise_rank:
+            local_generator = base
+        else:  # no noise here; the generator only seeds this rank's sampler
+            local_generator = make_generator(hash((base.initial_seed(), self.rank)) % 2**63)
+        self.dpsgd = DPSGD(
+            model,
+            cast(torch.optim.Optimizer, _AllReduceOptimizer(optimizer, params, process_group)),
+            loss_fn=loss_fn,
+            max_grad_norm=max_grad_norm,
+            delta=delta,
+            sample_rate=sample_rate,
+            dataset_size=dataset_size,
+            noise_multiplier=self.noise_multiplier if self.rank == self.noise_rank else 0.0,
+            accountant=accountant,
+            clipping=clipping,
+            grad_sample_mode=grad_sample_mode,
+            generator=local_generator,
+            secure=secure and self.rank == self.noise_rank,
+        )
+        self.model, self.sample_rate, self.dataset_size = (
+            model,
+            self.dpsgd.sample_rate,
+            dataset_size,
+        )
+        self.delta = self.dpsgd.delta
+
+    @staticmethod
+    def _resolve_noise(
+        noise_multiplier: float | None,
+        target_epsilon: float | None,
+        epochs: float | None,
+        steps: int | None,
+        delta: float,
+        sample_rate: float,
+        accountant: str,
+    ) -> float:
+        if (noise_multiplier is None) == (target_epsilon is None):
+            raise ValueError(
+                f"{_FN}: exactly one of `noise_multiplier` and `target_epsilon` must be given, got "
+                f"noise_multiplier={noise_multiplier!r}, target_epsilon={target_epsilon!r}"
+            )
+        if noise_multiplier is not None:
+            return float(noise_multiplier)
+        if (epochs is None) == (steps is None):
+            raise ValueError(
+                f"{_FN}: with `target_epsilon`, exactly one of `epochs` and `steps` must be given, "
+                f"got epochs={epochs!r}, steps={steps!r}"
+            )
+        total = (
+            steps if steps is not None else max(1, int(float(cast(float, epochs)) / sample_rate))
+        )
+        return noise_multiplier_for(
+            cast(float, target_epsilon), delta, sample_rate, total, accountant
+        )
+
+    def _broadcast_model(self, model: nn.Module) -> None:
+        import torch.distributed as dist
+
+        source = dist.get_global_rank(self.group, 0) if self.group is not None else 0
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                dist.broadcast(tensor.data, src=source, group=self.group)
+
+    @property
+    def steps(self) -> int:
+        """Logical steps taken so far (the same on every rank)."""
+        return self.dpsgd.steps
+
+    def shard(
+        self, dataset: Dataset | tuple[torch.Tensor, ...]
+    ) -> Dataset | tuple[torch.Tensor, ...]:
+        """This rank's disjoint part of the whole ``dataset``: examples rank, rank + W, ...
+
+        Raises:
+            ValueError: if ``len(dataset)`` is not the ``dataset_size`` given at construction.
+        """
+        size = len(dataset[0]) if isinstance(dataset, tuple) else len(dataset)  # type: ignore[arg-type]
+        if size != self.dataset_size:
+            raise ValueError(
+                format_message(
+                    f"{_FN}.shard",
+                    "dataset",
+                    f"the whole dataset of {self.dataset_size} examples",
+                    f"<{size} examples>",
+                )
+            )
+        if isinstance(dataset, tuple):
+            return tuple(t[self.rank :: self.world_size] for t in dataset)
+        return Subset(dataset, range(self.rank, size, self.world_size))
+
+    def loader(
+        self,
+        dataset: Dataset | tuple[torch.Tensor, ...],
+        *,
+        max_physical_batch_size: int | None = None,
+        steps: int | None = None,
+    ) -> PoissonLoader:
+        """Poisson batches at rate q from this rank's :meth:`shard` of the whole ``dataset``.
+
+        The loader's RNG state is part of :meth:`state_dict`. Every rank's loader yields the
+        same number of batches (``steps``, default ``round(1 / q)``).
+        """
+        shard = self.shard(dataset)
+        loader = poisson_loader(
+            shard,
+            self.sample_rate,
+            max_physical_batch_size=max_physical_batch_size,
+            generator=self.dpsgd.sampler_generator,
+            steps=steps if steps is not None else max(1, round(1 / self.sample_rate)),
+        )
+        return loader
+
+    def step(self, batch: Any) -> None:
+        """One logical step on this rank's batch; a collective call, made by every rank."""
+        self.dpsgd.step(batch)
+
+    def epsilon(self, delta: float | None = None) -> float:
+        """Epsilon spent so far at ``delta`` (default: the run's), with the global rate q."""
+        if self.steps == 0:
+            return 0.0
+        return _epsilon(
+            self.noise_multiplier,
+            self.sample_rate,
+            self.steps,
+            self.delta if delta is None else delta,
+            accountant=self.accountant,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's checkpoint (model, optimizer, its RNG states); save one per rank."""
+        return {"rank": self.rank, "world_size": self.world_size, "dpsgd": self.dpsgd.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore this rank's :meth:`state_dict`.
+
+        Raises:
+            ValueError: if the checkpoint belongs to another rank or world size.
+        """
+        if (state["rank"], state["world_size"]) != (self.rank, self.world_size):
+            raise ValueError(
+                format_message(
+                    f"{_FN}.load_state_dict",
+                    "state",
+                    f"the checkpoint of rank {self.rank} of {self.world_size}",
+                    f"<rank {state['rank']} of {state['world_size']}>",
+                )
+            )
+        self.dpsgd.load_state_dict(state["dpsgd"])

@@ -1,0 +1,237 @@
+"""DistributedDPSGD over 2 gloo processes equals single-process DP-SGD; noise is drawn once."""
+
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+privacy = pytest.importorskip("research_ext.privacy")
+if not hasattr(privacy, "DistributedDPSGD"):
+    pytest.skip(
+        "research_ext.privacy.DistributedDPSGD needs the DPSGD engine", allow_module_level=True
+    )
+
+N, D, K = 64, 6, 3
+RATE, SIGMA, STEPS, SEED = 0.25, 1.0, 6, 7
+NOISE_IN, NOISE_OUT = 500, 4
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, D, generator=g, dtype=torch.float64)
+    x[:, 0] = torch.arange(N, dtype=torch.float64)  # an id column, to check the shards
+    return x, torch.randint(K, (N,), generator=g)
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Linear(D, K).double()
+
+
+def _engine(model, *, distributed, lr=0.5, sigma=SIGMA, size=N):
+    cls = privacy.DistributedDPSGD if distributed else privacy.DPSGD
+    return cls(
+        model,
+        torch.optim.SGD(model.parameters(), lr=lr),
+        loss_fn=nn.CrossEntropyLoss(),
+        max_grad_norm=1.0,
+        delta=1e-5,
+        sample_rate=RATE,
+        dataset_size=size,
+        noise_multiplier=sigma,
+        accountant="rdp",
+        generator=torch.Generator().manual_seed(SEED),
+    )
+
+
+def _worker(rank, world_size, port, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        model = _model()
+        if rank == 1:  # a different replica: construction must broadcast rank 0's weights
+            with torch.no_grad():
+                model.weight.add_(1.0)
+        dp = _engine(model, distributed=True)
+        batches = []
+        for batch in dp.loader(_data(), steps=STEPS):
+            batches.append(batch)
+            dp.step(batch)
+        # noise check: zero inputs give zero per-sample gradients, so one step moves the
+        # weights by exactly -lr * noise / (q N)
+        noise_model = nn.Linear(NOISE_IN, NOISE_OUT, bias=False).double()
+        noise_dp = _engine(noise_model, distributed=True, lr=1.0, sigma=2.0, size=N)
+        before = noise_model.weight.detach().clone()
+        zeros = (
+            torch.zeros(N // world_size // 4, NOISE_IN, dtype=torch.float64),
+            torch.zeros(N // world_size // 4, dtype=torch.long),
+        )
+        noise_dp.step(zeros)
+        torch.save(
+            {
+                "batches": batches,
+                "state": {k: v.clone() for k, v in model.state_dict().items()},
+                "epsilon": dp.epsilon(),
+                "noise_update": noise_model.weight.detach() - before,
+            },
+            f"{out_dir}/rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("ddp")
+    mp.start_processes(
+        _worker, args=(2, _free_port(), str(out_dir)), nprocs=2, join=True, start_method="spawn"
+    )
+    return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_equal_single_process_with_the_same_global_batches(two_ranks):
+    x, _ = _data()
+    for rank, result in enumerate(two_ranks):
+        shard_ids = set(x[rank::2, 0].tolist())
+        for inputs, _ in result["batches"]:
+            assert set(inputs[:, 0].tolist()) <= shard_ids  # each rank samples only its shard
+    # Single process: the same seed (same noise) on the union of the ranks' batches.
+    model = _model()
+    dp = _engine(model, distributed=False)
+    for (x0, y0), (x1, y1) in zip(two_ranks[0]["batches"], two_ranks[1]["batches"], strict=True):
+        dp.step((torch.cat([x0, x1]), torch.cat([y0, y1])))
+    for result in two_ranks:
+        for name, value in model.state_dict().items():
+            torch.testing.assert_close(result["state"][name], value, rtol=1e-12, atol=1e-12)
+        assert result["epsilon"] == pytest.approx(dp.epsilon(), rel=1e-12)
+    assert dp.epsilon() == pytest.approx(
+        privacy.epsilon(SIGMA, RATE, STEPS, 1e-5, accountant="rdp")
+    )
+
+
+@pytest.mark.slow
+def test_noise_is_drawn_once_with_the_single_process_variance(two_ranks):
+    update0, update1 = two_ranks[0]["noise_update"], two_ranks[1]["noise_update"]
+    torch.testing.assert_close(
+        update0, update1, rtol=0, atol=0
+    )  # every rank applies the same noise
+    noise = -update0 * RATE * N  # lr 1: update = -noise / (q N)
+    expected_std = 2.0 * 1.0  # sigma * C
+    n = noise.numel()
+    # std of n Gaussians has relative standard error ~ 1 / sqrt(2 n) ~ 1.6%; noise added on both
+    # ranks would give sqrt(2) x, noise split wrongly 1 / sqrt(2) x
+    assert noise.std().item() == pytest.approx(expected_std, rel=0.08)
+    assert abs(noise.mean().item()) < 4 * expected_std / n**0.5
+
+
+def test_requires_an_initialized_process_group():
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialized in this process")
+    with pytest.raises(
+        RuntimeError, match="DistributedDPSGD: torch.distributed is not initialized"
+    ):
+        _engine(_model(), distributed=True)
+
+
+@pytest.fixture
+def single_rank_group(tmp_path):
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    yield
+    dist.destroy_process_group()
+
+
+def test_single_rank_bad_input_and_sharding(single_rank_group):
+    model = _model()
+    with pytest.raises(
+        ValueError,
+        match=r"DistributedDPSGD: `clipping` must be 'flat' or 'per_layer', got clipping='adaptive'",
+    ):
+        privacy.DistributedDPSGD(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_fn=nn.CrossEntropyLoss(),
+            max_grad_norm=1.0,
+            delta=1e-5,
+            sample_rate=0.5,
+            dataset_size=N,
+            noise_multiplier=1.0,
+            clipping="adaptive",
+        )
+    with pytest.raises(
+        ValueError,
+        match=r"DistributedDPSGD: `noise_rank` must be an int in \[0, 0\], got noise_rank=1",
+    ):
+        privacy.DistributedDPSGD(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_fn=nn.CrossEntropyLoss(),
+            max_grad_norm=1.0,
+            delta=1e-5,
+            sample_rate=0.5,
+            dataset_size=N,
+            noise_multiplier=1.0,
+            noise_rank=1,
+        )
+    with pytest.raises(ValueError, match="exactly one of `noise_multiplier` and `target_epsilon`"):
+        privacy.DistributedDPSGD(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_fn=nn.CrossEntropyLoss(),
+            max_grad_norm=1.0,
+            delta=1e-5,
+            sample_rate=0.5,
+            dataset_size=N,
+        )
+    dp = _engine(model, distributed=True)
+    x, y = _data()
+    shard = dp.shard((x, y))
+    assert torch.equal(shard[0], x) and dp.world_size == 1 and dp.rank == 0
+    with pytest.raises(
+        ValueError,
+        match=r"DistributedDPSGD.shard: `dataset` must be the whole dataset of 64 examples, got dataset='<10 examples>'",
+    ):
+        dp.shard((x[:10], y[:10]))
+    # one rank is plain DP-SGD: same seed, same batches, same weights
+    reference_model = _model()
+    reference = _engine(reference_model, distributed=False)
+    for batch in dp.loader((x, y), steps=3):
+        dp.step(batch)
+        reference.step(batch)
+    for name, value in reference_model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
+    state = dp.state_dict()
+    dp.load_state_dict(state)
+    with pytest.raises(
+        ValueError,
+        match=r"`state` must be the checkpoint of rank 0 of 1, got state='<rank 1 of 2>'",
+    ):
+        dp.load_state_dict({**state, "rank": 1, "world_size": 2})
+    target = privacy.DistributedDPSGD(
+        _model(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_fn=nn.CrossEntropyLoss(),
+        max_grad_norm=1.0,
+        delta=1e-5,
+        sample_rate=0.25,
+        dataset_size=N,
+        target_epsilon=2.0,
+        epochs=3,
+        accountant="rdp",
+    )
+    assert target.noise_multiplier == pytest.approx(
+        privacy.noise_multiplier_for(2.0, 1e-5, 0.25, 12, accountant="rdp")
+    )
