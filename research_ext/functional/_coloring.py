@@ -7,6 +7,7 @@ sparse-AD tool does), and stored in a :class:`ColoringPlan` whose recovery is a 
 gather; the plan is reused for every input with the same pattern.
 """
 
+import warnings
 from collections import Counter
 from typing import Any, final
 
@@ -183,7 +184,11 @@ class ColoringPlan:
         out = torch.sparse_coo_tensor(
             indices, values, self.shape, is_coalesced=True, check_invariants=False
         )
-        return out.to_sparse_csr() if layout == "csr" else out
+        if layout == "coo":
+            return out
+        with warnings.catch_warnings():  # torch flags every CSR construction as "beta"
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return out.to_sparse_csr()
 
     def __repr__(self) -> str:
         return (

@@ -97,6 +97,17 @@ def _randn(shape: tuple[int, ...], op: LinearOperator, gen: torch.Generator | No
     return out.to(op.device)
 
 
+def _orthogonalize(known: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Remove from ``w (p, n)`` its components along ``known (p, j, n)``, twice.
+
+    Twice is enough (Kahan-Parlett) for orthogonality to working precision.
+    """
+    for _ in range(2):
+        coeffs = torch.bmm(known, w.unsqueeze(-1))
+        w = w - torch.bmm(known.mT, coeffs).squeeze(-1)
+    return w
+
+
 def _lanczos_step(
     op: LinearOperator,
     basis: torch.Tensor,
@@ -106,26 +117,21 @@ def _lanczos_step(
     scale: torch.Tensor,
     gen: torch.Generator | None,
 ) -> torch.Tensor:
-    """One step on ``p`` independent probes (columns); ``basis`` is ``(m + 1, n, p)``."""
-    q = basis[j]
-    w = op._matmat(q)
-    alpha[j] = (w * q).sum(dim=0)
+    """One step on ``p`` independent probes; ``basis`` is ``(p, m + 1, n)``, row ``j`` current."""
+    q = basis[:, j]
+    w = op._matmat(q.mT).mT
+    alpha[j] = (w * q).sum(dim=1)
     scale = torch.maximum(scale, alpha[j].abs().amax())
-    known = basis[: j + 1]
-    for _ in range(2):  # twice is enough (Kahan-Parlett) for orthogonality to working precision
-        w = w - torch.einsum("jnp,jp->np", known, torch.einsum("jnp,np->jp", known, w))
-    b = torch.linalg.vector_norm(w, dim=0)
+    known = basis[:, : j + 1]
+    w = _orthogonalize(known, w)
+    b = torch.linalg.vector_norm(w, dim=1)
     # An invariant subspace was found: continue from a random direction, decoupled (beta = 0).
-    tiny = b <= scale * torch.finfo(op.dtype).eps * 10
-    if j + 1 < basis.shape[0]:
-        fresh = _randn(tuple(w.shape), op, gen)
-        for _ in range(2):
-            fresh = fresh - torch.einsum(
-                "jnp,jp->np", known, torch.einsum("jnp,np->jp", known, fresh)
-            )
+    tiny = (b <= scale * torch.finfo(op.dtype).eps * 10).unsqueeze(-1)
+    if j + 1 < basis.shape[1]:
+        fresh = _orthogonalize(known, _randn(tuple(w.shape), op, gen))
         w = torch.where(tiny, fresh, w)
-        basis[j + 1] = w / torch.linalg.vector_norm(w, dim=0)
-    beta[j] = torch.where(tiny, torch.zeros_like(b), b)
+        basis[:, j + 1] = w / torch.linalg.vector_norm(w, dim=1, keepdim=True)
+    beta[j] = torch.where(tiny.squeeze(-1), torch.zeros_like(b), b)
     return scale
 
 
@@ -218,8 +224,8 @@ def eigvalsh(
         v0 = _randn((n,), op, generator)
     elif v0.shape != (n,):
         raise ValueError(f"{fn}: `v0` must have shape ({n},), got {tuple(v0.shape)}")
-    basis = torch.empty((m_max + 1, n, 1), dtype=op.dtype, device=op.device)
-    basis[0] = (v0 / torch.linalg.vector_norm(v0)).to(op.dtype).unsqueeze(-1)
+    basis = torch.empty((1, m_max + 1, n), dtype=op.dtype, device=op.device)
+    basis[0, 0] = (v0 / torch.linalg.vector_norm(v0)).to(op.dtype)
     alpha = torch.zeros((m_max, 1), dtype=op.dtype, device=op.device)
     beta = torch.zeros((m_max, 1), dtype=op.dtype, device=op.device)
     scale = torch.zeros((), dtype=op.dtype, device=op.device)
@@ -253,7 +259,7 @@ def eigvalsh(
     error = torch.minimum(res, res.square() / gap.clamp_min(torch.finfo(gap.dtype).tiny))
     vectors = None
     if return_eigenvectors:
-        vectors = basis[:m, :, 0].mT @ vecs[:, idx]
+        vectors = basis[0, :m].mT @ vecs[:, idx]
     return EigvalshResult(values, vectors, m, res, error, converged)
 
 
@@ -311,8 +317,8 @@ def spectral_density(
     m = min(check_int(fn, "num_steps", num_steps, minimum=1), n)
     check_int(fn, "num_points", num_points, minimum=2)
     probes = _rademacher((n, p), op, generator) / math.sqrt(n)
-    basis = torch.empty((m + 1, n, p), dtype=op.dtype, device=op.device)
-    basis[0] = probes
+    basis = torch.empty((p, m + 1, n), dtype=op.dtype, device=op.device)
+    basis[:, 0] = probes.mT
     alpha = torch.zeros((m, p), dtype=op.dtype, device=op.device)
     beta = torch.zeros((m, p), dtype=op.dtype, device=op.device)
     scale = torch.zeros((), dtype=op.dtype, device=op.device)
