@@ -1,10 +1,6 @@
 """Composable derivatives (jacobian, hessian, vjp, jvp, hvp, ...) and curvature operators."""
 
-from research_ext.functional._coloring import (
-    ColoringPlan,
-    color_hessian,
-    color_jacobian,
-)
+from research_ext.functional._coloring import ColoringPlan, color_hessian, color_jacobian
 from research_ext.functional._curvature import (
     AbstractCurvatureOperator,
     FisherOperator,
@@ -14,25 +10,11 @@ from research_ext.functional._curvature import (
     ggn_operator,
     hessian_operator,
 )
-from research_ext.functional._estimators import (
-    Estimate,
-    diagonal,
-    trace,
-)
-from research_ext.functional._hvp import (
-    HessianVectorProduct,
-    hessian_vector_product,
-    hvp,
-    vhp,
-)
-from research_ext.functional._jacobian import (
-    hessian,
-    jacobian,
-)
-from research_ext.functional._jet import (
-    derivatives,
-    jet,
-)
+from research_ext.functional._estimators import Estimate, diagonal, trace
+from research_ext.functional._hvp import HessianVectorProduct, hessian_vector_product, hvp, vhp
+from research_ext.functional._jacobian import hessian, jacobian
+from research_ext.functional._jet import derivatives, jet
+from research_ext.functional._modules import module_function, module_hessian, module_jacobian
 from research_ext.functional._sparse import (
     SparseHessian,
     SparseJacobian,
@@ -48,11 +30,7 @@ from research_ext.functional._spectrum import (
     plot_spectral_density,
     spectral_density,
 )
-from research_ext.functional._transforms import (
-    jvp,
-    linearize,
-    vjp,
-)
+from research_ext.functional._transforms import jvp, linearize, vjp
 
 __all__ = [
     "AbstractCurvatureOperator",
@@ -83,6 +61,9 @@ __all__ = [
     "jet",
     "jvp",
     "linearize",
+    "module_function",
+    "module_hessian",
+    "module_jacobian",
     "plot_spectral_density",
     "sparse_hessian",
     "sparse_jacobian",
