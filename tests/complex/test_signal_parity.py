@@ -1,0 +1,235 @@
+"""scipy.signal parity: hilbert, envelope, convolution, Welch family, STFT, CZT, resampling."""
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.signal as ss
+import torch
+
+import research_ext.complex as rxc
+from tests.complex.spectral_utils import TOL_F64_TIGHT, assert_close32, assert_close64, randn
+
+S = rxc.signal
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 16, 31, 64])
+def test_hilbert(n):
+    x = randn((2, 3, n), torch.float64)
+    for N, dim in itertools.product((None, 5, 2 * n + 1), (-1, 1)):
+        assert_close64(
+            S.hilbert(x, N=N, dim=dim), ss.hilbert(x.numpy(), N=N, axis=dim), TOL_F64_TIGHT
+        )
+    x32 = x.float()
+    assert_close32(S.hilbert(x32), ss.hilbert(x.numpy()), ss.hilbert(x32.numpy()))
+
+
+def test_hilbert2():
+    for shape, N in [((9, 12), None), ((8, 12), (10, 15)), ((3, 8, 7), None), ((6, 4), 5)]:
+        x = randn(shape, torch.float64)
+        assert_close64(S.hilbert2(x, N=N), ss.hilbert2(x.numpy(), N=N), TOL_F64_TIGHT)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_envelope(dtype):
+    z = randn((3, 200), dtype)
+    for kw in [
+        {},
+        {"bp_in": (3, 50)},
+        {"n_out": 100, "residual": "all"},
+        {"n_out": 301, "squared": True},
+        {"residual": None},
+        {"bp_in": (-20, 30), "n_out": 133},
+        {"bp_in": (None, 10), "n_out": 400},
+    ]:
+        assert_close64(S.envelope(z, **kw), ss.envelope(z.numpy(), **kw))
+
+
+SHAPES = [((50,), (7,)), ((7,), (50,)), ((64,), (64,)), ((1000,), (31,)), ((13, 9), (4, 5))]
+
+
+@pytest.mark.parametrize("s1,s2", SHAPES)
+@pytest.mark.parametrize("name", ["convolve", "correlate"])
+def test_convolve_correlate(s1, s2, name):
+    for mode, method, dtype in itertools.product(
+        ("full", "same", "valid"),
+        ("auto", "direct", "fft", "oa"),
+        (torch.float64, torch.complex128),
+    ):
+        a, b = randn(s1, dtype, 1), randn(s2, torch.float64, 2)
+        ref = getattr(ss, name)(
+            a.numpy(), b.numpy(), mode=mode, method="fft" if method == "oa" else method
+        )
+        assert_close64(getattr(S, name)(a, b, mode=mode, method=method), ref)
+
+
+def test_fftconvolve_oaconvolve_dims_and_broadcast():
+    a, b = randn((3, 1, 300), torch.float64, 1), randn((1, 4, 40), torch.float64, 2)
+    for mode in ("full", "same", "valid"):
+        ref = ss.fftconvolve(a.numpy(), b.numpy(), mode=mode, axes=-1)
+        assert_close64(S.fftconvolve(a, b, mode=mode, dim=-1), ref, TOL_F64_TIGHT)
+        assert_close64(
+            S.oaconvolve(a, b, mode=mode, dim=-1),
+            ss.oaconvolve(a.numpy(), b.numpy(), mode=mode, axes=-1),
+        )
+        assert_close64(S.convolve(a, b, mode=mode, method="direct", dim=-1), ref)
+    a2, b2 = randn((200, 3, 150), torch.float64), randn((9, 3, 7), torch.float64)
+    ref = ss.oaconvolve(a2.numpy(), b2.numpy(), axes=(0, 2))
+    assert_close64(S.oaconvolve(a2, b2, dim=(0, 2)), ref)
+    a32 = a.float()
+    assert_close32(
+        S.fftconvolve(a32, b.float(), dim=-1),
+        ss.fftconvolve(a.numpy(), b.numpy(), axes=-1),
+        ss.fftconvolve(a32.numpy(), b.float().numpy(), axes=-1),
+    )
+
+
+def test_correlation_lags():
+    for n1, n2, mode in itertools.product((1, 4, 7), (1, 3, 8), ("full", "same", "valid")):
+        assert (
+            S.correlation_lags(n1, n2, mode).tolist() == ss.correlation_lags(n1, n2, mode).tolist()
+        )
+
+
+WELCH_KW = [
+    {},
+    {"nperseg": 100},
+    {"nperseg": 64, "noverlap": 10, "nfft": 100, "detrend": "linear"},
+    {"nperseg": 64, "average": "median", "scaling": "spectrum"},
+    {"nperseg": 63, "detrend": False, "return_onesided": False},
+    {"window": ("kaiser", 8.0), "nperseg": 128, "fs": 3.0},
+]
+
+
+@pytest.mark.parametrize("kw", WELCH_KW)
+def test_welch_csd_coherence(kw):
+    x, y = randn((3, 1000), torch.float64, 1), randn((1, 1000), torch.float64, 2)
+    f, p = S.welch(x, **kw)
+    rf, rp = ss.welch(x.numpy(), **kw)
+    assert_close64(f, rf)
+    assert_close64(p, rp, TOL_F64_TIGHT)
+    assert_close64(S.csd(x, y, **kw)[1], ss.csd(x.numpy(), y.numpy(), **kw)[1])
+    assert_close64(
+        S.welch(x.T, dim=0, **kw)[1], ss.welch(x.numpy().T, axis=0, **kw)[1], TOL_F64_TIGHT
+    )
+    ckw = {
+        k: v
+        for k, v in kw.items()
+        if k in ("nperseg", "noverlap", "nfft", "detrend", "window", "fs")
+    }
+    assert_close64(S.coherence(x, y, **ckw)[1], ss.coherence(x.numpy(), y.numpy(), **ckw)[1])
+
+
+def test_welch_complex_and_float32():
+    xc = randn((2, 700), torch.complex128)
+    assert_close64(S.welch(xc, nperseg=64)[1], ss.welch(xc.numpy(), nperseg=64)[1], TOL_F64_TIGHT)
+    x = randn((2, 4096), torch.float64)
+    x32 = x.float()
+    p32 = S.welch(x32, nperseg=256)[1]
+    assert p32.dtype == torch.float32
+    assert_close32(p32, ss.welch(x.numpy(), nperseg=256)[1], ss.welch(x32.numpy(), nperseg=256)[1])
+
+
+def test_periodogram():
+    x = randn((2, 300), torch.float64)
+    for kw in [
+        {},
+        {"nfft": 400},
+        {"nfft": 200},
+        {"window": "hann", "scaling": "spectrum"},
+        {"detrend": "linear"},
+    ]:
+        f, p = S.periodogram(x, **kw)
+        rf, rp = ss.periodogram(x.numpy(), **kw)
+        assert_close64(f, rf)
+        assert_close64(p, rp)
+
+
+@pytest.mark.parametrize("mode", ["psd", "complex", "magnitude", "angle", "phase"])
+def test_spectrogram(mode):
+    x = randn((2, 1000), torch.float64)
+    for kw in [{"nperseg": 64}, {"nperseg": 65, "noverlap": 30, "nfft": 80, "scaling": "spectrum"}]:
+        f, t, s = S.spectrogram(x, mode=mode, **kw)
+        rf, rt, rs = ss.spectrogram(x.numpy(), mode=mode, **kw)
+        assert_close64(f, rf)
+        assert_close64(t, rt)
+        assert_close64(s, rs)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"nperseg": 64, "boundary": "even"},
+        {"nperseg": 64, "boundary": "odd", "scaling": "psd"},
+        {"nperseg": 64, "boundary": "constant", "nfft": 80},
+        {"nperseg": 65, "noverlap": 20, "boundary": None, "padded": False, "detrend": "constant"},
+    ],
+)
+def test_stft_istft(kw):
+    x = randn((3, 1000), torch.float64)
+    f, t, z = S.stft(x, **kw)
+    rf, rt, rz = ss.stft(x.numpy(), **kw)
+    assert_close64(f, rf)
+    assert_close64(t, rt)
+    assert_close64(z, rz)
+    if kw.get("boundary", "zeros") is not None:
+        ikw = {k: v for k, v in kw.items() if k in ("nperseg", "noverlap", "nfft", "scaling")}
+        tt, xx = S.istft(torch.from_numpy(rz[0]), **ikw)
+        rtt, rxx = ss.istft(rz[0], **ikw)
+        assert_close64(tt, rtt)
+        assert_close64(xx, rxx)
+        assert_close64(S.istft(torch.from_numpy(rz), **ikw)[1], ss.istft(rz, **ikw)[1])
+
+
+def test_czt_zoom_fft():
+    for n, m in [(8, 8), (17, 5), (5, 17), (64, 100), (1, 3)]:
+        x = randn((3, n), torch.float64)
+        for kw in [{"m": m}, {"m": m, "w": np.exp(-0.02j), "a": 0.9 * np.exp(0.3j)}]:
+            assert_close64(S.czt(x, **kw), ss.czt(x.numpy(), **kw))
+        for fn, endpoint in [((0.1, 0.4), True), (0.5, False)]:
+            ref = ss.zoom_fft(x.numpy(), fn, m=m, endpoint=endpoint)
+            assert_close64(S.zoom_fft(x, fn, m=m, endpoint=endpoint), ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_resample(dtype):
+    x = randn((3, 100), dtype)
+    for num, window in itertools.product(
+        (50, 100, 150, 99, 101, 7), (None, "hann", ("kaiser", 5.0))
+    ):
+        assert_close64(
+            S.resample(x, num, dim=-1, window=window),
+            ss.resample(x.numpy(), num, axis=-1, window=window),
+        )
+    t = torch.arange(100, dtype=torch.float64) * 0.5
+    y, t2 = S.resample(x.T, 40, t=t)
+    ry, rt2 = ss.resample(x.numpy().T, 40, t=t.numpy())
+    assert_close64(y, ry)
+    assert_close64(t2, rt2)
+
+
+def test_resample_poly():
+    x = randn((2, 300), torch.float64)
+    for (up, down), pad in itertools.product(
+        ((3, 2), (2, 3), (1, 4), (5, 1), (7, 11)), ("constant", "mean", "median", "maximum")
+    ):
+        ref = ss.resample_poly(x.numpy(), up, down, axis=-1, padtype=pad)
+        assert_close64(S.resample_poly(x, up, down, dim=-1, padtype=pad), ref)
+
+
+def test_get_window():
+    for spec, n, fftbins in [
+        ("hann", 16, True),
+        (("kaiser", 8.0), 9, False),
+        ("flattop", 5, True),
+        (("tukey", 0.3), 20, True),
+        ("hann_periodic", 8, True),
+    ]:
+        w = S.get_window(spec, n, fftbins, dtype=torch.float64)
+        assert_close64(w, ss.get_window(spec, n, fftbins=fftbins))
+
+
+def test_csd_pads_the_shorter_signal():
+    x, y = randn((2, 1000), torch.float64, 1), randn((2, 900), torch.float64, 2)
+    assert_close64(S.csd(x, y, nperseg=128)[1], ss.csd(x.numpy(), y.numpy(), nperseg=128)[1])
