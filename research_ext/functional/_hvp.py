@@ -53,6 +53,7 @@ class HessianVectorProduct:
         check_callable(name, f)
         self.primals = _check_primals(name, primals)
         leaves, self._spec = tree_flatten(primals)
+        self._flat = (leaves, self._spec)
         self._functorch = _in_functorch()
         if self._functorch:
             grad_fn = _grad(lambda *p: _scalar(name, f(*p)), argnums=tuple(range(len(primals))))
@@ -75,21 +76,17 @@ class HessianVectorProduct:
 
     def __call__(self, tangents: tuple[Any, ...]) -> tuple[Any, ...]:
         """Return :math:`Hv` for ``tangents`` shaped like ``primals``, or a leading batch dim."""
-        name = "hessian_vector_product"
-        batched = _is_batched(name, self.primals, tangents)
+        batched, t_leaves = _batched_leaves(
+            "hessian_vector_product", self.primals, tangents, self._flat
+        )
         if self._functorch:
             if batched:
                 return vmap(self._vjp_fn)(tangents)
             return self._vjp_fn(tangents)
-        t_leaves = tree_flatten(tangents)[0]
-        pairs = [
-            (g, x, t)
-            for g, x, t, u in zip(self._grads, self._leaves, t_leaves, self._used, strict=False)
-            if u
-        ]
-        out = [torch.zeros_like(t) for t in t_leaves]
+        pairs = [(g, t) for g, t, u in zip(self._grads, t_leaves, self._used, strict=True) if u]
+        hv: Any = [None] * len(t_leaves)
         if pairs:
-            gs, xs, ts = zip(*pairs, strict=False)
+            gs, ts = zip(*pairs, strict=True)
             create = torch.is_grad_enabled() and any(t.requires_grad for t in ts)
             hv = torch.autograd.grad(
                 gs,
@@ -100,27 +97,30 @@ class HessianVectorProduct:
                 allow_unused=True,
                 is_grads_batched=batched,
             )
-            out = [h if h is not None else z for h, z in zip(hv, out, strict=False)]
+        out = [
+            h if h is not None else torch.zeros_like(t) for h, t in zip(hv, t_leaves, strict=True)
+        ]
         return tree_unflatten(out, self._spec)
 
 
-def _is_batched(name: str, primals: tuple[Any, ...], tangents: Any) -> bool:
+def _batched_leaves(
+    name: str, primals: tuple[Any, ...], tangents: Any, flat: tuple[list, Any]
+) -> tuple[bool, list[Any]]:
+    """Whether ``tangents`` carry a leading batch dim (else check them); return their leaves."""
     if not isinstance(tangents, tuple):
         raise TypeError(
             f"{name}: `tangents` must be a tuple with one entry per primal, got tangents of "
             f"type {type(tangents).__name__}"
         )
-    p_leaves, p_spec = tree_flatten(primals)
+    p_leaves, p_spec = flat
     t_leaves, t_spec = tree_flatten(tangents)
     if p_spec == t_spec and all(
         isinstance(t, torch.Tensor) and t.dim() == p.dim() + 1 and t.shape[1:] == p.shape
-        for p, t in zip(p_leaves, t_leaves, strict=False)
+        for p, t in zip(p_leaves, t_leaves, strict=True)
     ):
-        sizes = {t.shape[0] for t in t_leaves}
-        if len(sizes) == 1:
-            return True
-    _check_tangents(name, primals, tangents)
-    return False
+        if len({t.shape[0] for t in t_leaves}) == 1:
+            return True, t_leaves
+    return False, _check_tangents(name, primals, tangents, flat)
 
 
 def hessian_vector_product(f: Callable[..., Any], primals: tuple[Any, ...]) -> HessianVectorProduct:
@@ -159,29 +159,27 @@ def hessian_vector_product(f: Callable[..., Any], primals: tuple[Any, ...]) -> H
 def _product(name: str, f: Callable[..., Any], primals: Any, tangents: Any) -> tuple[Any, Any]:
     check_callable(name, f)
     primals = _check_primals(name, primals)
-    _check_tangents(name, primals, tangents)
+    leaves, spec = tree_flatten(primals)
+    t_leaves = _check_tangents(name, primals, tangents, (leaves, spec))
     if _in_functorch():
         grad_fn = _grad(lambda *p: _scalar(name, f(*p)), argnums=tuple(range(len(primals))))
         res: Any = _vjp(grad_fn, *primals)
-        g, vjp_fn = res[0], res[1]
-        return g, vjp_fn(tangents)
-    leaves, spec = tree_flatten(primals)
-    t_leaves = tree_flatten(tangents)[0]
+        return res[0], res[1](tangents)
     create = torch.is_grad_enabled() and any(x.requires_grad for x in leaves + t_leaves)
     with torch.enable_grad():
         xs = [x if x.requires_grad else x.detach().requires_grad_() for x in leaves]
         value = _scalar(name, f(*tree_unflatten(xs, spec)))
         raw = torch.autograd.grad(value, xs, create_graph=True, allow_unused=True)
-        grads = [g if g is not None else torch.zeros_like(x) for g, x in zip(raw, xs, strict=False)]
-        used = [(g, x, t) for g, x, t in zip(grads, xs, t_leaves, strict=False) if g.requires_grad]
-        hv: list[torch.Tensor] = [torch.zeros_like(t) for t in t_leaves]
-        if used:
-            gs, _, ts = zip(*used, strict=False)
-            out = torch.autograd.grad(gs, xs, ts, create_graph=create, allow_unused=True)
-            hv = [h if h is not None else z for h, z in zip(out, hv, strict=False)]
+        grads = [g if g is not None else torch.zeros_like(x) for g, x in zip(raw, xs, strict=True)]
+        pairs = [(g, t) for g, t in zip(grads, t_leaves, strict=True) if g.requires_grad]
+        hv: Any = [None] * len(t_leaves)
+        if pairs:
+            gs, ts = zip(*pairs, strict=True)
+            hv = torch.autograd.grad(gs, xs, ts, create_graph=create, allow_unused=True)
+    out = [h if h is not None else torch.zeros_like(t) for h, t in zip(hv, t_leaves, strict=True)]
     if not create:
         grads = [g.detach() for g in grads]
-    return tree_unflatten(grads, spec), tree_unflatten(hv, spec)
+    return tree_unflatten(grads, spec), tree_unflatten(out, spec)
 
 
 def hvp(

@@ -45,13 +45,16 @@ def _check_primals(name: str, primals: Any, arg: str = "primals") -> tuple[Any, 
     return primals
 
 
-def _check_tangents(name: str, primals: tuple[Any, ...], tangents: Any) -> None:
+def _check_tangents(
+    name: str, primals: tuple[Any, ...], tangents: Any, flat: tuple[list, Any] | None = None
+) -> list[Any]:
+    """Check ``tangents`` against ``primals`` (``flat``: their flattening, if known); return leaves."""
     if not isinstance(tangents, tuple):
         raise TypeError(
             f"{name}: `tangents` must be a tuple with one entry per primal, got tangents of "
             f"type {type(tangents).__name__}"
         )
-    p_leaves, p_spec = tree_flatten(primals)
+    p_leaves, p_spec = tree_flatten(primals) if flat is None else flat
     t_leaves, t_spec = tree_flatten(tangents)
     if p_spec != t_spec:
         raise ValueError(
@@ -65,6 +68,7 @@ def _check_tangents(name: str, primals: tuple[Any, ...], tangents: Any) -> None:
                 f"{name}: every tangent must have its primal's shape, got {shape} for a "
                 f"primal of shape {tuple(p.shape)}"
             )
+    return t_leaves
 
 
 def vjp(f: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tuple[Any, ...]:
