@@ -6,6 +6,7 @@ every layer group, ``(batch,)`` each, and ``clipped_sum(factors)`` then returns
 of each group k. Clipping modes only choose the factors, so every mode runs on every engine.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,8 @@ from torch import nn
 
 from research_ext.core import module_params
 from research_ext.errors import UnsupportedModuleError
-from research_ext.privacy._layers import LayerRule, rule_for
+from research_ext.privacy._affine import AttentionRule, ConvRule, LinearRule, attention_supported
+from research_ext.privacy._layers import EmbeddingRule, GenericRule, LayerRule, NormRule
 from research_ext.privacy._per_sample import LossFn, per_sample_grads, split_batch, summed_loss
 
 __all__ = ["ENGINES", "HookEngine", "VmapEngine", "layer_groups", "make_engine"]
@@ -23,6 +25,31 @@ __all__ = ["ENGINES", "HookEngine", "VmapEngine", "layer_groups", "make_engine"]
 #: cannot see every parameter), "ghost" (hooks, ghost norms wherever defined), "materialized"
 #: (hooks, per-layer per-sample gradients), "vmap" (whole-model torch.func per-sample gradients).
 ENGINES = ("auto", "ghost", "materialized", "vmap")
+
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_NORMS: tuple[type, ...] = (nn.LayerNorm, nn.GroupNorm) + (
+    (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
+)
+
+
+def rule_for(module: nn.Module, names: dict[str, str], mode: str) -> LayerRule:
+    """The per-layer rule for ``module``; ``mode`` is "auto", "ghost" or "materialized"."""
+    if isinstance(module, nn.Linear) and not names.keys() - {"weight", "bias"}:
+        return LinearRule(module, names, mode)
+    if isinstance(module, _CONV) and module.padding_mode == "zeros":
+        return ConvRule(module, names, mode)
+    if (
+        isinstance(module, nn.Embedding)
+        and not module.scale_grad_by_freq
+        and module.max_norm is None
+    ):
+        return EmbeddingRule(module, names, mode)
+    if isinstance(module, _NORMS):
+        return NormRule(module, names, mode)
+    if attention_supported(module):
+        return AttentionRule(module, names, mode)
+    return GenericRule(module, names, mode)
 
 
 def _units(model: nn.Module) -> list[tuple[str, nn.Module, dict[str, str]]]:
@@ -113,7 +140,13 @@ class HookEngine:
         inputs, targets, batch_size = split_batch("DPSGD.step", batch)
         records: dict[str, list[tuple[Any, Any, tuple[torch.Tensor, ...]]]] = {}
         handles = []
+        patched = []
         for name, rule in self.rules.items():
+            if isinstance(rule, AttentionRule):
+                # Run attention as explicit projections so each is a Linear-like block.
+                rule.module.forward = functools.partial(rule.forward, records.setdefault(name, []))
+                patched.append(rule.module)
+                continue
             handles.append(
                 rule.module.register_forward_hook(self._hook(name, records), with_kwargs=True)
             )
@@ -125,6 +158,8 @@ class HookEngine:
         finally:
             for h in handles:
                 h.remove()
+            for module in patched:
+                del module.forward
         flat = [
             (name, i, j, out)
             for name, calls in records.items()
