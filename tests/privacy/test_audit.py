@@ -397,32 +397,59 @@ def test_input_canary_audit_catches_noise_and_clipping_off_and_passes_correct_en
         assert not _input_audit(correct, seed, sigma, steps).is_violated
 
 
-def test_engine_dpsgd_with_input_canaries_never_over_claims():
+def _digits():
+    datasets = pytest.importorskip("sklearn.datasets")
+    data = datasets.load_digits()
+    x = torch.as_tensor(data.data, dtype=torch.float32)
+    return (x - x.mean(0)) / x.std(0).clamp_min(1e-3), torch.as_tensor(data.target)
+
+
+def test_engine_dpsgd_on_digits_noise_off_is_caught_and_correct_engine_passes():
     privacy = pytest.importorskip("research_ext.privacy")
     if not hasattr(privacy, "DPSGD"):
         pytest.skip("research_ext.privacy.DPSGD has not landed yet")
+    x, y = _digits()
+    sigma, rate, epochs = 4.0, 0.1, 10
 
-    def train(model, data, included):
-        inputs = torch.cat([data[0], included.inputs])
-        targets = torch.cat([data[1], included.targets])
+    def train(included, noise_multiplier):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(64, 128), nn.Tanh(), nn.Linear(128, 10))
+        inputs, targets = torch.cat([x, included.inputs]), torch.cat([y, included.targets])
         dp = privacy.DPSGD(
             model,
-            torch.optim.SGD(model.parameters(), lr=2.0),
+            torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9),
             loss_fn=nn.CrossEntropyLoss(),
             max_grad_norm=1.0,
             delta=DELTA,
-            sample_rate=RATE,
-            dataset_size=len(data[0]),
-            noise_multiplier=4.0,
+            sample_rate=rate,
+            dataset_size=len(inputs),
+            noise_multiplier=noise_multiplier,
             accountant="rdp",
             generator=torch.Generator().manual_seed(0),
         )
-        for batch in dp.loader((inputs, targets), steps=20):
-            dp.step(batch)
+        for _ in range(epochs):
+            for batch in dp.loader((inputs, targets)):
+                dp.step(batch)
         return model
 
-    result = _input_audit(train, 0, 4.0, 20)
-    assert not result.is_violated
+    claimed = _rdp_epsilon(sigma, rate, epochs * 10, DELTA)
+    canaries = input_canaries(300, (64,), 10, generator=torch.Generator().manual_seed(1))
+    broken = audit(
+        lambda inc: train(inc, 0.0),
+        canaries,
+        eps_claimed=claimed,
+        delta=DELTA,
+        generator=torch.Generator().manual_seed(2),
+    )
+    assert broken.is_violated, (broken.eps_lower, claimed)
+    correct = audit(
+        lambda inc: train(inc, sigma),
+        canaries,
+        eps_claimed=claimed,
+        delta=DELTA,
+        generator=torch.Generator().manual_seed(2),
+    )
+    assert not correct.is_violated, (correct.eps_lower, claimed)
 
 
 def test_plot_audit_draws_both_histograms():

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -185,8 +186,9 @@ def plot_audit(result: AuditResult, ax: Any = None, *, bins: int = 30) -> Any:
         _, ax = plt.subplots(figsize=(6, 3.5))
     scores = result.scores.double().numpy()
     member = result.is_member.numpy()
-    ax.hist(scores[member], bins=bins, alpha=0.6, label="members (trained on)")
-    ax.hist(scores[~member], bins=bins, alpha=0.6, label="non-members")
+    edges = np.histogram_bin_edges(scores, bins=bins)  # shared bins, comparable bars
+    ax.hist(scores[member], bins=edges, alpha=0.6, label="members (trained on)")
+    ax.hist(scores[~member], bins=edges, alpha=0.6, label="non-members")
     verdict = "VIOLATED" if result.is_violated else "consistent"
     ax.set_title(
         f"eps_lower={result.eps_lower:.2f} vs eps_claimed={result.eps_claimed:.2f} ({verdict})"
