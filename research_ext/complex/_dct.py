@@ -84,10 +84,11 @@ def _type2(x: torch.Tensor, factor: float, ortho: bool, sine: bool) -> torch.Ten
     n = x.shape[-1]
     if sine:
         x = x * _alternate(n, x.dtype, x.device)
-    v = torch.cat([x[..., ::2], x[..., 1::2].flip(-1)], -1)
+    # Makhoul's v = [x0, x2, ..., x3, x1] read backwards cyclically, v'[m] = v[-m mod n] =
+    # [x0, x1, x3, ..., x4, x2], has spectrum conj(V): then the tail y[n-k] = +Im p[k].
+    v = torch.cat([x[..., :1], x[..., 1::2], x[..., 2::2].flip(-1)], -1)
     tw = _twiddle(n, 1.0, 2.0 * factor, 1 / math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
-    # ihfft with norm="forward" is conj(rfft): the conjugate makes the tail y[n-k] = +Im p[k].
-    p = torch.fft.ihfft(v, norm="forward") * tw
+    p = torch.fft.rfft(v) * tw
     y = torch.cat([p.real, p.imag[..., 1 : (n - 1) // 2 + 1].flip(-1)], -1)
     return y.flip(-1) if sine else y
 
