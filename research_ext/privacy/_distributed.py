@@ -32,7 +32,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from research_ext.core import check_int, format_message, make_generator
+from research_ext.core import (
+    check_int,
+    check_positive,
+    check_probability,
+    format_message,
+    make_generator,
+)
 from research_ext.privacy._dpsgd import DPSGD
 from research_ext.privacy._per_sample import LossFn
 from research_ext.privacy._sampling import PoissonLoader, poisson_loader
@@ -229,19 +235,22 @@ class DistributedDPSGD:
                 f"{_FN}: exactly one of `noise_multiplier` and `target_epsilon` must be given, got "
                 f"noise_multiplier={noise_multiplier!r}, target_epsilon={target_epsilon!r}"
             )
+        # Checked here, before any collective call, so that every rank fails alike.
+        check_probability(_FN, "delta", delta, allow_one=False)
+        check_probability(_FN, "sample_rate", sample_rate)
         if noise_multiplier is not None:
-            return float(noise_multiplier)
+            return float(check_positive(_FN, "noise_multiplier", noise_multiplier, allow_zero=True))
+        target = float(check_positive(_FN, "target_epsilon", target_epsilon))
         if (epochs is None) == (steps is None):
             raise ValueError(
                 f"{_FN}: with `target_epsilon`, exactly one of `epochs` and `steps` must be given, "
                 f"got epochs={epochs!r}, steps={steps!r}"
             )
-        total = (
-            steps if steps is not None else max(1, int(float(cast(float, epochs)) / sample_rate))
-        )
-        return noise_multiplier_for(
-            cast(float, target_epsilon), delta, sample_rate, total, accountant
-        )
+        if steps is None:
+            total = max(1, int(check_positive(_FN, "epochs", epochs) / sample_rate))
+        else:
+            total = check_int(_FN, "steps", steps, minimum=1)
+        return noise_multiplier_for(target, delta, sample_rate, total, accountant)
 
     def _broadcast_model(self, model: nn.Module) -> None:
         import torch.distributed as dist

@@ -196,6 +196,26 @@ def test_single_rank_bad_input_and_sharding(single_rank_group):
             sample_rate=0.5,
             dataset_size=N,
         )
+    with pytest.raises(
+        ValueError,
+        match=r"DistributedDPSGD: `noise_multiplier` must be a finite number >= 0, got noise_multiplier=-1.0",
+    ):
+        _engine(model, distributed=True, sigma=-1.0)
+    with pytest.raises(
+        ValueError,
+        match=r"DistributedDPSGD: `sample_rate` must be a number in \(0.0, 1.0\], got sample_rate=0.0",
+    ):
+        privacy.DistributedDPSGD(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_fn=nn.CrossEntropyLoss(),
+            max_grad_norm=1.0,
+            delta=1e-5,
+            sample_rate=0.0,
+            dataset_size=N,
+            target_epsilon=1.0,
+            epochs=2,
+        )
     dp = _engine(model, distributed=True)
     x, y = _data()
     shard = dp.shard((x, y))
