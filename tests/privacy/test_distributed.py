@@ -31,7 +31,7 @@ def _model():
     return nn.Linear(D, K).double()
 
 
-def _engine(model, *, distributed, lr=0.5, sigma=SIGMA, size=N):
+def _engine(model, *, distributed, lr=0.5, sigma=SIGMA, size=N, **options):
     cls = privacy.DistributedDPSGD if distributed else privacy.DPSGD
     return cls(
         model,
@@ -44,7 +44,16 @@ def _engine(model, *, distributed, lr=0.5, sigma=SIGMA, size=N):
         noise_multiplier=sigma,
         accountant="rdp",
         generator=torch.Generator().manual_seed(SEED),
+        **options,
     )
+
+
+def _mlp():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(D, 8), nn.Tanh(), nn.Linear(8, K)).double()
+
+
+PER_LAYER = {"clipping": "per_layer", "grad_sample_mode": "ghost"}
 
 
 def _worker(rank, world_size, port, out_dir):
@@ -62,6 +71,13 @@ def _worker(rank, world_size, port, out_dir):
         for batch in dp.loader(_data(), steps=STEPS):
             batches.append(batch)
             dp.step(batch)
+        # per-layer clipping, ghost norms and physical micro-batches of at most 3 examples
+        mlp = _mlp()
+        dp_mlp = _engine(mlp, distributed=True, **PER_LAYER)
+        mlp_batches = []
+        for micro in dp_mlp.loader(_data(), steps=STEPS, max_physical_batch_size=3):
+            mlp_batches.append((torch.cat([b[0] for b in micro]), torch.cat([b[1] for b in micro])))
+            dp_mlp.step(micro)
         # noise check: zero inputs give zero per-sample gradients, so one step moves the
         # weights by exactly -lr * noise / (q N)
         noise_model = nn.Linear(NOISE_IN, NOISE_OUT, bias=False).double()
@@ -77,6 +93,8 @@ def _worker(rank, world_size, port, out_dir):
                 "batches": batches,
                 "state": {k: v.clone() for k, v in model.state_dict().items()},
                 "epsilon": dp.epsilon(),
+                "mlp_batches": mlp_batches,
+                "mlp_state": {k: v.clone() for k, v in mlp.state_dict().items()},
                 "noise_update": noise_model.weight.detach() - before,
             },
             f"{out_dir}/rank{rank}.pt",
@@ -119,6 +137,18 @@ def test_two_gloo_ranks_equal_single_process_with_the_same_global_batches(two_ra
     assert dp.epsilon() == pytest.approx(
         privacy.epsilon(SIGMA, RATE, STEPS, 1e-5, accountant="rdp")
     )
+
+
+@pytest.mark.slow
+def test_per_layer_ghost_and_micro_batches_across_ranks_equal_single_process(two_ranks):
+    model = _mlp()
+    dp = _engine(model, distributed=False, **PER_LAYER)
+    pairs = zip(two_ranks[0]["mlp_batches"], two_ranks[1]["mlp_batches"], strict=True)
+    for (x0, y0), (x1, y1) in pairs:
+        dp.step((torch.cat([x0, x1]), torch.cat([y0, y1])))
+    for result in two_ranks:
+        for name, value in model.state_dict().items():
+            torch.testing.assert_close(result["mlp_state"][name], value, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.slow
