@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=0, help="worker index (sampler seed offset)")
     p.add_argument("--exit-when-idle", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--time-left", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--overrides", help=argparse.SUPPRESS)
     p.set_defaults(handler=_worker)
 
     p = sub.add_parser("status", help="trials per state against the target, best so far")
@@ -122,9 +123,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from research_ext.hpo._run import worker
+    from research_ext.hpo._run import apply_overrides, worker
 
     config = _config(args, validate_objective=True)
+    if args.overrides:
+        config = apply_overrides(config, json.loads(args.overrides))
     worker(
         config,
         index=args.index,

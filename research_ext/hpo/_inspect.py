@@ -125,7 +125,8 @@ def _row(trial: Any, metrics: Sequence[str]) -> dict[str, Any]:
     row: dict[str, Any] = {"number": trial.number, "state": _state_label(trial)}
     values = trial.values or [None] * len(metrics)
     for name, value in zip(metrics, values, strict=True):
-        row[name] = value
+        # a pruned trial has no values; show what it reported (e.g. the epsilon it spent)
+        row[name] = trial.user_attrs.get(name) if value is None else value
     for key, value in trial.params.items():
         row[f"params.{key}"] = value
     for key, value in trial.user_attrs.items():
@@ -263,6 +264,8 @@ def importance(
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # PED-ANOVA warns whenever a target is given; ours is already oriented (see below).
+        warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
         chosen = (
             optuna.importance.PedAnovaImportanceEvaluator()
             if evaluator == "ped_anova"

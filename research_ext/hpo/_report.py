@@ -175,7 +175,7 @@ def _render(out_dir: pathlib.Path, name: str, make: Callable[[], Any]) -> pathli
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
         axes = make()
     figure = getattr(axes, "figure", None)
     if figure is None:  # some plots return an array of axes

@@ -1,0 +1,127 @@
+import json
+import subprocess
+import sys
+
+import optuna
+import pytest
+import tomllib
+
+import research_ext.hpo as rh
+from research_ext.cli import main as top_main
+from research_ext.hpo._cli import main
+from tests.hpo.conftest import write_study
+
+COMMANDS = ["run", "worker", "status", "best", "trials", "pareto", "importance", "export", "report"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    assert f"usage: research-ext tune {command}" in capsys.readouterr().out
+
+
+def test_usage_errors(capsys):
+    assert main([]) == 2
+    assert main(["frobnicate"]) == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_dispatcher_routes_tune(capsys):
+    assert top_main(["tune", "--help"]) == 0
+    assert "usage: research-ext tune" in capsys.readouterr().out
+
+
+@pytest.fixture
+def finished(tmp_path, capsys):
+    path = write_study(tmp_path, n_trials=6, sampler='"random"')
+    assert main(["run", str(path), "--no-progress"]) == 0
+    assert "6/6 finished (complete 6)" in capsys.readouterr().out
+    return path
+
+
+def test_run_status_trials_best_export(finished, capsys):
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{finished.parent / 'study.db'}")
+
+    assert main(["status", str(finished), "--format", "json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["states"]["COMPLETE"] == 6 and status["complete"] is True
+    assert status["best_value"] == study.best_value
+
+    assert main(["trials", str(finished), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("number,state,value,params.x") and len(lines) == 7
+
+    assert main(["trials", str(finished), "--format", "json", "--state", "complete"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["value"] for r in rows] == [t.value for t in study.trials]
+
+    assert main(["best", str(finished), "--format", "json"]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert best[0]["params"] == study.best_params
+
+    assert main(["export", str(finished)]) == 0
+    exported = tomllib.loads(capsys.readouterr().out)
+    assert exported["params"] == study.best_params and exported["number"] == study.best_trial.number
+    target = finished.parent / "best.json"
+    assert main(["export", str(finished), "--format", "json", "-o", str(target)]) == 0
+    assert json.loads(target.read_text())["params"] == study.best_params
+
+
+def test_importance_matches_optuna(finished, capsys):
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{finished.parent / 'study.db'}")
+    for name, evaluator in [
+        ("fanova", optuna.importance.FanovaImportanceEvaluator(seed=0)),
+        ("ped_anova", optuna.importance.PedAnovaImportanceEvaluator()),
+    ]:
+        expected = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        assert rh.importance(finished, evaluator=name) == pytest.approx(dict(expected))
+    assert main(["importance", str(finished), "--evaluator", "fanova"]) == 0
+    assert "parameter" in capsys.readouterr().out
+
+
+def test_missing_study_and_bad_storage(tmp_path, capsys):
+    path = write_study(tmp_path)
+    assert main(["status", str(path)]) == 1
+    assert "no study named 's'" in capsys.readouterr().err
+    assert main(["status", str(path), "--storage", str(tmp_path / "x.unknown")]) == 1
+    assert "a new bare path must say by its suffix" in capsys.readouterr().err
+    assert not (tmp_path / "study.db").exists()
+
+
+def test_report_writes_pages_and_pngs(finished, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["report", str(finished), str(out)]) == 0
+    assert (out / "index.md").read_text().startswith("# Study `s`")
+    assert "data:image/png;base64," in (out / "index.html").read_text()
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert {"history.png", "importance.png", "parallel_coordinate.png", "timeline.png"} <= set(pngs)
+    for png in out.glob("*.png"):
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+
+
+def test_report_multi_objective_has_pareto_plot(tmp_path):
+    path = write_study(
+        tmp_path,
+        fn="two_objectives",
+        n_trials=6,
+        directions='directions = ["minimize", "minimize"]\nmetrics = ["loss", "size"]',
+        sampler='"random"',
+    )
+    rh.run(path)
+    index = rh.report(path, tmp_path / "r")
+    assert (tmp_path / "r" / "pareto_front.png").stat().st_size > 2000
+    assert "## Pareto front" in index.read_text()
+
+
+@pytest.mark.slow
+def test_console_smoke(tmp_path):
+    path = write_study(tmp_path, n_trials=2)
+    result = subprocess.run(
+        [sys.executable, "-m", "research_ext.cli", "tune", "run", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2/2 finished" in result.stdout
