@@ -32,8 +32,11 @@ Where the single-run RDP curve comes from: a ``(noise_multiplier, sample_rate, s
 DP-SGD run gives the Poisson-subsampled Gaussian curve (Opacus's RDP analysis, Mironov et al.
 2019). A plain number :math:`\varepsilon_0` is read as a *pure* :math:`\varepsilon_0`-DP guarantee
 (:math:`\delta_0 = 0`), whose tightest RDP curve is that of binary randomized response (every
-:math:`\varepsilon_0`-DP mechanism is a post-processing of it). An :math:`(\varepsilon, \delta)`
-pair alone does not determine an RDP curve, so a DP-SGD run should be passed as its triple.
+:math:`\varepsilon_0`-DP mechanism is a post-processing of it). The result is also capped by
+the pure-DP bounds :math:`K\varepsilon_0` (naive) and :math:`(2+\eta)\varepsilon_0` (truncated
+negative binomial; :math:`3\varepsilon_0` for the geometric, as in Liu & Talwar 2019). An
+:math:`(\varepsilon, \delta)` pair alone does not determine an RDP curve, so a DP-SGD run should
+be passed as its triple.
 
 References:
     Papernot & Steinke, "Hyperparameter Tuning with Renyi Differential Privacy", ICLR 2022,
@@ -133,7 +136,13 @@ def tuning_epsilon(
             _FN, "shape", shape, -1.0, math.inf, low_inclusive=False, high_inclusive=False
         )
         tuned = _tnb_rdp(grid, curve, float(n_runs), float(shape))
-    return _rdp_to_epsilon(grid, _monotone_envelope(tuned), delta)
+    epsilon = _rdp_to_epsilon(grid, _monotone_envelope(tuned), delta)
+    if pure_epsilon is not None and distribution != "poisson":
+        # Pure-DP bounds hold too: K * eps0 composed, (2 + eta) * eps0 for the truncated negative
+        # binomial (Theorem 2 as both orders grow; Liu & Talwar's 3 eps0 for the geometric).
+        factor = n_runs if distribution == "naive" else 2.0 + shape
+        epsilon = min(epsilon, factor * pure_epsilon)
+    return epsilon
 
 
 def _check_orders(orders: Sequence[float] | None) -> np.ndarray:

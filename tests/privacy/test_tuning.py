@@ -126,10 +126,11 @@ def test_pure_dp_run_uses_randomized_response_curve(epsilon0):
         3 * _renyi_bernoulli(p, a) + math.log1p(-1 / a) - (math.log(delta) + math.log(a)) / (a - 1)
         for a in orders
     )
-    assert naive == pytest.approx(max(direct, 0.0), rel=1e-9)
+    assert naive == pytest.approx(min(max(direct, 0.0), 3 * epsilon0), rel=1e-9)
     # Liu & Talwar: the geometric search over an eps0-DP run is 3*eps0-DP; RDP gets close to it.
     geometric = tuning_epsilon(epsilon0, delta, 10, distribution="truncated_negative_binomial")
-    assert epsilon0 < geometric < 3 * epsilon0 + 0.5
+    assert epsilon0 < geometric <= 3 * epsilon0
+    assert tuning_epsilon(0.0, delta, 10, distribution="truncated_negative_binomial") == 0.0
 
 
 @given(
