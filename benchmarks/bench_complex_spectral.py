@@ -45,58 +45,51 @@ def reps(n_elements: int) -> int:
     return max(3, base // 3) if QUICK else base
 
 
-def bench_dct() -> None:
+def _dct_fns(x: torch.Tensor, t: int) -> dict:
     import torch_dct
 
-    for shape in [(256, 4096), (512, 512), (1 << 20,), (1024,)]:
+    xn = x.numpy()
+    return {
+        "ours": lambda: rxc.fft.dct(x, type=t),
+        "scipy": lambda: sf.dct(xn, type=t, workers=1),
+        "torch_dct": (lambda: torch_dct.dct(x)) if t == 2 else (lambda: torch_dct.idct(x)),
+    }
+
+
+def bench_dct() -> None:
+    targets = {(256, 4096): "<=1.3x", (512, 512): "<=1.3x", (1 << 20,): "<=1.5x", (1024,): "<=2.5x"}
+    for shape, target in targets.items():
         x = torch.randn(*shape, dtype=torch.float64)
-        xn = x.numpy()
-        target = {
-            (256, 4096): "<=1.3x",
-            (512, 512): "<=1.3x",
-            (1 << 20,): "<=1.5x",
-            (1024,): "<=2.5x",
-        }[shape]
         for t in (2, 3):
-            fns = {
-                "ours": lambda t=t: rxc.fft.dct(x, type=t),
-                "scipy": lambda t=t: sf.dct(xn, type=t, workers=1),
-            }
-            if t == 2:
-                fns["torch_dct"] = lambda: torch_dct.dct(x)
-            else:
-                fns["torch_dct"] = lambda: torch_dct.idct(x)
-            report(
-                f"dct type {t} {shape}",
-                f"{target} scipy, <=0.5x torch-dct",
-                interleaved(fns, reps(x.numel())),
-                "scipy",
-            )
+            medians = interleaved(_dct_fns(x, t), reps(x.numel()))
+            report(f"dct type {t} {shape}", f"{target} scipy, <=0.5x torch-dct", medians, "scipy")
     x = torch.randn(512, 512, dtype=torch.float64)
     fns = {"ours": lambda: rxc.fft.dctn(x), "scipy": lambda: sf.dctn(x.numpy(), workers=1)}
     report("dctn type 2 (512, 512)", "<=2x", interleaved(fns, reps(x.numel())), "scipy")
 
 
+def _conv_case(x: torch.Tensor, taps: int) -> None:
+    h = torch.randn(taps, dtype=torch.float64)
+    xn, hn = x.numpy(), h.numpy()
+    fns = {
+        "ours": lambda: rxc.signal.convolve(x, h),
+        "scipy_fft": lambda: ss.fftconvolve(xn, hn),
+        "scipy_oa": lambda: ss.oaconvolve(xn, hn),
+    }
+    med = interleaved(fns, reps(x.numel()))
+    med["scipy_best"] = min(med["scipy_fft"], med["scipy_oa"])
+    report(f"convolve auto 1e6 x {taps}", "<=1.2x best of scipy fft/oa", med, "scipy_best")
+    fns = {
+        "ours": lambda: rxc.signal.fftconvolve(x, h),
+        "scipy_fft": lambda: ss.fftconvolve(xn, hn),
+    }
+    report(f"fftconvolve 1e6 x {taps}", "<=1.2x", interleaved(fns, reps(x.numel())), "scipy_fft")
+
+
 def bench_convolve() -> None:
-    n = 1_000_000
-    x = torch.randn(n, dtype=torch.float64)
+    x = torch.randn(1_000_000, dtype=torch.float64)
     for taps in (31, 1023, 65535):
-        h = torch.randn(taps, dtype=torch.float64)
-        xn, hn = x.numpy(), h.numpy()
-        fns = {
-            "ours": lambda h=h: rxc.signal.convolve(x, h),
-            "scipy_fft": lambda hn=hn: ss.fftconvolve(xn, hn),
-            "scipy_oa": lambda hn=hn: ss.oaconvolve(xn, hn),
-        }
-        med = interleaved(fns, reps(n))
-        best = min(med["scipy_fft"], med["scipy_oa"])
-        med["scipy_best"] = best
-        report(f"convolve auto 1e6 x {taps}", "<=1.2x best of scipy fft/oa", med, "scipy_best")
-        fns = {
-            "ours": lambda h=h: rxc.signal.fftconvolve(x, h),
-            "scipy_fft": lambda hn=hn: ss.fftconvolve(xn, hn),
-        }
-        report(f"fftconvolve 1e6 x {taps}", "<=1.2x", interleaved(fns, reps(n)), "scipy_fft")
+        _conv_case(x, taps)
 
 
 def bench_welch() -> None:

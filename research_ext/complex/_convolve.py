@@ -2,8 +2,9 @@
 
 Every method computes the ``"full"`` convolution over the convolution dims (other dims
 broadcast, as in scipy's ``axes=`` rule) and then crops it for ``"same"`` or ``"valid"``.
-The FFT method pads to 5-smooth (real) or 11-smooth (complex) lengths; overlap-add splits the
-longer input into blocks whose FFT length minimizes n log n per output sample; the direct
+The FFT method pads to 5-smooth (real) or 11-smooth (complex) lengths; the block method (what
+``oaconvolve`` runs; we use overlap-save, which gives the same result with fewer passes) splits
+the longer input into blocks (FFT length about 8 kernel lengths, at least 4096); the direct
 method is torch's ``conv1d``/``conv2d``/``conv3d`` (grouped when both inputs carry a batch).
 """
 
@@ -85,34 +86,17 @@ def _fft_full(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> to
 
 
 def _oa_block(signal: int, kernel: int, real: bool) -> tuple[int, int]:
-    """(block length, FFT length) minimizing FFT work per output sample; block 0 = no split."""
+    """(block length, FFT length) of the block method along one dim; (0, 0) means no split.
+
+    The FFT length is about 8 kernel lengths but at least 4096: below that, per-FFT overhead
+    dominates in practice (measured on CPU), above it the n log n growth does.
+    """
     if kernel * 4 > signal or kernel < 2:
         return 0, 0
-    best = (math.inf, 0, 0)
-    nfft = next_fast_len(2 * kernel, real)
-    while nfft < 2 * signal:
-        block = nfft - kernel + 1
-        cost = nfft * math.log2(nfft) / block
-        if cost < best[0]:
-            best = (cost, block, nfft)
-        nfft = next_fast_len(nfft + 1, real)
-    return best[1], best[2]
-
-
-def _overlap_add(blocks: torch.Tensor, d: int, step: int, total: int) -> torch.Tensor:
-    """Sum blocks (dims d: count, d+1: length P) placed ``step`` apart into length ``total``."""
-    count, length = blocks.shape[d], blocks.shape[d + 1]
-    out = None
-    for j in range(math.ceil(length / step)):
-        seg = blocks.narrow(d + 1, j * step, min(step, length - j * step))
-        if seg.shape[d + 1] < step:
-            seg = F.pad(seg.movedim(d + 1, -1), (0, step - seg.shape[d + 1])).movedim(-1, d + 1)
-        flat = seg.flatten(d, d + 1)
-        pad = [0, 0] * (flat.ndim - d - 1) + [j * step, max(0, total - j * step - count * step)]
-        placed = F.pad(flat, pad).narrow(d, 0, total)
-        out = placed if out is None else out + placed
-    assert out is not None
-    return out
+    nfft = next_fast_len(max(4096, 8 * kernel), real)
+    if nfft >= signal + kernel - 1:
+        return 0, 0
+    return nfft - kernel + 1, nfft
 
 
 def _oa_full(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -126,7 +110,9 @@ def _oa_full(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> tor
     plans = [_oa_block(a, b, real) for a, b in zip(s1, s2, strict=True)]
     if all(block == 0 for block, _ in plans):
         return _fft_full(in1, in2, dims)
-    # Split each blocked dim d of in1 into (count, block); FFT every length dim at once.
+    # Overlap-save: along each blocked dim, windows of nfft samples of in1 (zero-padded by
+    # kernel - 1 in front) start every `block` samples (a strided view); the last `block`
+    # samples of each circular convolution are exact and tile the full output.
     x, k = in1, in2
     fft_dims, fshape, offset = [], [], 0
     for d, a, b, (block, nfft) in zip(dims, s1, s2, plans, strict=True):
@@ -135,9 +121,10 @@ def _oa_full(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> tor
             fft_dims.append(dd)
             fshape.append(next_fast_len(a + b - 1, real))
             continue
-        count = math.ceil(a / block)
-        x = F.pad(x.movedim(dd, -1), (0, count * block - a)).movedim(-1, dd)
-        x = x.unflatten(dd, (count, block))
+        count = math.ceil((a + b - 1) / block)
+        back = (count - 1) * block + nfft - (a + b - 1)
+        x = F.pad(x.movedim(dd, -1), (b - 1, back)).unfold(-1, nfft, block)
+        x = x.movedim((-2, -1), (dd, dd + 1))
         k = k.unsqueeze(dd)
         fft_dims.append(dd + 1)
         fshape.append(nfft)
@@ -152,7 +139,7 @@ def _oa_full(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> tor
         if block == 0:
             y = y.narrow(fd, 0, a + b - 1)
         else:
-            y = _overlap_add(y, fd - 1, block, a + b - 1)
+            y = y.narrow(fd, b - 1, block).flatten(fd - 1, fd).narrow(fd - 1, 0, a + b - 1)
     return y
 
 
@@ -194,11 +181,9 @@ def _choose(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> str:
     s1 = math.prod(in1.shape[d] for d in dims)
     s2 = math.prod(in2.shape[d] for d in dims)
     small, big = min(s1, s2), max(s1, s2)
-    if len(dims) <= 3 and (small <= 8 or small * big <= 4096):
+    if len(dims) <= 3 and (small <= 4 or small * big <= 1024):
         return "direct"
-    if big >= 64 * small and small >= 16:
-        return "oa"
-    return "fft"
+    return "oa" if big >= 8 * small else "fft"  # "oa" itself falls back to one FFT when short
 
 
 def _convolve(fn: str, in1: Any, in2: Any, mode: str, dim: Any, method: str) -> torch.Tensor:
@@ -276,8 +261,9 @@ def oaconvolve(
 
     Torch implementation of `scipy.signal.oaconvolve`: the larger input is cut into blocks of
     length L, each block is convolved with the smaller input by FFTs of length
-    nfft = L + s_small - 1 (chosen to minimize nfft log nfft / L) and the blocks are summed back
-    at their offsets. Same result as :func:`fftconvolve`, faster when one input is much longer.
+    nfft = L + s_small - 1 (about 8 s_small, at least 4096) and the pieces are put back at their
+    offsets (we use the overlap-save arrangement, which needs fewer passes than overlap-add and
+    gives the same result). Faster than :func:`fftconvolve` when one input is much longer.
 
     Differences from scipy: ``dim`` replaces ``axes``; the dtype follows the inputs; the block
     length is our own choice (the result agrees to rounding). Differentiable in both inputs.
@@ -316,9 +302,10 @@ def convolve(
     """Convolve two n-d tensors, choosing the direct, FFT or overlap-add method.
 
     Torch implementation of `scipy.signal.convolve`: (in1 * in2)[n] = sum_k in1[k] in2[n - k].
-    ``method="auto"`` uses a cost model: torch's ``convNd`` for tiny kernels (<= 8 taps or
-    <= 4096 multiply-adds), overlap-add when one input is 64 times longer than a kernel of 16
-    or more samples, the FFT otherwise; it never runs the direct method on long kernels.
+    ``method="auto"`` uses a cost model measured on CPU: torch's ``convNd`` only for tiny
+    kernels (<= 4 samples, or <= 1024 multiply-adds in all), the block method when one input is
+    8 times longer than the other (it splits only when that pays off), the FFT otherwise; it
+    never runs the direct method on long kernels.
 
     Differences from scipy: the extra keyword ``dim`` limits the convolved dims (the others
     broadcast; scipy convolves over all); integer input raises ``TypeError`` (scipy convolves

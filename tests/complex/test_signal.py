@@ -139,3 +139,13 @@ def test_errors():
         S.correlation_lags(3, 2, "centre")
     with pytest.raises(ValueError, match=r"stft: `window` must not be longer than the signal"):
         S.stft(torch.randn(5, dtype=torch.float64), window=torch.ones(16), nperseg=16)
+
+
+def test_auto_method_never_direct_for_long_kernels():
+    from research_ext.complex._convolve import _choose
+
+    x = torch.zeros(100_000)
+    assert _choose(x, torch.zeros(3), (0,)) == "direct"
+    assert _choose(x, torch.zeros(31), (0,)) == "oa"
+    assert _choose(x, torch.zeros(65535), (0,)) == "fft"
+    assert _choose(torch.zeros(20), torch.zeros(20), (0,)) == "direct"  # 400 multiply-adds
