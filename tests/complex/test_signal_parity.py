@@ -260,3 +260,62 @@ def test_oaconvolve_blocked_paths():
     g_fft = torch.autograd.grad((S.fftconvolve(a, b) * w).sum(), (a, b))
     for x, y in zip(g_oa, g_fft, strict=True):
         assert torch.allclose(x, y, rtol=1e-12, atol=1e-11)
+
+
+FLOAT32_CASES = {
+    "hilbert2": (
+        lambda m, x: m.hilbert2(x.reshape(20, 50)),
+        lambda x: ss.hilbert2(x.reshape(20, 50)),
+    ),
+    "envelope": (
+        lambda m, x: m.envelope(x, residual="all"),
+        lambda x: ss.envelope(x, residual="all"),
+    ),
+    "convolve": (lambda m, x: m.convolve(x, x[:40]), lambda x: ss.convolve(x, x[:40])),
+    "correlate": (
+        lambda m, x: m.correlate(x, x[:300], mode="same"),
+        lambda x: ss.correlate(x, x[:300], mode="same"),
+    ),
+    "oaconvolve": (lambda m, x: m.oaconvolve(x, x[:9]), lambda x: ss.oaconvolve(x, x[:9])),
+    "csd": (
+        lambda m, x: m.csd(x, x.flip(-1), nperseg=100)[1],
+        lambda x: ss.csd(x, x[::-1], nperseg=100)[1],
+    ),
+    "coherence": (
+        lambda m, x: m.coherence(x, x.flip(-1), nperseg=100)[1],
+        lambda x: ss.coherence(x, x[::-1], nperseg=100)[1],
+    ),
+    "periodogram": (
+        lambda m, x: m.periodogram(x, window="hann")[1],
+        lambda x: ss.periodogram(x, window="hann")[1],
+    ),
+    "spectrogram": (
+        lambda m, x: m.spectrogram(x, nperseg=64)[2],
+        lambda x: ss.spectrogram(x, nperseg=64)[2],
+    ),
+    "stft": (lambda m, x: m.stft(x, nperseg=64)[2], lambda x: ss.stft(x, nperseg=64)[2]),
+    "istft": (
+        lambda m, x: m.istft(m.stft(x, nperseg=64)[2], nperseg=64)[1],
+        lambda x: ss.istft(ss.stft(x, nperseg=64)[2], nperseg=64)[1],
+    ),
+    "czt": (
+        lambda m, x: m.czt(x[:100], m=60, w=np.exp(-0.03j), a=0.99),
+        lambda x: ss.czt(x[:100], m=60, w=np.exp(-0.03j), a=0.99),
+    ),
+    "zoom_fft": (
+        lambda m, x: m.zoom_fft(x[:128], (0.1, 0.3), m=50),
+        lambda x: ss.zoom_fft(x[:128], (0.1, 0.3), m=50),
+    ),
+    "resample": (lambda m, x: m.resample(x, 733), lambda x: ss.resample(x, 733)),
+    "resample_poly": (lambda m, x: m.resample_poly(x, 3, 4), lambda x: ss.resample_poly(x, 3, 4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT32_CASES))
+def test_float32_within_twice_scipy_error(name):
+    ours_fn, ref_fn = FLOAT32_CASES[name]
+    x = randn((1000,), torch.float64, 5)
+    x32 = x.float()
+    ours = ours_fn(S, x32)
+    assert ours.dtype in (torch.float32, torch.complex64)
+    assert_close32(ours, ref_fn(x.numpy()), ref_fn(x32.numpy()))
