@@ -36,8 +36,10 @@ __all__ = [
 ]
 
 Batch = tuple[Any, torch.Tensor]
-#: Vectorize block products with vmap on the CPU too (on accelerators they always are).
+#: Vectorize block products with vmap on the CPU too (on accelerators they always are). Off by
+#: default: at one CPU thread a loop over the columns was faster (vmap added ~40% per product).
 _VMAP_ON_CPU = False
+Apply = Callable[[list[torch.Tensor], bool], list[torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -51,9 +53,8 @@ def _grad(
 ) -> list[torch.Tensor]:
     """Vector-Jacobian products that keep the graph and give zeros for unreachable inputs.
 
-    With ``batched``, every ``grad_outputs`` entry carries a leading dimension ``k``: on an
-    accelerator the k products run as one vmapped backward pass; on the CPU a loop over them is
-    faster (measured: vmap adds ~40% per product at one thread), so it loops there.
+    With ``batched``, every ``grad_outputs`` entry carries a leading dimension ``k`` and the k
+    products run as one vmapped backward pass (``is_grads_batched``).
     """
     pairs = [(o, g) for o, g in zip(outputs, grad_outputs, strict=True) if o.requires_grad]
     if not pairs:
@@ -74,12 +75,7 @@ def _grad(
         )
         return list(grads)
 
-    if not batched:
-        return vjp(cotangents, False)
-    if _VMAP_ON_CPU or cotangents[0].device.type != "cpu":
-        return vjp(cotangents, True)
-    columns = [vjp([c[j] for c in cotangents], False) for j in range(cotangents[0].shape[0])]
-    return [torch.stack(parts) for parts in zip(*columns, strict=True)]
+    return vjp(cotangents, batched)
 
 
 def _reduction(fn: str, loss_fn: Any, reduction: str | None) -> str:
@@ -170,14 +166,14 @@ class AbstractCurvatureOperator(LinearOperator):
         # Clones fix the linearization point: later optimizer steps do not leak into products.
         self._params = {n: named[n].detach().clone().requires_grad_(True) for n in names}
         self._fixed = {n: p.detach() for n, p in named.items() if n not in self._params}
-        self._shapes = [self._params[n].shape for n in names]
+        self._shapes = [tuple(self._params[n].shape) for n in names]
         self._sizes = [self._params[n].numel() for n in names]
         first = self._params[names[0]]
         self._dtype, self._device = first.dtype, first.device
         self._batches, self._single = _as_batches(fn, data)
         self.cache = self._single if cache is None else bool(cache)
         self.show_progress = show_progress
-        self._cached: list[tuple[int, Callable[[list[torch.Tensor]], list[torch.Tensor]]]] = []
+        self._cached: list[tuple[int, Apply]] = []
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -202,12 +198,10 @@ class AbstractCurvatureOperator(LinearOperator):
         return _call(self.model, params, x)
 
     @abc.abstractmethod
-    def _linearize(
-        self, x: Any, y: torch.Tensor
-    ) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
+    def _linearize(self, x: Any, y: torch.Tensor) -> Apply:
         """Return ``V -> A_b V`` for one batch, on blocks ``[(k, *shape) per parameter]``."""
 
-    def _pieces(self) -> Iterable[tuple[int, Callable[[list[torch.Tensor]], list[torch.Tensor]]]]:
+    def _pieces(self) -> Iterable[tuple[int, Apply]]:
         if self._cached:
             yield from self._cached
             return
@@ -220,16 +214,12 @@ class AbstractCurvatureOperator(LinearOperator):
                 self._cached.append(piece)
             yield piece
 
-    def _matmat(self, matrix: torch.Tensor) -> torch.Tensor:
-        k = matrix.shape[1]
-        block = [
-            t.reshape((k, *s))
-            for t, s in zip(matrix.mT.split(self._sizes, dim=1), self._shapes, strict=True)
-        ]
+    def _accumulate(self, run: Callable[[Apply], torch.Tensor]) -> torch.Tensor:
+        """Sum ``run(apply_b)`` over batches, weighted by batch size for a mean reduction."""
         total: torch.Tensor | None = None
         count = 0
         for size, apply in self._pieces():
-            out = torch.cat([t.reshape(k, -1) for t in apply(block)], dim=1)
+            out = run(apply)
             if self.reduction == "mean" and not self._single:
                 out = out * size
             total = out if total is None else total + out
@@ -238,10 +228,34 @@ class AbstractCurvatureOperator(LinearOperator):
             raise ValueError(format_message(self._name, "data", "a non-empty iterable", []))
         if self.reduction == "mean" and not self._single:
             total = total / count
-        return total.mT
+        return total
+
+    def _split(self, vector: torch.Tensor) -> list[torch.Tensor]:
+        return [t.reshape(s) for t, s in zip(vector.split(self._sizes), self._shapes, strict=True)]
 
     def _matvec(self, vector: torch.Tensor) -> torch.Tensor:
-        return self._matmat(vector.unsqueeze(-1)).squeeze(-1)
+        parts = self._split(vector)
+        return self._accumulate(lambda apply: _flatten(apply(parts, False)))
+
+    def _matmat(self, matrix: torch.Tensor) -> torch.Tensor:
+        k = matrix.shape[1]
+        if _VMAP_ON_CPU or matrix.device.type != "cpu":
+            block = [
+                t.reshape((k, *s))
+                for t, s in zip(matrix.mT.split(self._sizes, dim=1), self._shapes, strict=True)
+            ]
+            flat = self._accumulate(
+                lambda apply: torch.cat([t.reshape(k, -1) for t in apply(block, True)], dim=1)
+            )
+            return flat.mT
+        columns = [self._split(column) for column in matrix.mT.contiguous()]
+        return self._accumulate(
+            lambda apply: torch.stack([_flatten(apply(c, False)) for c in columns], dim=1)
+        )
+
+
+def _flatten(parts: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.flatten() for t in parts])
 
 
 @final
@@ -250,15 +264,13 @@ class HessianOperator(AbstractCurvatureOperator):
 
     _name = "hessian_operator"
 
-    def _linearize(
-        self, x: Any, y: torch.Tensor
-    ) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
+    def _linearize(self, x: Any, y: torch.Tensor) -> Apply:
         leaves = list(self._params.values())
         loss = self.loss_fn(self._forward(x), y)
         grads = torch.autograd.grad(loss, leaves, create_graph=True, materialize_grads=True)
 
-        def apply(block: list[torch.Tensor]) -> list[torch.Tensor]:
-            return _grad(grads, leaves, block, batched=True)
+        def apply(block: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+            return _grad(grads, leaves, block, batched=batched)
 
         return apply
 
@@ -272,11 +284,11 @@ class _OutputLinearization:
         self.dummy = torch.zeros_like(outputs, requires_grad=True)
         self.jt_dummy = _grad([outputs], leaves, [self.dummy], batched=False, create_graph=True)
 
-    def jvp(self, block: list[torch.Tensor]) -> torch.Tensor:
-        return _grad(self.jt_dummy, [self.dummy], block, batched=True)[0]
+    def jvp(self, block: list[torch.Tensor], batched: bool) -> torch.Tensor:
+        return _grad(self.jt_dummy, [self.dummy], block, batched=batched)[0]
 
-    def vjp(self, block: torch.Tensor) -> list[torch.Tensor]:
-        return _grad([self.outputs], self.leaves, [block], batched=True)
+    def vjp(self, block: torch.Tensor, batched: bool) -> list[torch.Tensor]:
+        return _grad([self.outputs], self.leaves, [block], batched=batched)
 
 
 @final
@@ -285,9 +297,7 @@ class GGNOperator(AbstractCurvatureOperator):
 
     _name = "ggn_operator"
 
-    def _linearize(
-        self, x: Any, y: torch.Tensor
-    ) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
+    def _linearize(self, x: Any, y: torch.Tensor) -> Apply:
         leaves = list(self._params.values())
         lin = _OutputLinearization(self._forward(x), leaves)
         out = lin.outputs.detach().requires_grad_(True)
@@ -295,9 +305,9 @@ class GGNOperator(AbstractCurvatureOperator):
             self.loss_fn(out, y), out, create_graph=True, materialize_grads=True
         )
 
-        def apply(block: list[torch.Tensor]) -> list[torch.Tensor]:
-            jv = lin.jvp(block)
-            return lin.vjp(_grad([grad_out], [out], [jv], batched=True)[0])
+        def apply(block: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+            jv = lin.jvp(block, batched)
+            return lin.vjp(_grad([grad_out], [out], [jv], batched=batched)[0], batched)
 
         return apply
 
@@ -355,9 +365,7 @@ class FisherOperator(AbstractCurvatureOperator):
         noise = torch.randn(shape, generator=self.generator, dtype=out.dtype, device=out.device)
         return out + noise * (per_sample / 2) ** 0.5
 
-    def _linearize(
-        self, x: Any, y: torch.Tensor
-    ) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
+    def _linearize(self, x: Any, y: torch.Tensor) -> Apply:
         leaves = list(self._params.values())
         lin = _OutputLinearization(self._forward(x), leaves)
         out = lin.outputs.detach().requires_grad_(True)
@@ -365,9 +373,9 @@ class FisherOperator(AbstractCurvatureOperator):
             # For these exponential-family likelihoods, E_y[g g^T] is the output Hessian.
             (grad_out,) = torch.autograd.grad(self.loss_fn(out, y), out, create_graph=True)
 
-            def exact(block: list[torch.Tensor]) -> list[torch.Tensor]:
-                jv = lin.jvp(block)
-                return lin.vjp(_grad([grad_out], [out], [jv], batched=True)[0])
+            def exact(block: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+                jv = lin.jvp(block, batched)
+                return lin.vjp(_grad([grad_out], [out], [jv], batched=batched)[0], batched)
 
             return exact
         targets = y.unsqueeze(0) if self.kind == "empirical" else self._sample_targets(out.detach())
@@ -379,11 +387,13 @@ class FisherOperator(AbstractCurvatureOperator):
         )
         dims = tuple(range(2, scores.ndim))
 
-        def apply(block: list[torch.Tensor]) -> list[torch.Tensor]:
-            jv = lin.jvp(block)  # (k, N, ...)
+        def apply(block: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+            jv = lin.jvp(block, batched)
+            if not batched:
+                jv = jv.unsqueeze(0)  # (k, N, ...) with k = 1
             coef = (scores.unsqueeze(1) * jv.unsqueeze(0)).sum(dim=tuple(d + 1 for d in dims))
             w = (scores.unsqueeze(1) * coef.reshape(coef.shape + (1,) * len(dims))).sum(dim=0)
-            return lin.vjp(w)
+            return lin.vjp(w if batched else w.squeeze(0), batched)
 
         return apply
 
