@@ -19,26 +19,29 @@ import research_ext.functional as rf
 
 torch.set_num_threads(1)
 DTYPE = torch.float64
+CLOCK = time.thread_time
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 7) -> dict[str, float]:
     """Median seconds per call of each function, timed in alternation.
 
     Each sample times enough back-to-back calls to last ~20 ms (short calls are noisy on a
-    shared machine); the samples of all functions alternate, so drift hits them alike.
+    shared machine); the samples of all functions alternate, so drift hits them alike. The
+    clock is the thread's CPU time (``time.thread_time``): with ``torch.set_num_threads(1)`` all
+    work runs on this thread, and time spent descheduled by other processes does not count.
     """
     number = {}
     for key, fn in fns.items():  # warm-up (also fills caches such as the auto-mode decision)
-        start = time.perf_counter()
+        start = CLOCK()
         fn()
-        number[key] = max(1, min(50, int(0.02 / max(time.perf_counter() - start, 1e-6))))
+        number[key] = max(1, min(50, int(0.02 / max(CLOCK() - start, 1e-6))))
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for key, fn in fns.items():
-            start = time.perf_counter()
+            start = CLOCK()
             for _ in range(number[key]):
                 fn()
-            times[key].append((time.perf_counter() - start) / number[key])
+            times[key].append((CLOCK() - start) / number[key])
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -218,7 +221,7 @@ fn = {"auto": lambda: rf.jacobian(f, chunk_size="auto")(x), "jacrev": lambda: to
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 times = []
 for _ in range(5):
-    t = time.perf_counter(); jac = fn(); times.append(time.perf_counter() - t); del jac
+    t = time.thread_time(); jac = fn(); times.append(time.thread_time() - t); del jac
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"extra_kib": peak - base, "out_kib": n * n * 8 / 1024, "time": sorted(times)[2]}))
 """

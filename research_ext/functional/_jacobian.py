@@ -64,9 +64,13 @@ def _basis(start: int, stop: int, sizes: Sequence[int], like: Sequence[torch.Ten
     dtype = like[0].dtype
     for t in like[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
-    eye = torch.zeros(count, total, dtype=dtype, device=like[0].device)
-    idx = torch.arange(count, device=eye.device)
-    eye[idx, idx + start] = 1
+    if start == 0 and count == total:
+        eye = torch.eye(total, dtype=dtype, device=like[0].device)
+    else:
+        eye = torch.zeros(count, total, dtype=dtype, device=like[0].device)
+        eye.diagonal(offset=start).fill_(1)
+    if len(like) == 1:
+        return (eye.view(count, *like[0].shape),)
     pieces = torch.split(eye, list(sizes), dim=1)
     return tuple(p.reshape(count, *t.shape).to(t.dtype) for p, t in zip(pieces, like, strict=True))
 
@@ -96,7 +100,8 @@ class _Problem:
         )
         self.out_spec: Any = None
 
-    def __call__(self, *leaves: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
+    def __call__(self, *leaves: torch.Tensor) -> Any:
+        """The output leaves (a bare tensor when there is one), plus ``aux`` with has_aux."""
         leaves = tuple(
             torch.complex(x[..., 0], x[..., 1]) if c else x
             for x, c in zip(leaves, self.complex_in, strict=False)
@@ -114,7 +119,15 @@ class _Problem:
         check_outputs(self.name, out_leaves, holomorphic=self.holomorphic)
         if not self.holomorphic:
             out_leaves = [_to_real(y) for y in out_leaves]
-        return tuple(out_leaves), aux
+        outs = out_leaves[0] if len(out_leaves) == 1 else tuple(out_leaves)
+        return (outs, aux) if self.has_aux else outs
+
+    def vjp(self) -> tuple[tuple[torch.Tensor, ...], Callable[..., Any], Any, bool]:
+        """``(output leaves, vjp_fn, aux, single)``; ``single``: vjp_fn takes a bare tensor."""
+        res: Any = _vjp(self, *self.leaves, has_aux=self.has_aux)
+        single = isinstance(res[0], torch.Tensor)
+        outs = (res[0],) if single else res[0]
+        return outs, res[1], res[2] if self.has_aux else (), single
 
     def assemble(self, blocks: list[list[torch.Tensor]]) -> Any:
         """``blocks[j][i]`` is d out_j / d in_i; nest as the output tree of input trees."""
@@ -126,7 +139,7 @@ class _Problem:
 
 
 def _rev(problem: _Problem, chunk: int | str | None, state: tuple | None) -> tuple[Any, Any]:
-    outs, vjp_fn, aux = state if state is not None else _vjp(problem, *problem.leaves, has_aux=True)
+    outs, vjp_fn, aux, single = state if state is not None else problem.vjp()
     ins = problem.leaves
     m_sizes = [y.numel() for y in outs]
     n_sizes = [x.numel() for x in ins]
@@ -137,11 +150,11 @@ def _rev(problem: _Problem, chunk: int | str | None, state: tuple | None) -> tup
         size = m if chunk is None else chunk
     if size >= m:
         if m == 1:  # one row: skip vmap's batching overhead
-            rows = tuple(
-                g.unsqueeze(0) for g in vjp_fn(tuple(b[0] for b in _basis(0, 1, m_sizes, outs)))
-            )
+            row = tuple(b[0] for b in _basis(0, 1, m_sizes, outs))
+            rows = tuple(g.unsqueeze(0) for g in vjp_fn(row[0] if single else row))
         else:
-            rows = vmap(vjp_fn)(_basis(0, m, m_sizes, outs))
+            basis = _basis(0, m, m_sizes, outs)
+            rows = vmap(vjp_fn)(basis[0] if single else basis)
         flat = [r.reshape(m, -1) for r in rows]
     else:
         flat = [
@@ -150,7 +163,8 @@ def _rev(problem: _Problem, chunk: int | str | None, state: tuple | None) -> tup
         ]
         for start in range(0, m, size):
             stop = min(m, start + size)
-            rows = vmap(vjp_fn)(_basis(start, stop, m_sizes, outs))
+            basis = _basis(start, stop, m_sizes, outs)
+            rows = vmap(vjp_fn)(basis[0] if single else basis)
             for buf, r in zip(flat, rows, strict=False):
                 buf[start:stop] = r.reshape(stop - start, -1)
     if problem.holomorphic:  # torch's VJP of a holomorphic map gives conj(J)^T v
@@ -174,8 +188,9 @@ def _fwd(problem: _Problem, chunk: int | str | None, m_hint: int | None) -> tupl
     n = sum(n_sizes)
 
     def column(*tangents):
-        res: Any = _jvp(problem, ins, tangents, has_aux=True)
-        return res[1], res[2]
+        res: Any = _jvp(problem, ins, tangents, has_aux=problem.has_aux)
+        t_out = (res[1],) if isinstance(res[1], torch.Tensor) else res[1]
+        return t_out, res[2] if problem.has_aux else ()
 
     if isinstance(chunk, str):
         size = _auto_chunk(n, n, m_hint if m_hint is not None else n, ins[0].element_size())
@@ -295,7 +310,7 @@ def _transform(name, f, argnums, mode, chunk_size, has_aux, holomorphic) -> Call
                 chosen, m_hint = cache[key]
                 cache.move_to_end(key)
             else:
-                state = _vjp(problem, *problem.leaves, has_aux=True)
+                state = problem.vjp()
                 m_hint = sum(y.numel() for y in state[0])
                 n = sum(x.numel() for x in problem.leaves)
                 chosen = "fwd" if _FWD_COST * n < m_hint else "rev"
