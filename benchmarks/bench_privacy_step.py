@@ -3,7 +3,9 @@
 Three models (the issue's): MLP 784-512-512-10 at B=256, a GroupNorm CNN on 1x28x28 at B=128,
 a 2-layer transformer (d=128, seq 64, vocab 5000) at B=32. Methods run interleaved in one
 process (median of R rounds) so the shared machine's noise cancels in the ratios; step memory is
-the peak RSS growth of a fresh subprocess running 3 steps of one method.
+the peak resident-memory growth (sampled) of a fresh subprocess during 3 steps of one
+method, after one warm-up step (so it counts activations, per-sample state and gradients, not
+parameters or caches).
 
 Run: python benchmarks/bench_privacy_step.py [--rounds R] [--models mlp,cnn,transformer] [--no-memory]
 """
@@ -166,15 +168,38 @@ def time_model(name, rounds):
     return {m: statistics.median(v) for m, v in times.items()}, errors
 
 
+_MEMORY_PROBE = """
+import sys, threading, time, torch
+sys.path.insert(0, "benchmarks")
+import bench_privacy_step as b
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+step = b.make_step(NAME, METHOD)
+step()  # first call: lazy allocations, caches
+peak, stop = [0], [False]
+
+def sample():
+    while not stop[0]:
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.0005)
+
+base = rss()
+thread = threading.Thread(target=sample)
+thread.start()
+for _ in range(3):
+    step()
+stop[0] = True
+thread.join()
+print((max(peak[0], rss()) - base) / 2**20)
+"""
+
+
 def memory_of(name, method):
-    code = (
-        "import resource, sys, torch; sys.path.insert(0, 'benchmarks');"
-        "import bench_privacy_step as b;"
-        f"s = b.make_step({name!r}, {method!r});"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "[s() for _ in range(3)];"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)"
-    )
+    """Peak resident-memory growth (MiB) during 3 steps, sampled every 0.5 ms in a fresh process."""
+    code = _MEMORY_PROBE.replace("NAME", repr(name)).replace("METHOD", repr(method))
     res = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -182,7 +207,7 @@ def memory_of(name, method):
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )
     try:
-        return int(res.stdout.strip().splitlines()[-1]) / 1024  # MiB
+        return float(res.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return float("nan")
 

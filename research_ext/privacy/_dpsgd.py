@@ -21,7 +21,7 @@ from research_ext.core import (
 from research_ext.errors import CheckpointMismatchError
 from research_ext.privacy._clipping import CLIPPINGS, clip_factors, layer_thresholds, sensitivity
 from research_ext.privacy._engines import ENGINES, layer_groups, make_engine
-from research_ext.privacy._noise import add_gaussian_noise, secure_generator
+from research_ext.privacy._noise import add_gaussian_noise_, secure_generator
 from research_ext.privacy._per_sample import LossFn, split_batch
 from research_ext.privacy._sampling import PoissonLoader, poisson_loader
 from research_ext.privacy._validate import raise_if_invalid
@@ -249,6 +249,8 @@ class DPSGD:
         runs with ``p.grad`` set to the noisy sum over qN; the accountant records the step.
         """
         micro = batch if isinstance(batch, list) else [batch]
+        for p in self.params.values():
+            p.grad = None  # the last step's gradients are not needed while this one is computed
         total: dict[str, torch.Tensor] = {}
         unclipped = None
         for mb in micro:
@@ -276,10 +278,10 @@ class DPSGD:
         std = self.grad_noise_multiplier * self.max_grad_norm
         scale = 1.0 / self.expected_batch_size
         for name, p in self.params.items():
-            s = total.get(name)
-            if s is None:
-                s = torch.zeros_like(p)
-            p.grad = add_gaussian_noise(s.to(p.dtype), std, generator=generator).mul_(scale)
+            s = total.pop(name, None)
+            s = torch.zeros_like(p) if s is None else s.to(p.dtype)
+            # In place: the clipped sum becomes the gradient, with one noise temporary at a time.
+            p.grad = add_gaussian_noise_(s, std, generator=generator).mul_(scale)
         self.optimizer.step()
 
     def _update_clip(self, unclipped: torch.Tensor | None) -> None:
@@ -290,7 +292,7 @@ class DPSGD:
             else unclipped.to(generator.device, torch.float64)
         )
         if self.noise_multiplier > 0:
-            count = add_gaussian_noise(count.double(), self.count_noise, generator=generator)
+            count = add_gaussian_noise_(count.double(), self.count_noise, generator=generator)
         fraction = float(count) / self.expected_batch_size
         factor = math.exp(-self.adaptive_lr * (fraction - self.adaptive_quantile))
         self.thresholds = {k: v * factor for k, v in self.thresholds.items()}

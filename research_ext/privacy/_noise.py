@@ -6,7 +6,7 @@ import torch
 
 from research_ext.core import check_positive
 
-__all__ = ["add_gaussian_noise", "secure_generator"]
+__all__ = ["add_gaussian_noise", "add_gaussian_noise_", "secure_generator"]
 
 
 def secure_generator(device: torch.device | str = "cpu") -> torch.Generator:
@@ -50,3 +50,14 @@ def add_gaussian_noise(
     device = generator.device if generator is not None else tensor.device
     noise = torch.randn(tensor.shape, generator=generator, device=device, dtype=tensor.dtype)
     return tensor + noise.to(tensor.device).mul_(std)
+
+
+def add_gaussian_noise_(
+    tensor: torch.Tensor, std: float, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """In-place :func:`add_gaussian_noise` (one temporary of the tensor's size); returns it."""
+    if std == 0:
+        return tensor
+    device = generator.device if generator is not None else tensor.device
+    noise = torch.randn(tensor.shape, generator=generator, device=device, dtype=tensor.dtype)
+    return tensor.add_(noise.to(tensor.device), alpha=std)
