@@ -28,6 +28,12 @@ import torch
 from torch import Tensor, nn
 
 from research_ext.complex._layer_checks import complex_dtype_for, real_dtype_for, require_complex
+from research_ext.complex._whitening import (
+    as_pq,
+    batch_whitening,
+    second_moments,
+    whitening_pq,
+)
 from research_ext.core import check_int, check_positive
 
 __all__ = [
@@ -37,37 +43,6 @@ __all__ = [
     "ComplexGroupNorm",
     "ComplexLayerNorm",
 ]
-
-
-def _second_moments(c: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
-    cr, ci = c.real, c.imag
-    return (cr * cr).mean(dims), (ci * ci).mean(dims), (cr * ci).mean(dims)
-
-
-def _inverse_sqrt(vrr: Tensor, vii: Tensor, vri: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    s = torch.sqrt(vrr * vii - vri * vri)
-    t = torch.sqrt(vrr + vii + 2 * s)
-    inv = 1.0 / (s * t)
-    return (vii + s) * inv, (vrr + s) * inv, -vri * inv
-
-
-def _as_pq(m00: Tensor, m11: Tensor, m01: Tensor, m10: Tensor) -> tuple[Tensor, Tensor]:
-    p = torch.complex((m00 + m11) / 2, (m10 - m01) / 2)
-    q = torch.complex((m00 - m11) / 2, (m10 + m01) / 2)
-    return p, q
-
-
-def _whitening_pq(
-    vrr: Tensor, vii: Tensor, vri: Tensor, eps: float, gamma: tuple[Tensor, Tensor, Tensor] | None
-) -> tuple[Tensor, Tensor]:
-    wrr, wii, wri = _inverse_sqrt(vrr + eps, vii + eps, vri)
-    if gamma is None:
-        return _as_pq(wrr, wii, wri, wri)
-    grr, gii, gri = gamma
-    # M = Γ W for symmetric Γ and W.
-    return _as_pq(
-        grr * wrr + gri * wri, gri * wri + gii * wii, grr * wri + gri * wii, gri * wrr + gii * wri
-    )
 
 
 class _AbstractComplexBatchNorm(nn.Module):
@@ -159,22 +134,20 @@ class _AbstractComplexBatchNorm(nn.Module):
                     f"{name}: `input` must hold more than one value per channel in training, "
                     f"got input.shape={tuple(x.shape)}"
                 )
-            mean = x.mean(dims)
-            c = x - mean.view(shape)
-            vrr, vii, vri = _second_moments(c, dims)
+            out, mean, covar = batch_whitening(x, self.weight, self.bias, self.eps, dims)
             if self.training and self.track_running_stats:
-                self._update_running(mean, vrr, vii, vri, n)
-        else:
-            assert self.running_mean is not None and self.running_covar is not None
-            c = x - self.running_mean.view(shape)
-            vrr, vii, vri = self.running_covar.unbind(0)
+                self._update_running(mean, covar, n)
+            return out
+        assert self.running_mean is not None and self.running_covar is not None
+        c = x - self.running_mean.view(shape)
+        vrr, vii, vri = self.running_covar.unbind(0)
         gamma = tuple(self.weight.unbind(0)) if self.affine else None
-        p, q = _whitening_pq(vrr, vii, vri, self.eps, gamma)  # type: ignore[arg-type]
-        out = p.view(shape) * c + q.view(shape) * c.conj()
+        p, q = whitening_pq(vrr, vii, vri, self.eps, gamma)  # type: ignore[arg-type]
+        out = torch.addcmul(p.view(shape) * c, q.view(shape), c.conj())
         return out + self.bias.view(shape) if self.affine else out
 
     @torch.no_grad()
-    def _update_running(self, mean: Tensor, vrr: Tensor, vii: Tensor, vri: Tensor, n: int) -> None:
+    def _update_running(self, mean: Tensor, covar: Tensor, n: int) -> None:
         assert self.running_mean is not None and self.running_covar is not None
         assert self.num_batches_tracked is not None
         self.num_batches_tracked.add_(1)
@@ -184,8 +157,7 @@ class _AbstractComplexBatchNorm(nn.Module):
             factor = self.momentum
         unbiased = n / (n - 1)
         self.running_mean.lerp_(mean.detach(), factor)
-        covar = torch.stack([vrr, vii, vri]).detach() * unbiased
-        self.running_covar.lerp_(covar, factor)
+        self.running_covar.lerp_(covar.detach() * unbiased, factor)
 
     def extra_repr(self) -> str:
         return (
@@ -251,12 +223,8 @@ class ComplexBatchNorm3d(_AbstractComplexBatchNorm):
 def _whiten_per_sample(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
     mean = x.mean(dims, keepdim=True)
     c = x - mean
-    vrr, vii, vri = (
-        (c.real * c.real).mean(dims, keepdim=True),
-        (c.imag * c.imag).mean(dims, keepdim=True),
-        (c.real * c.imag).mean(dims, keepdim=True),
-    )
-    p, q = _whitening_pq(vrr, vii, vri, eps, None)
+    vrr, vii, vri = second_moments(c, dims, keepdim=True)
+    p, q = whitening_pq(vrr, vii, vri, eps, None)
     return p * c + q * c.conj()
 
 
@@ -270,7 +238,7 @@ def _affine_parameters(
 
 def _apply_affine(z: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     grr, gii, gri = weight.unbind(0)
-    p, q = _as_pq(grr, gii, gri, gri)
+    p, q = as_pq(grr, gii, gri, gri)
     return p * z + q * z.conj() + bias
 
 
