@@ -132,3 +132,16 @@ def test_linear_loss_has_zero_hessian_and_ggn():
     loss = lambda f, t: (f - t).sum()  # noqa: E731 - linear in the outputs, linear model
     assert torch.count_nonzero(rf.hessian_operator(model, loss, (x, y)).to_dense()) == 0
     assert torch.count_nonzero(rf.ggn_operator(model, loss, (x, y)).to_dense()) == 0
+
+
+def test_dataloader_data_matches_one_batch():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model, loss_fn, x, y = make_problem("ce", n=10)
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)  # batches of 4, 4, 2
+    for factory in (rf.hessian_operator, rf.ggn_operator):
+        whole = factory(model, loss_fn, (x, y)).to_dense()
+        torch.testing.assert_close(factory(model, loss_fn, loader).to_dense(), whole)
+    empirical = rf.fisher_operator(model, loss_fn, loader, kind="empirical").to_dense()
+    whole = rf.fisher_operator(model, loss_fn, (x, y), kind="empirical").to_dense()
+    torch.testing.assert_close(empirical, whole)
