@@ -3,8 +3,9 @@
 Analytic signals (``hilbert``, ``hilbert2``, ``envelope``), convolution and correlation
 (``convolve``, ``correlate``, ``fftconvolve``, ``oaconvolve``, ``correlation_lags``), spectral
 estimation (``periodogram``, ``welch``, ``csd``, ``coherence``, ``spectrogram``, ``stft``,
-``istft``), windows (``get_window``), chirp z-transforms (``czt``, ``zoom_fft``) and resampling
-(``resample``, ``resample_poly``). Names, positional order and semantics follow scipy, with
+``istft``), windows (``get_window``), chirp z-transforms (``czt``, ``zoom_fft``), resampling
+(``resample``, ``resample_poly``) and IIR filtering (``lfilter``, ``lfilter_zi``, ``sosfilt``,
+``filtfilt``). Names, positional order and semantics follow scipy, with
 ``dim=`` for ``axis=``; results are tensors whose dtype follows the input.
 
 Example:
@@ -23,6 +24,7 @@ from research_ext.complex._convolve import (
 )
 from research_ext.complex._czt import czt, zoom_fft
 from research_ext.complex._hilbert import envelope, hilbert, hilbert2
+from research_ext.complex._iir import filtfilt, lfilter, lfilter_zi, sosfilt
 from research_ext.complex._resample import resample, resample_poly
 from research_ext.complex._spectral import coherence, csd, periodogram, welch
 from research_ext.complex._stft import istft, spectrogram, stft
@@ -37,14 +39,18 @@ __all__ = [
     "czt",
     "envelope",
     "fftconvolve",
+    "filtfilt",
     "get_window",
     "hilbert",
     "hilbert2",
     "istft",
+    "lfilter",
+    "lfilter_zi",
     "oaconvolve",
     "periodogram",
     "resample",
     "resample_poly",
+    "sosfilt",
     "spectrogram",
     "stft",
     "welch",
