@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, strategies as st
 
 import research_ext.functional as rf
 from tests.helpers import tolerances
@@ -169,3 +170,19 @@ def test_star_coloring_beats_distance_two_on_an_arrow():
     plan = rf.color_hessian(rf.hessian_sparsity(f, torch.ones(n, dtype=F64)))
     # A column coloring of an arrow needs n colors; a star coloring needs 2.
     assert plan.num_colors == 2
+
+
+@given(
+    st.integers(1, 30),
+    st.integers(1, 30),
+    st.floats(0.0, 0.4),
+    st.integers(0, 10**6),
+    st.sampled_from(["auto", "column", "row"]),
+)
+def test_random_patterns_property(m, n, density, seed, mode):
+    f, _, mask = random_sparse(m, n, density, seed)
+    x = torch.randn(n, dtype=F64, generator=torch.Generator().manual_seed(seed))
+    out = rf.sparse_jacobian(f, mask, mode=mode)(x)
+    torch.testing.assert_close(
+        out.to_dense(), torch.autograd.functional.jacobian(f, x), **tolerances(F64)
+    )
