@@ -169,7 +169,7 @@ class AbstractCurvatureOperator(LinearOperator):
         self.names = names
         # Clones fix the linearization point: later optimizer steps do not leak into products.
         self._params = {n: named[n].detach().clone().requires_grad_(True) for n in names}
-        self._fixed = {n: p.detach() for n, p in named.items() if n not in self._params}
+        self._fixed = {n: p.detach().clone() for n, p in named.items() if n not in self._params}
         self._shapes = [tuple(self._params[n].shape) for n in names]
         self._sizes = [self._params[n].numel() for n in names]
         first = self._params[names[0]]

@@ -145,3 +145,14 @@ def test_dataloader_data_matches_one_batch():
     empirical = rf.fisher_operator(model, loss_fn, loader, kind="empirical").to_dense()
     whole = rf.fisher_operator(model, loss_fn, (x, y), kind="empirical").to_dense()
     torch.testing.assert_close(empirical, whole)
+
+
+def test_subset_operator_keeps_the_other_parameters_fixed_too():
+    model, loss_fn, x, y = make_problem("mse", n=9)
+    batches = [(x[:5], y[:5]), (x[5:], y[5:])]  # replayed (not cached): forward runs per product
+    op = rf.hessian_operator(model, loss_fn, batches, params=["2.bias"])
+    before = op.to_dense()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    torch.testing.assert_close(op.to_dense(), before, rtol=0, atol=0)
