@@ -297,6 +297,59 @@ def jacobian(
     return _transform("jacobian", f, argnums, mode, chunk_size, has_aux, holomorphic)
 
 
+class _NotLeanError(Exception):
+    """The output is not one real floating tensor; take the general path."""
+
+
+def _decide(cache: OrderedDict, key: tuple, n: int, m: int) -> str:
+    chosen = "fwd" if _FWD_COST * n < m else "rev"
+    cache[key] = (chosen, m)
+    if len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
+    return chosen
+
+
+def _lean(f, args: tuple, positions: tuple[int, ...], mode: str, cache: OrderedDict) -> Any:
+    """One real tensor in, one real tensor out, no chunking: torch.func with nothing around it."""
+    pos = positions[0]
+    x = args[pos]
+
+    def call(x: torch.Tensor) -> torch.Tensor:
+        full = list(args)
+        full[pos] = x
+        out = f(*full)
+        if not (isinstance(out, torch.Tensor) and out.is_floating_point()):
+            raise _NotLeanError
+        return out
+
+    chosen, state = mode, None
+    if mode == "auto":
+        key = _signature(args, positions)
+        if key in cache:
+            chosen = cache[key][0]
+            cache.move_to_end(key)
+        else:
+            state = _vjp(call, x)
+            chosen = _decide(cache, key, x.numel(), state[0].numel())
+    if chosen == "rev":
+        res: Any = state if state is not None else _vjp(call, x)
+        out, vjp_fn = res[0], res[1]
+        m = out.numel()
+        if m == 1:
+            rows = vjp_fn(torch.ones_like(out))[0].unsqueeze(0)
+        else:
+            eye = torch.eye(m, dtype=out.dtype, device=out.device).view(m, *out.shape)
+            rows = vmap(vjp_fn)(eye)[0]
+        return rows.reshape(*out.shape, *x.shape)
+    forward_ad_ready()
+    n = x.numel()
+    eye = torch.eye(n, dtype=x.dtype, device=x.device).view(n, *x.shape)
+    cols = vmap(lambda t: _jvp(call, (x,), (t,))[1])(eye)
+    out_dims = cols.dim() - 1
+    cols = cols.reshape(*x.shape, *cols.shape[1:])
+    return cols.movedim(tuple(range(x.dim())), tuple(range(out_dims, out_dims + x.dim())))
+
+
 def _transform(name, f, argnums, mode, chunk_size, has_aux, holomorphic) -> Callable[..., Any]:
     check_callable(name, f)
     argnums_t, is_tuple = check_argnums(name, argnums)
@@ -304,9 +357,17 @@ def _transform(name, f, argnums, mode, chunk_size, has_aux, holomorphic) -> Call
     chunk_size = check_chunk_size(name, chunk_size)
     cache: OrderedDict[tuple, tuple[str, int]] = OrderedDict()
 
+    lean = not (has_aux or holomorphic or is_tuple) and chunk_size is None
+
     def jac_fn(*args: Any) -> Any:
         positions = normalize_argnums(name, argnums_t, len(args))
         check_diff_inputs(name, args, positions, holomorphic=holomorphic)
+        x = args[positions[0]]
+        if lean and isinstance(x, torch.Tensor) and x.is_floating_point():
+            try:
+                return _lean(f, args, positions, mode, cache)
+            except _NotLeanError:  # pytree or complex output: the general path below
+                pass
         problem = _Problem(name, f, args, positions, is_tuple, has_aux, holomorphic)
         chosen, m_hint, state = mode, None, None
         if mode == "auto":
@@ -317,11 +378,7 @@ def _transform(name, f, argnums, mode, chunk_size, has_aux, holomorphic) -> Call
             else:
                 state = problem.vjp()
                 m_hint = sum(y.numel() for y in state[0])
-                n = sum(x.numel() for x in problem.leaves)
-                chosen = "fwd" if _FWD_COST * n < m_hint else "rev"
-                cache[key] = (chosen, m_hint)
-                if len(cache) > _CACHE_SIZE:
-                    cache.popitem(last=False)
+                chosen = _decide(cache, key, sum(x.numel() for x in problem.leaves), m_hint)
         if chosen == "rev":
             result, aux = _rev(problem, chunk_size, state)
         else:

@@ -11,34 +11,31 @@ from research_ext.functional import _jacobian
 D = torch.float64
 
 
-def test_auto_mode_picks_the_cheaper_mode_and_caches_it(monkeypatch):
-    calls = {"fwd": 0, "rev": 0}
-    real_fwd, real_rev = _jacobian._fwd, _jacobian._rev
+@pytest.mark.parametrize("chunk_size", [None, 4])  # the lean path and the general one
+def test_auto_mode_picks_the_cheaper_mode_and_caches_it(monkeypatch, chunk_size):
+    choices = []
+    real_decide = _jacobian._decide
 
-    def fwd(*a):
-        calls["fwd"] += 1
-        return real_fwd(*a)
+    def decide(*args):
+        choices.append(real_decide(*args))
+        return choices[-1]
 
-    def rev(*a):
-        calls["rev"] += 1
-        return real_rev(*a)
-
-    monkeypatch.setattr(_jacobian, "_fwd", fwd)
-    monkeypatch.setattr(_jacobian, "_rev", rev)
+    monkeypatch.setattr(_jacobian, "_decide", decide)
     evaluations = []
 
     def f(x):
-        evaluations.append(x.shape)
+        evaluations.append(1)
         return torch.cat([x.sin()] * 10) if x.numel() == 2 else x[:1].exp()
 
-    jac = rf.jacobian(f)
-    jac(torch.ones(2, dtype=D))  # 2 -> 20: forward mode
-    assert calls == {"fwd": 1, "rev": 0}
-    jac(torch.ones(50, dtype=D))  # 50 -> 1: reverse mode
-    assert calls == {"fwd": 1, "rev": 1}
+    jac = rf.jacobian(f, chunk_size=chunk_size)
+    small, large = torch.ones(2, dtype=D), torch.ones(50, dtype=D)
+    torch.testing.assert_close(jac(small), torch.cat([torch.diag(small.cos())] * 10))
+    assert choices == ["fwd"]  # 2 inputs -> 20 outputs
+    torch.testing.assert_close(jac(large)[0, 0], large[0].exp())
+    assert choices == ["fwd", "rev"]  # 50 inputs -> 1 output
     n_eval = len(evaluations)
-    jac(torch.ones(2, dtype=D))  # cached: no extra evaluation to decide
-    assert calls == {"fwd": 2, "rev": 1}
+    jac(small)  # cached: no evaluation spent on deciding
+    assert choices == ["fwd", "rev"]
     assert len(evaluations) == n_eval + 1
 
 
