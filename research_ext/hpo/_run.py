@@ -25,6 +25,7 @@ __all__ = ["run", "worker"]
 
 EXIT_TOO_MANY_FAILURES = 3
 EXIT_TERMINATED = 143
+QUEUE = 1  # waiting tickets per worker: each one costs every read of the study's trials
 
 
 def _with_overrides(
@@ -152,7 +153,6 @@ def run(
             )
         )
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
-    top_up(handle)
     bar = _Bar(handle, show_progress)
     try:
         if workers == 1:
@@ -168,14 +168,14 @@ def _run_inline(
     handle: StudyHandle, deadline: float | None, bar: _Bar, poll_interval: float
 ) -> None:
     while True:
-        result = work(handle, deadline=deadline, on_trial=bar.update)
+        result = work(handle, deadline=deadline, on_trial=bar.update, queue=QUEUE)
         if result.stopped == "terminated":
             raise Terminated()
         recover(handle)
         c = counts(handle)
         if n_done(c) >= handle.n_trials or (deadline is not None and time.monotonic() >= deadline):
             return
-        if top_up(handle) == 0 and c["WAITING"] == 0:
+        if top_up(handle, limit=QUEUE) == 0 and c["WAITING"] == 0:
             time.sleep(poll_interval)  # trials running elsewhere; wait for them or their staleness
 
 
@@ -266,7 +266,7 @@ def _forked_main(config: StudyConfig, index: int, time_left: float | None) -> No
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
     try:
-        worker(config, index=index, exit_when_idle=True, time_left=time_left)
+        worker(config, index=index, time_left=time_left, poll_interval=0.05)
     except StudyFailedError:
         sys.exit(EXIT_TOO_MANY_FAILURES)
     except Terminated:
@@ -313,13 +313,13 @@ def _run_processes(
                 if n_done(c) >= handle.n_trials or (expired and not procs):
                     break
                 if not expired:
-                    top_up(handle)
+                    top_up(handle, limit=2 * workers)
                     c = counts(handle)
                     while len(procs) < workers and c["WAITING"] > 0:
                         procs.append(_spawn(handle, started, deadline))
                         started += 1
                         c["WAITING"] -= 1
-                time.sleep(poll_interval)
+                time.sleep(min(poll_interval, 0.1))
         finally:
             _stop_children(procs, guard.stop)
     if guard.stop == "terminated":
@@ -352,6 +352,7 @@ def worker(
     index: int = 0,
     exit_when_idle: bool = False,
     time_left: float | None = None,
+    poll_interval: float = 0.5,
 ) -> int:
     """Join a study started by :func:`run` (on this or another machine) and run its trials.
 
@@ -364,6 +365,7 @@ def worker(
         exit_when_idle: return as soon as no trial is waiting (instead of waiting for the study
             to complete, to pick up re-queued trials).
         time_left: seconds after which no new trial starts.
+        poll_interval: seconds between looks for a waiting trial.
 
     Returns:
         The number of trials this worker ran.
@@ -375,7 +377,7 @@ def worker(
     config = _with_overrides(config, n_trials, storage, study_name)
     handle = open_study(config, create=False, worker=index)
     deadline = None if time_left is None else time.monotonic() + time_left
-    result = work(handle, deadline=deadline, wait=not exit_when_idle)
+    result = work(handle, deadline=deadline, wait=not exit_when_idle, poll_interval=poll_interval)
     if result.stopped == "terminated":
         raise Terminated()
     return result.ran

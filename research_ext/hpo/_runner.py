@@ -32,6 +32,7 @@ from research_ext.hpo._study import (
     process_identity,
     recover,
     requeue,
+    top_up,
     trial_dir,
 )
 
@@ -117,13 +118,13 @@ class _Heartbeat:
                 return
 
 
-def _kwargs(handle: StudyHandle, fn: Callable[..., Any], trial: Any, frozen: Any) -> dict:
+def _kwargs(handle: StudyHandle, fn: Callable[..., Any], trial: Any, trial_id: int) -> dict:
     kwargs = dict(handle.config.args)
     wanted = injected_arguments(fn)
     if "reporter" in wanted:
         kwargs["reporter"] = Reporter(trial, handle.config)
     if "trial_dir" in wanted:
-        directory = trial_dir(handle, frozen)
+        directory = trial_dir(handle, handle.storage.get_trial(trial_id))
         directory.mkdir(parents=True, exist_ok=True)
         kwargs["trial_dir"] = directory
     if "trial" in wanted:
@@ -156,15 +157,15 @@ def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard) -> str:
     import optuna
 
     storage, study, config = handle.storage, handle.study, handle.config
-    storage.set_trial_system_attr(trial_id, OWNER, process_identity())
+    if _rdb(storage) is None:  # RDB claims record the owner in the same transaction
+        storage.set_trial_system_attr(trial_id, OWNER, process_identity())
     if n_done(counts(handle)) >= config.n_trials:  # only if tickets were over-issued
         storage.set_trial_system_attr(trial_id, ENDED, "surplus")
         storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
         return "surplus"
     trial = optuna.trial.Trial(study, trial_id)
-    frozen = storage.get_trial(trial_id)
     fn = load_objective(config.entry, config.base_dir, config.args)
-    kwargs = _kwargs(handle, fn, trial, frozen)
+    kwargs = _kwargs(handle, fn, trial, trial_id)
     reporter = kwargs.get("reporter")
     outcome, error = "complete", None
     values: tuple[float, ...] = ()
@@ -224,16 +225,19 @@ def work(
     wait: bool = False,
     on_trial: Callable[[str], None] | None = None,
     poll_interval: float = 0.5,
+    queue: int | None = None,
 ) -> WorkResult:
     """Run tickets of ``handle``'s study until none is left (or the deadline, or a signal).
 
     Args:
         handle: the open study.
         deadline: ``time.monotonic()`` value after which no new trial starts.
-        wait: keep polling while other workers' trials run (they may be re-queued) until the study
-            has ``n_trials`` finished trials; otherwise return as soon as no ticket is waiting.
+        wait: keep polling until the study has ``n_trials`` finished trials (other workers'
+            trials may be re-queued); otherwise return as soon as no ticket is waiting.
         on_trial: called with each trial's outcome.
         poll_interval: seconds between polls when waiting.
+        queue: if given, this worker tops the study up itself, keeping up to ``queue`` tickets
+            waiting (only the process that owns the run may).
 
     Returns:
         A :class:`WorkResult`.
@@ -248,10 +252,11 @@ def work(
             if deadline is not None and time.monotonic() >= deadline:
                 break
             recover(handle)
+            if queue is not None:
+                top_up(handle, limit=queue)
             trial_id = pop_ticket(handle)
             if trial_id is None:
-                c = counts(handle)
-                if not wait or n_done(c) >= handle.n_trials or c["RUNNING"] + c["WAITING"] == 0:
+                if not wait or n_done(counts(handle)) >= handle.n_trials:
                     break
                 time.sleep(poll_interval)
                 continue

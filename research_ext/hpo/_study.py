@@ -165,12 +165,18 @@ def n_done(c: dict[str, int]) -> int:
     return c["COMPLETE"] + c["PRUNED"]
 
 
-def top_up(handle: StudyHandle) -> int:
-    """Add empty tickets until finished + running + waiting = ``n_trials``; return how many."""
+def top_up(handle: StudyHandle, limit: int | None = None) -> int:
+    """Add empty tickets toward finished + running + waiting = ``n_trials``; return how many.
+
+    ``limit`` caps the waiting tickets: Optuna re-reads every unfinished trial on each access, so
+    a short queue keeps the per-trial cost flat. Only one process (``run``) tops a study up.
+    """
     import optuna
 
     c = counts(handle)
     need = handle.n_trials - n_done(c) - c["RUNNING"] - c["WAITING"]
+    if limit is not None:
+        need = min(need, limit - c["WAITING"])
     for _ in range(max(need, 0)):
         handle.study.add_trial(
             optuna.trial.create_trial(
@@ -229,16 +235,21 @@ def pop_ticket(handle: StudyHandle) -> int | None:
     """
     import optuna
 
+    rdb = _rdb(handle.storage)
+    if rdb is not None:
+        for trial_id in _ids_in_state(rdb, handle.study_id, "WAITING"):
+            if _claim_sql(rdb, trial_id):
+                # let Optuna's trial cache learn the trial it will write parameters to
+                handle.storage.get_all_trials(
+                    handle.study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+                )
+                return trial_id
+        return None
     waiting = handle.storage.get_all_trials(
         handle.study_id, deepcopy=False, states=(optuna.trial.TrialState.WAITING,)
     )
-    rdb = _rdb(handle.storage)
     for trial in waiting:
         trial_id = int(trial._trial_id)
-        if rdb is not None:
-            if _claim_sql(rdb, trial_id):
-                return trial_id
-            continue
         try:
             if handle.storage.set_trial_state_values(
                 trial_id, state=optuna.trial.TrialState.RUNNING
@@ -249,16 +260,61 @@ def pop_ticket(handle: StudyHandle) -> int | None:
     return None
 
 
+def _ids_in_state(rdb: Any, study_id: int, state: str) -> list[int]:
+    import sqlalchemy
+
+    query = sqlalchemy.text(
+        "SELECT trial_id FROM trials WHERE study_id = :sid AND state = :state ORDER BY trial_id"
+    )
+    with rdb.engine.connect() as connection:
+        return [int(r[0]) for r in connection.execute(query, {"sid": study_id, "state": state})]
+
+
+def _running_owners(handle: StudyHandle) -> list[tuple[int, dict[str, Any] | None, float | None]]:
+    """(trial id, owner, last heartbeat or start time) of every RUNNING trial."""
+    import optuna
+
+    rdb = _rdb(handle.storage)
+    if rdb is not None:  # one query instead of loading every unfinished trial
+        import sqlalchemy
+
+        query = sqlalchemy.text(
+            "SELECT t.trial_id, a.value_json FROM trials t LEFT JOIN trial_system_attributes a "
+            "ON a.trial_id = t.trial_id AND a.key = :key "
+            "WHERE t.study_id = :sid AND t.state = 'RUNNING'"
+        )
+        with rdb.engine.connect() as connection:
+            rows = connection.execute(query, {"sid": handle.study_id, "key": OWNER}).fetchall()
+        return [(int(tid), json.loads(value) if value else None, None) for tid, value in rows]
+    out = []
+    for trial in handle.storage.get_all_trials(
+        handle.study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+    ):
+        beat = trial.system_attrs.get(HEARTBEAT)
+        if beat is None and trial.datetime_start is not None:
+            beat = trial.datetime_start.timestamp()
+        out.append((int(trial._trial_id), trial.system_attrs.get(OWNER), beat))
+    return out
+
+
 def _claim_sql(rdb: Any, trial_id: int) -> bool:
+    """WAITING -> RUNNING and the owner recorded, in one transaction (one commit per claim)."""
     import sqlalchemy
 
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-    statement = sqlalchemy.text(
+    claim = sqlalchemy.text(
         "UPDATE trials SET state = 'RUNNING', datetime_start = :now "
         "WHERE trial_id = :tid AND state = 'WAITING'"
     )
+    owner = sqlalchemy.text(
+        "INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES (:tid, :key, :value)"
+    )
     with rdb.engine.begin() as connection:
-        return connection.execute(statement, {"now": now, "tid": trial_id}).rowcount == 1
+        if connection.execute(claim, {"now": now, "tid": trial_id}).rowcount != 1:
+            return False
+        value = json.dumps(process_identity())
+        connection.execute(owner, {"tid": trial_id, "key": OWNER, "value": value})
+        return True
 
 
 def process_identity(pid: int | None = None) -> dict[str, Any]:
@@ -317,30 +373,23 @@ def recover(handle: StudyHandle) -> int:
             optuna.storages.fail_stale_trials(handle.study)
             recovered += _STALE[0] - before
     now = time.time()
-    running = handle.storage.get_all_trials(
-        handle.study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
-    )
-    for trial in running:
-        owner = trial.system_attrs.get(OWNER)
+    for trial_id, owner, beat in _running_owners(handle):
         alive = is_alive(owner) if owner else None
         reason = "crashed" if alive is False else None
-        if alive is None and handle.spec.kind == "journal":
-            beat = trial.system_attrs.get(HEARTBEAT)
-            if beat is None and trial.datetime_start is not None:
-                beat = trial.datetime_start.timestamp()
-            if beat is not None and now - float(beat) > handle.config.grace_period:
-                reason = "stale heartbeat"
+        stale = beat is not None and now - float(beat) > handle.config.grace_period
+        if alive is None and handle.spec.kind == "journal" and stale:
+            reason = "stale heartbeat"
         if reason is None:
             continue
         try:
-            handle.storage.set_trial_system_attr(trial._trial_id, ENDED, reason)
+            handle.storage.set_trial_system_attr(trial_id, ENDED, reason)
             if not handle.storage.set_trial_state_values(
-                trial._trial_id, state=optuna.trial.TrialState.FAIL
+                trial_id, state=optuna.trial.TrialState.FAIL
             ):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process recovered it first
-        requeue(handle.study, handle.storage.get_trial(trial._trial_id), reason)
+        requeue(handle.study, handle.storage.get_trial(trial_id), reason)
         recovered += 1
     return recovered
 
