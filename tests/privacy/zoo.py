@@ -57,6 +57,9 @@ def make(name: str, dtype: torch.dtype, batch: int = 5, seed: int = 0):
     elif name == "transformer":
         model = TinyTransformer()
         x = torch.randint(0, 30, (batch, 6), generator=g)
+    elif name == "attention":
+        model = Attention()
+        x = torch.randint(0, 30, (batch, 6), generator=g)
     elif name == "conv3d":
         model = nn.Sequential(
             nn.Conv3d(2, 3, (3, 3, 1), padding="same"), nn.Flatten(), nn.Linear(180, 3)
@@ -71,7 +74,7 @@ def make(name: str, dtype: torch.dtype, batch: int = 5, seed: int = 0):
     return model, x, y
 
 
-ZOO = ("mlp", "cnn", "seqconv", "transformer", "conv3d")
+ZOO = ("mlp", "cnn", "seqconv", "transformer", "attention", "conv3d")
 
 
 def loop_grads(
@@ -87,3 +90,26 @@ def loop_grads(
         for n, g in zip(params, grads, strict=True):
             rows[n].append(g)
     return {n: torch.stack(v) for n, v in rows.items()}
+
+
+class Attention(nn.Module):
+    """Self-attention (time-first, key padding mask, weights returned) then masked cross-attention."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(30, 8)
+        self.self_attn = nn.MultiheadAttention(8, 2)
+        self.cross = nn.MultiheadAttention(8, 2, batch_first=True, bias=False)
+        self.memory = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.emb(x)
+        pad = x == 0
+        pad[:, 0] = False
+        t = h.transpose(0, 1)
+        s, _ = self.self_attn(t, t, t, key_padding_mask=pad)
+        s = s.transpose(0, 1)
+        causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).triu(1)
+        c, _ = self.cross(s, self.memory(h), self.memory(h), attn_mask=causal, need_weights=False)
+        return self.head(c.mean(1))
