@@ -21,6 +21,10 @@ __all__ = ["coherence", "csd", "periodogram", "welch"]
 Detrend = str | bool | Callable[[torch.Tensor], torch.Tensor]
 
 
+def _constant_detrend(seg: torch.Tensor) -> torch.Tensor:
+    return seg - seg.mean(-1, keepdim=True)
+
+
 def _detrend(fn: str, detrend: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
     if detrend is False or detrend is None:
         return None
@@ -28,7 +32,7 @@ def _detrend(fn: str, detrend: Any) -> Callable[[torch.Tensor], torch.Tensor] | 
         return detrend
     check_one_of(fn, "detrend", detrend, ("constant", "linear", False))
     if detrend == "constant":
-        return lambda seg: seg - seg.mean(-1, keepdim=True)
+        return _constant_detrend
 
     def linear(seg: torch.Tensor) -> torch.Tensor:
         n = seg.shape[-1]
@@ -77,9 +81,12 @@ def _segments_fft(
 ) -> torch.Tensor:
     """(..., n) -> (..., nseg, nfreq): detrended, windowed FFT of every segment."""
     seg = x.unfold(-1, nperseg, step)
-    if detrend is not None:
-        seg = detrend(seg)
-    seg = seg * win
+    if detrend is _constant_detrend:  # (seg - mean) w in one pass: seg w - mean w
+        seg = torch.addcmul(-seg.mean(-1, keepdim=True) * win, seg, win)
+    else:
+        if detrend is not None:
+            seg = detrend(seg)
+        seg = seg * win
     return torch.fft.rfft(seg, n=nfft) if onesided else torch.fft.fft(seg, n=nfft)
 
 
@@ -161,15 +168,11 @@ def _cross(
     step = nperseg - noverlap
     fx = _segments_fft(xl, win, nperseg, step, nfft, detrend_fn, onesided)
     if yl is None:
-        p = (fx.real**2 + fx.imag**2) * scale
+        p = fx.real**2 + fx.imag**2
     else:
-        p = fx.conj() * _segments_fft(yl, win, nperseg, step, nfft, detrend_fn, onesided) * scale
-    if onesided:
-        doubling = torch.full((p.shape[-1],), 2.0, dtype=rdtype, device=x.device)
-        doubling[0] = 1.0
-        if nfft % 2 == 0:
-            doubling[-1] = 1.0
-        p = p * doubling
+        p = fx.conj() * _segments_fft(yl, win, nperseg, step, nfft, detrend_fn, onesided)
+    # Scaling and one-sided doubling commute with the mean and the median: apply them after
+    # averaging, on the (..., nfreq) result instead of every segment.
     if average == "mean" or p.shape[-2] == 1:
         p = p.mean(-2)
     elif p.is_complex():
@@ -177,6 +180,12 @@ def _cross(
         p = torch.complex(_median(p.real), _median(p.imag)) / bias
     else:
         p = _median(p) / _median_bias(p.shape[-2])
+    weight = torch.full((p.shape[-1],), 2.0 if onesided else 1.0, dtype=rdtype, device=x.device)
+    if onesided:
+        weight[0] = 1.0
+        if nfft % 2 == 0:
+            weight[-1] = 1.0
+    p = p * (weight * scale)
     freqs = _freqs(nfft, fs, onesided, rdtype, x.device)
     return freqs, p.movedim(-1, d)
 

@@ -68,7 +68,7 @@ def _short_time(
     padded: bool,
     default_overlap: Any,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Scipy's legacy ``_spectral_helper`` in "stft" mode: (f, t, X, nfft) with X complex."""
+    """Scipy's legacy ``_spectral_helper`` in "stft" mode: (f, t, X, nfft), X (..., nseg, nfreq)."""
     check_real_or_complex(fn, "x", x)
     check_positive(fn, "fs", fs)
     check_one_of(fn, "boundary", boundary, _BOUNDARIES)
@@ -90,13 +90,19 @@ def _short_time(
         )
     onesided = return_onesided and not x.is_complex()
     scale = 1.0 / (fs * (win * win).sum()) if scaling == "density" else 1.0 / win.sum() ** 2
-    spec = _segments_fft(xl, win, nperseg, step, nfft, detrend_fn, onesided) * scale.sqrt()
+    # sqrt(scale) rides on the window, so the spectrum needs no extra pass.
+    spec = _segments_fft(xl, win * scale.sqrt(), nperseg, step, nfft, detrend_fn, onesided)
     nseg = spec.shape[-2]
     times = (nperseg / 2 + step * torch.arange(nseg, dtype=rdtype, device=x.device)) / fs
     if boundary is not None:
         times = times - (nperseg / 2) / fs
     freqs = _freqs(nfft, fs, onesided, rdtype, x.device)
-    return freqs, times, spec.transpose(-1, -2).movedim(-2, d), nfft
+    return freqs, times, spec, nfft
+
+
+def _place(spec: torch.Tensor, d: int) -> torch.Tensor:
+    """(..., nseg, nfreq) -> frequencies at ``d`` and segments last (scipy's layout)."""
+    return spec.transpose(-1, -2).movedim(-2, d)
 
 
 def stft(
@@ -172,7 +178,7 @@ def stft(
         padded,
         lambda n: n // 2,
     )
-    return f, t, z
+    return f, t, _place(z, normalize_dim("stft", dim, max(x.ndim, 1)))
 
 
 def _unwrap(p: torch.Tensor, dim: int) -> torch.Tensor:
@@ -257,25 +263,22 @@ def spectrogram(
         lambda n: n // 8,
     )
     d = normalize_dim(fn, dim, max(x.ndim, 1))
-    if mode == "psd":
+    if mode == "psd":  # computed in the FFT's own layout, then placed
         s = z.real**2 + z.imag**2
         if not x.is_complex() and return_onesided:
-            nfreq = s.shape[d]
-            doubling = torch.full((nfreq,), 2.0, dtype=s.dtype, device=s.device)
+            doubling = torch.full((s.shape[-1],), 2.0, dtype=s.dtype, device=s.device)
             doubling[0] = 1.0
             if nfft_used % 2 == 0:
                 doubling[-1] = 1.0
-            shape = [1] * s.ndim
-            shape[d] = -1
-            s = s * doubling.view(shape)
-        return f, t, s
+            s = s * doubling
+        return f, t, _place(s, d)
     if mode == "magnitude":
-        return f, t, z.abs()
+        return f, t, _place(z.abs(), d)
     if mode == "angle":
-        return f, t, z.angle()
+        return f, t, _place(z.angle(), d)
     if mode == "phase":
-        return f, t, _unwrap(z.angle(), d)
-    return f, t, z
+        return f, t, _unwrap(_place(z.angle(), d), d)
+    return f, t, _place(z, d)
 
 
 def istft(
