@@ -1,8 +1,8 @@
 r"""The 2x2 whitening shared by the complex normalization layers, with a fast batch-norm backward.
 
 :func:`batch_whitening` is a custom autograd function: its first-order backward is the closed
-form below, four passes over the activations (batched 2x2 matmuls on ``view_as_real``) instead of
-the thirty-odd elementwise ops autograd records for the same forward. With real-vector notation per channel (:math:`n` entries,
+form below (about seven passes over the activations, instead of the thirty-odd elementwise ops
+autograd records for the same forward). With real-vector notation per channel (:math:`n` entries,
 :math:`c_k = x_k - \mu`, :math:`V = \tfrac1n\sum_k c_k c_k^T + \epsilon I`,
 :math:`M = \Gamma V^{-1/2}`, :math:`y_k = M c_k + \beta`, upstream gradients :math:`G_k`):
 
@@ -16,8 +16,9 @@ where :math:`S = \begin{pmatrix} 2a & b \\ b & 2d \end{pmatrix}` collects
 :math:`a = \partial L/\partial V_{rr}`, :math:`d = \partial L/\partial V_{ii}`,
 :math:`b = \partial L/\partial V_{ri}`, obtained (with :math:`\partial L/\partial\Gamma`) by
 autograd on the per-channel 2x2 algebra only. torch's gradient :math:`g = \partial L/\partial
-\Re y + i\,\partial L/\partial \Im y` *is* :math:`G` read as a complex number, so every
-large-tensor step is one complex multiply-add in the form :math:`p z + q \bar z`.
+\Re y + i\,\partial L/\partial \Im y` *is* :math:`G` read as a complex number; the Gram
+sums are batched matmuls on ``view_as_real`` and every 2x2 map is applied as
+:math:`p z + q \bar z = (p + q)\Re z + i(p - q)\Im z`, which never materialises a conjugate.
 Higher-order gradients (``create_graph=True``) differentiate the plain autograd forward instead,
 so they are exact too.
 """
