@@ -1,7 +1,5 @@
 """Epsilon against Opacus's accountants and dp-accounting's PLD; calibration round trips."""
 
-import time
-
 import pytest
 
 from research_ext.privacy import PrivacyAccountant, epsilon, noise_multiplier_for
@@ -61,17 +59,13 @@ def test_epsilon_is_monotone():
         (8.0, 0.01, 1000),
     ],
 )
-def test_calibration_round_trip_is_feasible_tight_and_fast(target, q, steps):
-    import opacus.accountants  # noqa: F401  (exclude the import from the timing)
-
-    start = time.perf_counter()
+def test_calibration_round_trip_is_feasible_and_tight(target, q, steps):
+    # Its speed (<= 1 s) is measured by benchmarks/bench_privacy_calibration.py, not asserted here.
     sigma = noise_multiplier_for(target, DELTA, q, steps)
-    elapsed = time.perf_counter() - start
     spent = epsilon(sigma, q, steps, DELTA)
     assert spent <= target
     # Tight: 2% less noise would overspend (checked with the independent PLD accountant).
     assert _pld(sigma * 0.98, q, steps, DELTA) > target
-    assert elapsed < 5.0  # generous on a shared CI machine; the benchmark measures the 1 s goal
 
 
 def test_calibration_rdp_round_trip():
