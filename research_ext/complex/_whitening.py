@@ -18,7 +18,7 @@ where :math:`S = \begin{pmatrix} 2a & b \\ b & 2d \end{pmatrix}` collects
 autograd on the per-channel 2x2 algebra only. torch's gradient :math:`g = \partial L/\partial
 \Re y + i\,\partial L/\partial \Im y` *is* :math:`G` read as a complex number; the Gram
 sums are batched matmuls on ``view_as_real`` and every 2x2 map is applied as
-:math:`p z + q \bar z = (p + q)\Re z + i(p - q)\Im z`, which never materialises a conjugate.
+:math:`p z + q \bar z`.
 Higher-order gradients (``create_graph=True``) differentiate the plain autograd forward instead,
 so they are exact too.
 """
@@ -92,16 +92,10 @@ def _matrix_m(vrr: Tensor, vii: Tensor, vri: Tensor, eps: float, weight: Tensor 
     return torch.stack([torch.stack([m00, m01], -1), torch.stack([m10, m11], -1)], -2)
 
 
-def _apply_2x2(p: Tensor, q: Tensor, re: Tensor, im: Tensor) -> Tensor:
-    """Return p z + q conj(z) = (p + q) Re z + i (p - q) Im z without materialising conj(z)."""
-    out = torch.mul(p + q, re)
-    return out.addcmul_(1j * (p - q), im)
-
-
 class _BatchWhitening(torch.autograd.Function):
     # Gram matrices are batched matmuls over view_as_real(.) reshaped to (N * C, S, 2); each 2x2
-    # map is two complex-by-real multiply-adds on the strided real and imaginary views, so no
-    # conj() copy is ever materialised.
+    # map is a complex multiply-add p z + q conj(z). (Measured on CPU against a strided real-view
+    # form, (S, 2) @ (2, 2) bmm and complex-by-real products, this was the fastest.)
     @staticmethod
     def forward(ctx, x, weight, bias, eps, dims):  # type: ignore[no-untyped-def, override]
         batch, channels = x.shape[0], x.shape[1]
@@ -114,7 +108,8 @@ class _BatchWhitening(torch.autograd.Function):
         vrr, vii, vri = gram[:, 0, 0], gram[:, 1, 1], gram[:, 0, 1]
         m = _matrix_m(vrr, vii, vri, eps, weight)
         p, q = as_pq(m[:, 0, 0], m[:, 1, 1], m[:, 0, 1], m[:, 1, 0])
-        out = _apply_2x2(p.view(shape), q.view(shape), c.real, c.imag)
+        out = p.view(shape) * c
+        out.addcmul_(q.view(shape), c.conj())
         if bias is not None:
             out.add_(bias.view(shape))
         ctx.save_for_backward(x, weight, bias, c, vrr, vii, vri, m)
@@ -151,9 +146,10 @@ class _BatchWhitening(torch.autograd.Function):
             g_mean = g_sum / n
             const = -(p1 * g_mean + q1 * g_mean.conj())
             # M^T (G - mean G) + (S / n) c, each 2x2 map as p z + q conj(z).
-            grad_x = _apply_2x2(p1.view(shape), q1.view(shape), g.real, g.imag)
-            grad_x.addcmul_((p2 + q2).view(shape), c.real)
-            grad_x.addcmul_((1j * (p2 - q2)).view(shape), c.imag)
+            grad_x = p1.view(shape) * g
+            grad_x.addcmul_(q1.view(shape), g.conj())
+            grad_x.addcmul_(p2.view(shape), c)
+            grad_x.addcmul_(q2.view(shape), c.conj())
             grad_x.add_(const.view(shape))
         if need_w and weight is not None:
             grad_w = grads[3]
