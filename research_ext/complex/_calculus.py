@@ -17,19 +17,16 @@ torch's convention. For a real-valued loss :math:`L`, ``z.grad`` holds
 = 2\,\overline{\partial L/\partial z}`: the steepest-ascent direction, so ``z - lr * z.grad``
 descends, but it is *twice* the conjugate Wirtinger derivative (the factor 2 is the usual
 surprise). For a complex-valued :math:`f` and ``grad_outputs=1``, ``torch.autograd.grad`` returns
-:math:`\overline{\partial f/\partial z} + \partial f/\partial \bar z`. At :math:`z = 1 + 2i`:
+:math:`\overline{\partial f/\partial z} + \partial f/\partial \bar z`. At z = 1 + 2i::
 
-=================  ===========================  ==========================  ==========================
-:math:`f(z)`       :math:`\partial f/\partial z`  :math:`\partial f/\partial \bar z`  torch ``grad`` (``grad_outputs=1``)
-=================  ===========================  ==========================  ==========================
-``z**2``           :math:`2z`                   :math:`0`                   :math:`2\bar z = 2-4i`
-``z.abs()**2``     :math:`\bar z`               :math:`z`                   :math:`2z = 2+4i`
-``z.conj() * z``   :math:`\bar z`               :math:`z`                   :math:`2z = 2+4i`
-``exp(z)``         :math:`e^z`                  :math:`0`                   :math:`e^{\bar z}`
-``log(z)``         :math:`1/z`                  :math:`0`                   :math:`1/\bar z = 0.2+0.4i`
-``abs(z)``         :math:`\bar z/(2|z|)`        :math:`z/(2|z|)`            :math:`z/|z|`
-``angle(z)``       :math:`-i/(2z)`              :math:`i/(2\bar z)`         :math:`i/\bar z = -0.4+0.2i`
-=================  ===========================  ==========================  ==========================
+    f(z)            df/dz            df/dz̄            torch grad (grad_outputs=1)
+    z**2            2 z              0                 2 z̄            = 2 - 4i
+    z.abs()**2      z̄                z                 2 z            = 2 + 4i
+    z.conj() * z    z̄                z                 2 z            = 2 + 4i
+    exp(z)          exp(z)           0                 exp(z̄)
+    log(z)          1 / z            0                 1 / z̄          = 0.2 + 0.4i
+    abs(z)          z̄ / (2|z|)       z / (2|z|)        z / |z|
+    angle(z)        -i / (2z)        i / (2z̄)          i / z̄          = -0.4 + 0.2i
 
 :func:`wirtinger` and :func:`grad_to_wirtinger` undo the convention so that both derivatives can be
 read off directly; :func:`is_holomorphic` checks the Cauchy-Riemann residual.
