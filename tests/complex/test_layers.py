@@ -344,3 +344,21 @@ def test_dropout_errors():
         match=r"ComplexDropout2d: `input` must have 3 or 4 dimensions, got input.shape=\(2, 3\)",
     ):
         nn.ComplexDropout2d()(_randn(2, 3))
+
+
+def test_batch_norm_closed_form_backward_with_random_affine():
+    # The custom backward (closed form) against finite differences, with a generic Γ and β,
+    # for the input, Γ and β at once; and the double backward.
+    from torch.func import functional_call
+
+    bn = nn.ComplexBatchNorm2d(2, dtype=C128)
+    g = torch.Generator().manual_seed(5)
+    weight = (torch.rand(3, 2, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
+    bias = torch.randn(2, generator=g, dtype=C128).requires_grad_(True)
+    x = _correlated((3, 2, 2, 2)).requires_grad_(True)
+
+    def f(inp, w, b):
+        return functional_call(bn, {"weight": w, "bias": b}, (inp,))
+
+    assert gradcheck(f, (x, weight, bias))
+    assert gradgradcheck(f, (x, weight, bias), fast_mode=True)
