@@ -51,6 +51,48 @@ def _twiddle(
     return tw.to(dtype=dtype, device=device)
 
 
+_SMALL = 2048
+
+
+@cached
+def _type2_gathers(
+    n: int, reverse: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input order [x0, x1, x3, ..., x4, x2] and output picks y[k] = Re p_k, y[n-k] = Im p_k."""
+    gather_in = torch.cat(
+        [
+            torch.zeros(1, dtype=torch.long),
+            torch.arange(1, n, 2),
+            torch.arange(2, max(n, 2), 2).flip(0),
+        ]
+    )
+    out = torch.empty(n, dtype=torch.long)
+    k = torch.arange(n // 2 + 1)
+    out[k] = 2 * k
+    k = torch.arange(1, (n - 1) // 2 + 1)
+    out[n - k] = 2 * k + 1
+    return gather_in.to(device), (out.flip(0) if reverse else out).to(device)
+
+
+@cached
+def _type3_gathers(
+    n: int, reverse: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Interleaved (X[k], X[n-k]) gather with b_0 masked, and the output order of ``_type3``."""
+    k = torch.arange(n // 2 + 1)
+    a, b = k, (n - k) % n
+    if reverse:
+        a, b = n - 1 - a, n - 1 - b
+    mask = torch.ones(n // 2 + 1, 2)
+    mask[0, 1] = 0.0
+    out = torch.empty(n, dtype=torch.long)
+    m = torch.arange((n + 1) // 2)
+    out[2 * m] = (-m) % n
+    m = torch.arange(n // 2)
+    out[2 * m + 1] = m + 1
+    return torch.stack([a, b], -1).reshape(-1).to(device), mask.to(device), out.to(device)
+
+
 @cached
 def _alternate(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return (1.0 - 2.0 * (torch.arange(n) % 2)).to(dtype=dtype, device=device)
@@ -86,8 +128,12 @@ def _type2(x: torch.Tensor, factor: float, ortho: bool, sine: bool) -> torch.Ten
         x = x * _alternate(n, x.dtype, x.device)
     # Makhoul's v = [x0, x2, ..., x3, x1] read backwards cyclically, v'[m] = v[-m mod n] =
     # [x0, x1, x3, ..., x4, x2], has spectrum conj(V): then the tail y[n-k] = +Im p[k].
-    v = torch.cat([x[..., :1], x[..., 1::2], x[..., 2::2].flip(-1)], -1)
     tw = _twiddle(n, 1.0, 2.0 * factor, 1 / math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
+    if n <= _SMALL:  # short transforms are dominated by per-op overhead: two gathers
+        gather_in, gather_out = _type2_gathers(n, sine, x.device)
+        p = torch.fft.rfft(x.index_select(-1, gather_in)) * tw
+        return torch.view_as_real(p).flatten(-2).index_select(-1, gather_out)
+    v = torch.cat([x[..., :1], x[..., 1::2], x[..., 2::2].flip(-1)], -1)
     p = torch.fft.rfft(v) * tw
     y = torch.cat([p.real, p.imag[..., 1 : (n - 1) // 2 + 1].flip(-1)], -1)
     return y.flip(-1) if sine else y
@@ -95,11 +141,17 @@ def _type2(x: torch.Tensor, factor: float, ortho: bool, sine: bool) -> torch.Ten
 
 def _type3(x: torch.Tensor, factor: float, ortho: bool, sine: bool) -> torch.Tensor:
     n, half = x.shape[-1], x.shape[-1] // 2 + 1
+    tw = _twiddle(n, -1.0, n * factor, math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
+    if n <= _SMALL:  # per-op overhead dominates: gather (a_k, b_k), one mask, gather the output
+        gather_in, mask, gather_out = _type3_gathers(n, sine, x.device)
+        ab = x.index_select(-1, gather_in).unflatten(-1, (half, 2)) * mask.to(x.dtype)
+        v = torch.fft.irfft(torch.view_as_complex(ab) * tw, n=n)
+        y = v.index_select(-1, gather_out)
+        return y * _alternate(n, x.dtype, x.device) if sine else y
     if sine:  # DST-III(x)[k] = (-1)^k DCT-III(reversed x)[k]
         x = x.flip(-1)
     zero = x.new_zeros((*x.shape[:-1], 1))
     b = torch.cat([zero, x[..., n - half + 1 :].flip(-1)], -1)
-    tw = _twiddle(n, -1.0, n * factor, math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
     # The conjugate spectrum gives the time-reversed v'[m] = v[-m mod n]: y[2m] = v'[-m mod n],
     # y[2m + 1] = v'[m + 1], which needs no index tensor.
     v = torch.fft.irfft(torch.complex(x[..., :half], b) * tw, n=n)
@@ -201,8 +253,12 @@ def _apply(
             )
         if length < 1:
             raise ValueError(f"{fn}: cannot transform an empty dim, got x.shape={tuple(x.shape)}")
-        y = pad_or_trim(x.movedim(d, -1), length, -1)
-        x = _r2r_last(y, kind, type, norm, ortho).movedim(-1, d)
+        last = d == x.ndim - 1  # the common case: no dim shuffling (each op costs microseconds)
+        y = x if last else x.movedim(d, -1)
+        if length != y.shape[-1]:
+            y = pad_or_trim(y, length, -1)
+        y = _r2r_last(y, kind, type, norm, ortho)
+        x = y if last else y.movedim(-1, d)
     return torch.complex(x[0], x[1]) if is_complex else x
 
 
