@@ -26,12 +26,10 @@ _FAST_ORDERS = (2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56,
 _SIGMA_MIN, _SIGMA_MAX = 1e-2, 1e4
 #: Bisection tolerance on log(sigma).
 _LOG_TOL = 2e-4
-#: Error of the first, cheap PRV evaluation that only estimates the PRV/RDP ratio.
-_PROBE_PRV_ERROR = 0.05
 #: Aim this fraction below the target when extrapolating, so a refinement lands feasible.
 _AIM = 0.998
 #: Stop refining once a feasible sigma spends at least this fraction of the target.
-_CLOSE = 0.99
+_CLOSE = 0.985
 
 
 def noise_multiplier_for(
@@ -98,12 +96,13 @@ def _solve_rdp(level: float, q: float, steps: int, delta: float, lo: float, hi: 
     return math.exp(b)
 
 
-def _exact(sigma: float, q: float, steps: int, delta: float, accountant: str, probe: bool) -> float:
+def _exact(sigma: float, q: float, steps: int, delta: float, accountant: str) -> float:
     history = ((sigma, q, steps),)
     if accountant == "prv":
         # The public PRV epsilon is never above its PRV_MAX_ERROR pass, so checking against that
-        # pass certifies the returned sigma.
-        return prv_epsilon(history, delta, eps_error=_PROBE_PRV_ERROR if probe else PRV_MAX_ERROR)
+        # pass certifies the returned sigma. (A coarser pass would not be cheaper: most of a PRV
+        # evaluation is its RDP-based domain bound.)
+        return prv_epsilon(history, delta, eps_error=PRV_MAX_ERROR)
     if accountant == "pld":
         return pld_epsilon(history, delta)
     return rdp_epsilon(history, delta)
@@ -125,20 +124,17 @@ def _calibrate(target: float, delta: float, q: float, steps: int, accountant: st
     while lo > _SIGMA_MIN and _fast_rdp(lo, q, steps, delta) <= target:
         hi, lo = lo, lo / 4
     best = _solve_rdp(target, q, steps, delta, max(lo, _SIGMA_MIN), hi)  # feasible everywhere
-    sigma = best
-    for attempt in range(3):
-        probe = attempt == 0 and accountant == "prv"
-        eps = _exact(sigma, q, steps, delta, accountant, probe=probe)
-        if probe:  # predict the PRV_MAX_ERROR pass: both are estimate + their error
-            eps += PRV_MAX_ERROR - _PROBE_PRV_ERROR
-        elif eps <= target:
-            best = min(best, sigma)
-            if eps >= _CLOSE * target:
-                break
+    sigma, eps = best, _exact(best, q, steps, delta, accountant)
+    for _ in range(2):
+        if eps <= target and eps >= _CLOSE * target:
+            break
         ratio = eps / _fast_rdp(sigma, q, steps, delta)
         if not 0 < ratio < math.inf:
             break
         sigma = _solve_rdp(_AIM * target / ratio, q, steps, delta, best / 4, best)
         if sigma >= best:
             break
+        eps = _exact(sigma, q, steps, delta, accountant)
+        if eps <= target:
+            best = sigma
     return best

@@ -4,6 +4,7 @@ import functools
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from research_ext.core import check_int, check_one_of, check_positive, check_probability
 
@@ -114,6 +115,56 @@ def rdp_epsilon(history: History, delta: float, orders: Sequence[float] | None =
         return float(acc.get_epsilon(delta, alphas=None if orders is None else list(orders)))
 
 
+#: Integer Rényi orders for the PRV truncation bound (a subset of Opacus's default orders).
+_DOMAIN_ORDERS = tuple(range(2, 64))
+
+
+@functools.lru_cache(maxsize=256)
+def _rdp_one_step(sigma: float, q: float) -> Any:
+    from opacus.accountants.analysis.rdp import compute_rdp
+
+    return compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=list(_DOMAIN_ORDERS))
+
+
+def _rdp_bound(history: History, delta: float) -> float:
+    from opacus.accountants.analysis.rdp import get_privacy_spent
+
+    rdp = sum(t * _rdp_one_step(s, q) for s, q, t in history)
+    return float(get_privacy_spent(orders=list(_DOMAIN_ORDERS), rdp=rdp, delta=delta)[0])
+
+
+def _prv_accountant(history: History) -> Any:
+    """Opacus's PRV accountant whose truncation domain is bounded with integer Rényi orders.
+
+    The domain half-width follows Gopi et al. (2021, remark 5.6): the RDP epsilon of the whole
+    run at delta_error / 4, of one step at delta_error / (8 T), and eps_error, plus 3. Opacus
+    evaluates it with its 150 default orders, which is most of the PRV's cost; integer orders are
+    a subset, so the bound, hence the domain, is never smaller (no less safe), and ~10x cheaper.
+    """
+    from opacus.accountants import PRVAccountant
+    from opacus.accountants.analysis.prv import Domain
+
+    class _Accountant(PRVAccountant):
+        def _get_domain(
+            self, prvs: Any, num_self_compositions: Any, eps_error: float, delta_error: float
+        ) -> Any:
+            total = sum(num_self_compositions)
+            phases = tuple(
+                (p.noise_multiplier, p.sample_rate, n)
+                for p, n in zip(prvs, num_self_compositions, strict=True)
+            )
+            bound = _rdp_bound(phases, delta_error / 4)
+            for sigma, q, _ in phases:
+                bound = max(bound, _rdp_bound(((sigma, q, 1),), delta_error / (8 * total)))
+            half_width = max(bound, eps_error) + 3
+            mesh = eps_error / math.sqrt(total * math.log(12 / delta_error) / 2)
+            return Domain.create_aligned(-half_width, half_width, mesh)
+
+    acc = _Accountant()
+    acc.history = [(s, q, t) for s, q, t in history]
+    return acc
+
+
 def prv_epsilon(history: History, delta: float, eps_error: float | None = None) -> float:
     """PRV epsilon (upper bound) through Opacus's accountant.
 
@@ -122,13 +173,11 @@ def prv_epsilon(history: History, delta: float, eps_error: float | None = None) 
     certified upper bounds is returned, so the result never exceeds the 0.01 pass (which
     calibration relies on).
     """
-    from opacus.accountants import PRVAccountant
 
     def run(error: float) -> float:
-        acc = PRVAccountant()
-        acc.history = [(s, q, t) for s, q, t in history]
+        acc = _prv_accountant(history)
         with warnings.catch_warnings():
-            # Its domain bound goes through RDP, which warns about the range of orders.
+            # RDP warns when the best order is at the end of the range; the bound stays valid.
             warnings.simplefilter("ignore", UserWarning)
             return float(acc.get_epsilon(delta, eps_error=error))
 
