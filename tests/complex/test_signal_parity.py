@@ -319,3 +319,48 @@ def test_float32_within_twice_scipy_error(name):
     ours = ours_fn(S, x32)
     assert ours.dtype in (torch.float32, torch.complex64)
     assert_close32(ours, ref_fn(x.numpy()), ref_fn(x32.numpy()))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "boxcar",
+        "triang",
+        "blackman",
+        "hamming",
+        "hann",
+        "bartlett",
+        "flattop",
+        "parzen",
+        "bohman",
+        "blackmanharris",
+        "nuttall",
+        "barthann",
+        "cosine",
+        "exponential",
+        "tukey",
+        "taylor",
+        "lanczos",
+        ("kaiser", 4.0),
+        ("gaussian", 2.0),
+        ("general_gaussian", 1.5, 7.0),
+        ("general_cosine", [0.5, 0.3, 0.2]),
+        ("general_hamming", 0.7),
+        ("dpss", 3.0),
+        ("chebwin", 80.0),
+        ("exponential", None, 3.0),
+        ("tukey", 0.7),
+        ("kaiser_bessel_derived", 6.0),
+    ],
+    ids=str,
+)
+def test_every_window_name(spec):
+    for n, fftbins in ((16, True), (15, False)):
+        if spec == ("kaiser_bessel_derived", 6.0) and (n % 2 or fftbins):
+            continue  # scipy: even length, symmetric only
+        w = S.get_window(spec, n, fftbins, dtype=torch.float64)
+        assert_close64(w, ss.get_window(spec, n, fftbins=fftbins))
+    assert (
+        S.get_window(spec if spec != ("kaiser_bessel_derived", 6.0) else "hann", 8).dtype
+        == torch.get_default_dtype()
+    )
