@@ -29,8 +29,8 @@ from research_ext.functional._arguments import (
 __all__ = ["hessian", "jacobian"]
 
 _MODES = ("auto", "fwd", "rev")
-# Forward mode pays for carrying tangents through every op; on CPU and CUDA alike a JVP column
-# costs about as much as a VJP row, so auto picks forward mode only when inputs are fewer.
+# Forward mode pays for carrying tangents through every op; measured on CPU (benchmarks/) a JVP
+# column costs about as much as a VJP row, so auto picks forward mode only when inputs are fewer.
 _FWD_COST = 1.0
 # chunk_size="auto": one chunk's working set (basis rows + result rows) stays under half the
 # Jacobian and under 64 MiB, and above 1 MiB so tiny problems run in one chunk.
