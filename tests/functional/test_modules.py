@@ -35,7 +35,9 @@ def _flat_reference(net, x, loss=None, y=None):
     buffers = {n: b.clone() for n, b in net.named_buffers()}
 
     def f(z):
-        params = {n: c.reshape(s) for n, c, s in zip(names, torch.split(z, sizes), shapes, strict=False)}
+        params = {
+            n: c.reshape(s) for n, c, s in zip(names, torch.split(z, sizes), shapes, strict=False)
+        }
         out = torch.func.functional_call(net, {**buffers, **params}, (x,))
         return out if loss is None else loss(out, y)
 
