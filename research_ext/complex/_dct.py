@@ -1,216 +1,23 @@
-"""Discrete cosine and sine transforms (types I-IV) in O(n log n) through torch's real FFT.
+"""Public DCT/DST API (scipy.fft's names, arguments and normalizations) over ``_r2r`` kernels."""
 
-Every transform is written as index gathers, one real FFT (or its inverse) and twiddle products,
-so autograd differentiates it exactly (the adjoint of each step is analytic) to any order, on any
-device. Normalization factors and scipy's ``orthogonalize`` corrections are folded into the
-twiddles, so they cost nothing extra.
-
-Type II follows Makhoul (1980): reorder to even samples then reversed odd samples, take a length-n
-real FFT, rotate by exp(-i pi k / 2n). Type III inverts that; type IV uses the half-length complex
-FFT of (x[2m] + i x[n-1-2m]) for even n; types I use the symmetric extension. The DST of each type
-is the DCT of the same type with sign flips and reversals.
-"""
-
-import math
 from typing import Any
 
 import torch
 
 from research_ext.complex._fft import (
     NORMS,
-    cached,
     check_real_or_complex,
     normalize_dim,
     normalize_dims,
     pad_or_trim,
 )
+from research_ext.complex._r2r import r2r_last
 from research_ext.core import check_int, check_one_of, format_message
 
 __all__ = ["dct", "dctn", "dst", "dstn", "idct", "idctn", "idst", "idstn"]
 
 _INVERSE_TYPE = {1: 1, 2: 3, 3: 2, 4: 4}
 _INVERSE_NORM = {"backward": "forward", "forward": "backward", "ortho": "ortho"}
-
-
-def _scale(kind: str, type: int, n: int, norm: str) -> float:
-    """Overall factor of the forward transform for ``norm`` (scipy's definitions)."""
-    if norm == "backward":
-        return 1.0
-    m = 2 * (n - 1) if (kind, type) == ("dct", 1) else 2 * (n + 1) if type == 1 else 2 * n
-    return 1.0 / math.sqrt(m) if norm == "ortho" else 1.0 / m
-
-
-@cached
-def _twiddle(
-    n: int, sign: float, factor: float, first: float, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    """Factor * exp(sign * i pi k / 2n) for k <= n/2, with entry 0 also multiplied by ``first``."""
-    k = torch.arange(n // 2 + 1, dtype=torch.float64)
-    tw = factor * torch.exp(sign * 1j * math.pi * k / (2 * n))
-    tw[0] *= first
-    return tw.to(dtype=dtype, device=device)
-
-
-_SMALL = 2048
-
-
-@cached
-def _type2_gathers(
-    n: int, reverse: bool, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Input order [x0, x1, x3, ..., x4, x2] and output picks y[k] = Re p_k, y[n-k] = Im p_k."""
-    gather_in = torch.cat(
-        [
-            torch.zeros(1, dtype=torch.long),
-            torch.arange(1, n, 2),
-            torch.arange(2, max(n, 2), 2).flip(0),
-        ]
-    )
-    out = torch.empty(n, dtype=torch.long)
-    k = torch.arange(n // 2 + 1)
-    out[k] = 2 * k
-    k = torch.arange(1, (n - 1) // 2 + 1)
-    out[n - k] = 2 * k + 1
-    return gather_in.to(device), (out.flip(0) if reverse else out).to(device)
-
-
-@cached
-def _type3_gathers(
-    n: int, reverse: bool, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Interleaved (X[k], X[n-k]) gather with b_0 masked, and the output order of ``_type3``."""
-    k = torch.arange(n // 2 + 1)
-    a, b = k, (n - k) % n
-    if reverse:
-        a, b = n - 1 - a, n - 1 - b
-    mask = torch.ones(n // 2 + 1, 2)
-    mask[0, 1] = 0.0
-    out = torch.empty(n, dtype=torch.long)
-    m = torch.arange((n + 1) // 2)
-    out[2 * m] = (-m) % n
-    m = torch.arange(n // 2)
-    out[2 * m + 1] = m + 1
-    return torch.stack([a, b], -1).reshape(-1).to(device), mask.to(device), out.to(device)
-
-
-@cached
-def _alternate(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return (1.0 - 2.0 * (torch.arange(n) % 2)).to(dtype=dtype, device=device)
-
-
-@cached
-def _dct4_tables(
-    n: int, factor: float, dtype: torch.dtype, device: torch.device, reverse: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gather index, pre- and post-twiddles and output index of the even-n type IV algorithm."""
-    m = n // 2
-    j = torch.arange(m, dtype=torch.float64)
-    gather = torch.stack([torch.arange(0, n, 2), torch.arange(n - 1, 0, -2)], -1).reshape(-1)
-    pre = torch.exp(-1j * math.pi * (4 * j + 1) / (4 * n))
-    post = 2 * factor * torch.exp(-1j * math.pi * j / n)
-    out = torch.empty(n, dtype=torch.long)
-    out[0::2] = 2 * torch.arange(m)
-    out[torch.arange(n - 1, -1, -2)] = 2 * torch.arange(m) + 1
-    if reverse:
-        out = out.flip(0)
-    cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
-    return (
-        gather.to(device),
-        pre.to(dtype=cdtype, device=device),
-        post.conj().to(dtype=cdtype, device=device),
-        out.to(device),
-    )
-
-
-def _type2(x: torch.Tensor, factor: float, ortho: bool, sine: bool) -> torch.Tensor:
-    n = x.shape[-1]
-    if sine:
-        x = x * _alternate(n, x.dtype, x.device)
-    # Makhoul's v = [x0, x2, ..., x3, x1] read backwards cyclically, v'[m] = v[-m mod n] =
-    # [x0, x1, x3, ..., x4, x2], has spectrum conj(V): then the tail y[n-k] = +Im p[k].
-    tw = _twiddle(n, 1.0, 2.0 * factor, 1 / math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
-    if n <= _SMALL:  # short transforms are dominated by per-op overhead: two gathers
-        gather_in, gather_out = _type2_gathers(n, sine, x.device)
-        p = torch.fft.rfft(x.index_select(-1, gather_in)) * tw
-        return torch.view_as_real(p).flatten(-2).index_select(-1, gather_out)
-    v = torch.cat([x[..., :1], x[..., 1::2], x[..., 2::2].flip(-1)], -1)
-    p = torch.fft.rfft(v) * tw
-    y = torch.cat([p.real, p.imag[..., 1 : (n - 1) // 2 + 1].flip(-1)], -1)
-    return y.flip(-1) if sine else y
-
-
-def _type3(x: torch.Tensor, factor: float, ortho: bool, sine: bool) -> torch.Tensor:
-    n, half = x.shape[-1], x.shape[-1] // 2 + 1
-    tw = _twiddle(n, -1.0, n * factor, math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
-    if n <= _SMALL:  # per-op overhead dominates: gather (a_k, b_k), one mask, gather the output
-        gather_in, mask, gather_out = _type3_gathers(n, sine, x.device)
-        ab = x.index_select(-1, gather_in).unflatten(-1, (half, 2)) * mask.to(x.dtype)
-        v = torch.fft.irfft(torch.view_as_complex(ab) * tw, n=n)
-        y = v.index_select(-1, gather_out)
-        return y * _alternate(n, x.dtype, x.device) if sine else y
-    if sine:  # DST-III(x)[k] = (-1)^k DCT-III(reversed x)[k]
-        x = x.flip(-1)
-    zero = x.new_zeros((*x.shape[:-1], 1))
-    b = torch.cat([zero, x[..., n - half + 1 :].flip(-1)], -1)
-    # The conjugate spectrum gives the time-reversed v'[m] = v[-m mod n]: y[2m] = v'[-m mod n],
-    # y[2m + 1] = v'[m + 1], which needs no index tensor.
-    v = torch.fft.irfft(torch.complex(x[..., :half], b) * tw, n=n)
-    evens = torch.cat([v[..., :1], v[..., n - (n + 1) // 2 + 1 :].flip(-1)], -1)
-    odds = v[..., 1 : n // 2 + 1]
-    y = torch.stack([evens[..., : n // 2], odds], -1).flatten(-2)
-    if n % 2:
-        y = torch.cat([y, evens[..., -1:]], -1)
-    return y * _alternate(n, x.dtype, x.device) if sine else y
-
-
-def _type4(x: torch.Tensor, factor: float, sine: bool) -> torch.Tensor:
-    n = x.shape[-1]
-    if sine:
-        x = x * _alternate(n, x.dtype, x.device)
-    if n % 2 == 0:
-        gather, pre, post, out = _dct4_tables(n, factor, x.dtype, x.device, sine)
-        z = torch.view_as_complex(x.index_select(-1, gather).unflatten(-1, (n // 2, 2)))
-        u = torch.fft.fft(z * pre).conj() * post  # conj: y[n-1-2k] = -Im
-        return torch.view_as_real(u).flatten(-2).index_select(-1, out)
-    # Odd n has no half-length split: use the length-2n complex FFT of the modulated input.
-    k = torch.arange(n, dtype=torch.float64, device=x.device)
-    pre = torch.exp(-1j * math.pi * k / (2 * n)).to(_cplx(x))
-    post = (2 * factor * torch.exp(-1j * math.pi * (2 * k + 1) / (4 * n))).to(_cplx(x))
-    y = (torch.fft.fft(x * pre, n=2 * n)[..., :n] * post).real
-    return y.flip(-1) if sine else y
-
-
-def _type1(x: torch.Tensor, factor: float, ortho: bool, sine: bool) -> torch.Tensor:
-    n = x.shape[-1]
-    if sine:
-        zero = x.new_zeros((*x.shape[:-1], 1))
-        ext = torch.cat([zero, x, zero, -x.flip(-1)], -1)
-        return torch.fft.rfft(ext).imag[..., 1 : n + 1] * (-factor)
-    if ortho:
-        w = x.new_ones(n)
-        w[0] = w[-1] = math.sqrt(2)
-        x = x * w
-    y = torch.fft.rfft(torch.cat([x, x[..., 1:-1].flip(-1)], -1)).real
-    if ortho:
-        return y * (factor / w)
-    return y * factor
-
-
-def _cplx(x: torch.Tensor) -> torch.dtype:
-    return torch.complex64 if x.dtype == torch.float32 else torch.complex128
-
-
-def _r2r_last(x: torch.Tensor, kind: str, type: int, norm: str, ortho: bool) -> torch.Tensor:
-    """Forward transform of real ``x`` along its last dim."""
-    factor = _scale(kind, type, x.shape[-1], norm)
-    sine = kind == "dst"
-    if type == 1:
-        return _type1(x, factor, ortho, sine)
-    if type == 2:
-        return _type2(x, factor, ortho, sine)
-    if type == 3:
-        return _type3(x, factor, ortho, sine)
-    return _type4(x, factor, sine)
 
 
 def _check(fn: str, x: Any, type: Any, norm: Any, orthogonalize: Any) -> tuple[str, bool]:
@@ -257,7 +64,7 @@ def _apply(
         y = x if last else x.movedim(d, -1)
         if length != y.shape[-1]:
             y = pad_or_trim(y, length, -1)
-        y = _r2r_last(y, kind, type, norm, ortho)
+        y = r2r_last(y, kind, type, norm, ortho)
         x = y if last else y.movedim(-1, d)
     return torch.complex(x[0], x[1]) if is_complex else x
 

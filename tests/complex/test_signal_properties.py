@@ -65,7 +65,9 @@ def test_periodogram_parseval(n):
 def test_czt_is_dft_on_the_unit_circle_and_linear(n, m):
     x = randn((n,), torch.complex128)
     assert torch.allclose(S.czt(x, m=n), torch.fft.fft(x), atol=1e-10)
-    assert _adjoint_gap(lambda t: S.czt(t, m=m, a=1.01, w=1.001 * complex(0.995, -0.0998)), x) <= 1e-10
+    assert (
+        _adjoint_gap(lambda t: S.czt(t, m=m, a=1.01, w=1.001 * complex(0.995, -0.0998)), x) <= 1e-10
+    )
 
 
 @given(n=st.integers(4, 60), num=st.integers(2, 90))
