@@ -364,3 +364,27 @@ def test_every_window_name(spec):
         S.get_window(spec if spec != ("kaiser_bessel_derived", 6.0) else "hann", 8).dtype
         == torch.get_default_dtype()
     )
+
+
+def test_complex_second_input_and_nd_broadcast():
+    a, b = randn((3, 1, 40, 9), torch.complex128, 1), randn((1, 2, 7, 4), torch.complex128, 2)
+    for name, mode, method in itertools.product(
+        ("convolve", "correlate"), ("full", "same", "valid"), ("direct", "fft", "oa")
+    ):
+        ours = getattr(S, name)(a, b, mode=mode, method=method, dim=(-2, -1))
+        scipy_fn = ss.fftconvolve if name == "convolve" else None
+        if scipy_fn is None:  # correlate over axes: convolve with in2 reversed and conjugated
+            ref = ss.fftconvolve(
+                a.numpy(), np.conj(b.numpy()[..., ::-1, ::-1]), mode=mode, axes=(-2, -1)
+            )
+        else:
+            ref = scipy_fn(a.numpy(), b.numpy(), mode=mode, axes=(-2, -1))
+        assert_close64(ours, ref)
+    a1, b1 = randn((30,), torch.complex128, 3), randn((8,), torch.complex128, 4)
+    for mode in ("full", "same", "valid"):
+        assert_close64(
+            S.correlate(a1, b1, mode=mode), ss.correlate(a1.numpy(), b1.numpy(), mode=mode)
+        )
+        assert_close64(
+            S.correlate(b1, a1, mode=mode), ss.correlate(b1.numpy(), a1.numpy(), mode=mode)
+        )
