@@ -173,3 +173,15 @@ def test_linearize_tangent_shape_error():
     )
     with pytest.raises(ValueError, match=re.escape(message)):
         jvp_fn(torch.ones(1))
+
+
+@pytest.mark.parametrize("mode", ["auto", "fwd", "rev"])
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_dtype_follows_the_input(dtype, mode, chunk_size):
+    x = torch.linspace(-1, 1, 3, dtype=dtype)
+    jac = rf.jacobian(lambda x: x.sin() * 2, mode=mode, chunk_size=chunk_size)(x)
+    assert jac.dtype == dtype
+    torch.testing.assert_close(jac, torch.diag(2 * x.cos()))
+    assert rf.hessian(lambda x: (x**3).sum())(x).dtype == dtype
+    assert rf.hvp(lambda x: (x**3).sum(), (x,), (x,))[1][0].dtype == dtype
+    assert rf.derivatives(torch.tanh, 3)(x)[3].dtype == dtype
