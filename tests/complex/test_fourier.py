@@ -189,3 +189,18 @@ def test_fourier_errors():
         TypeError, match=r"FNOBlock: `input` must have the layer's dtype torch.float64"
     ):
         nn.FNOBlock(2, 3, dtype=torch.float64)(torch.randn(1, 2, 8))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_spectral_conv_full_gradcheck(dtype):
+    from torch.autograd import gradcheck, gradgradcheck
+
+    layer = nn.SpectralConv1d(2, 2, 3, dtype=dtype)
+    weight = layer.weight.detach().clone().requires_grad_(True)
+    x = torch.randn(2, 2, 6, dtype=dtype, requires_grad=True)
+
+    def f(inp, w):
+        return torch.func.functional_call(layer, {"weight": w}, (inp,))
+
+    assert gradcheck(f, (x, weight))
+    assert gradgradcheck(f, (x, weight))
