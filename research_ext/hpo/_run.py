@@ -25,7 +25,6 @@ __all__ = ["run", "worker"]
 
 EXIT_TOO_MANY_FAILURES = 3
 EXIT_TERMINATED = 143
-QUEUE = 1  # waiting tickets per worker: each one costs every read of the study's trials
 
 
 def _with_overrides(
@@ -168,14 +167,14 @@ def _run_inline(
     handle: StudyHandle, deadline: float | None, bar: _Bar, poll_interval: float
 ) -> None:
     while True:
-        result = work(handle, deadline=deadline, on_trial=bar.update, queue=QUEUE)
+        result = work(handle, deadline=deadline, on_trial=bar.update, owner=True)
         if result.stopped == "terminated":
             raise Terminated()
         recover(handle)
         c = counts(handle)
         if n_done(c) >= handle.n_trials or (deadline is not None and time.monotonic() >= deadline):
             return
-        if top_up(handle, limit=QUEUE) == 0 and c["WAITING"] == 0:
+        if c["WAITING"] == 0:
             time.sleep(poll_interval)  # trials running elsewhere; wait for them or their staleness
 
 

@@ -26,13 +26,14 @@ from research_ext.hpo._study import (
     OWNER,
     StudyHandle,
     _rdb,
+    announce_idle,
     counts,
     n_done,
+    next_trial,
     pop_ticket,
     process_identity,
     recover,
     requeue,
-    top_up,
     trial_dir,
 )
 
@@ -225,7 +226,7 @@ def work(
     wait: bool = False,
     on_trial: Callable[[str], None] | None = None,
     poll_interval: float = 0.5,
-    queue: int | None = None,
+    owner: bool = False,
 ) -> WorkResult:
     """Run tickets of ``handle``'s study until none is left (or the deadline, or a signal).
 
@@ -236,8 +237,8 @@ def work(
             trials may be re-queued); otherwise return as soon as no ticket is waiting.
         on_trial: called with each trial's outcome.
         poll_interval: seconds between polls when waiting.
-        queue: if given, this worker tops the study up itself, keeping up to ``queue`` tickets
-            waiting (only the process that owns the run may).
+        owner: this process owns the run: it creates the trials (and tickets for other
+            workers); other workers only take waiting trials.
 
     Returns:
         A :class:`WorkResult`.
@@ -247,19 +248,23 @@ def work(
         KeyboardInterrupt: after Ctrl-C, once the running trial is marked and re-queued.
     """
     result = WorkResult()
+    announced = False
     with _SignalGuard() as guard:
         while guard.stop is None:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             recover(handle)
-            if queue is not None:
-                top_up(handle, limit=queue)
-            trial_id = pop_ticket(handle)
+            trial_id = next_trial(handle) if owner else pop_ticket(handle)
             if trial_id is None:
                 if not wait or n_done(counts(handle)) >= handle.n_trials:
                     break
+                announce_idle(handle)
+                announced = True
                 time.sleep(poll_interval)
                 continue
+            if announced:
+                announce_idle(handle, idle=False)
+                announced = False
             outcome = run_trial(handle, trial_id, guard)
             result.ran += 1
             if on_trial is not None:

@@ -32,6 +32,7 @@ RETRY_OF = PREFIX + "retry_of"  # number of the trial a WAITING copy replaces
 RETRY_REASON = PREFIX + "retry_reason"
 TRIAL_DIR = PREFIX + "trial_dir"
 TICKET = PREFIX + "ticket"
+IDLE = PREFIX + "idle:"  # study attribute per worker waiting for a trial: its last look, unix time
 
 
 @dataclasses.dataclass
@@ -224,6 +225,44 @@ _STALE = [0]  # trials this process failed as stale through Optuna's heartbeat c
 def _on_stale(study: Any, frozen: Any) -> None:
     _STALE[0] += 1
     requeue(study, frozen, "stale heartbeat")
+
+
+def announce_idle(handle: StudyHandle, idle: bool = True) -> None:
+    """Tell the process that owns the run that this worker waits for a trial (or no longer)."""
+    me = process_identity()
+    key = f"{IDLE}{me['host']}:{me['pid']}"
+    handle.storage.set_study_system_attr(handle.study_id, key, time.time() if idle else 0.0)
+
+
+def _idle_workers(handle: StudyHandle, window: float = 5.0) -> int:
+    now = time.time()
+    attrs = handle.storage.get_study_system_attrs(handle.study_id)
+    return sum(1 for k, v in attrs.items() if k.startswith(IDLE) and now - float(v) < window)
+
+
+def next_trial(handle: StudyHandle) -> int | None:
+    """The owning run's next trial: a waiting one, else a new RUNNING trial; ``None`` when done.
+
+    Alone, the owner creates each trial directly (as ``Study.ask`` does), one write per trial.
+    Workers that joined and wait for a trial get tickets, which the owner leaves to them.
+    """
+    import optuna
+
+    idle = _idle_workers(handle)
+    if idle:
+        top_up(handle, limit=idle)
+    c = counts(handle)
+    if c["WAITING"] and not idle:
+        trial_id = pop_ticket(handle)
+        if trial_id is not None:
+            return trial_id
+        c = counts(handle)
+    if n_done(c) + c["RUNNING"] + c["WAITING"] >= handle.n_trials:
+        return None
+    template = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.RUNNING, system_attrs={OWNER: process_identity()}
+    )
+    return int(handle.storage.create_new_trial(handle.study_id, template_trial=template))
 
 
 def pop_ticket(handle: StudyHandle) -> int | None:

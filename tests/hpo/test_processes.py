@@ -143,3 +143,23 @@ def test_demo_at_tiny_size(tmp_path):
     assert status.finished == 3 and status.is_complete
     assert (out / "report" / "index.html").exists()
     assert (out / "report" / "pareto_front.png").stat().st_size > 2000
+
+
+def test_worker_joins_a_running_study(tmp_path):
+    path = write_study(tmp_path, n_trials=10, args="{ sleep = 1.0 }", sampler='"random"')
+    owner = _start_run(path)
+    _wait_for_running_trial(path)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    joined = subprocess.run(
+        [sys.executable, "-m", "research_ext.hpo", "worker", str(path), "--storage", storage],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert joined.returncode == 0, joined.stderr
+    assert owner.wait(timeout=120) == 0
+    study = _check_complete(path, 10)
+    pids = {t.system_attrs[OWNER]["pid"] for t in study.trials}
+    assert owner.pid in pids and len(pids) == 2  # the joining worker ran trials too
+    assert len(study.trials) == 10
