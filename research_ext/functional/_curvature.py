@@ -206,9 +206,9 @@ class AbstractCurvatureOperator(LinearOperator):
         """Return ``V -> A_b V`` for one batch, on blocks ``[(k, *shape) per parameter]``."""
 
     def _pieces(self) -> Iterable[tuple[int, Apply]]:
-        if self._cached:
-            yield from self._cached
-            return
+        return self._cached if self._cached else self._replay()
+
+    def _replay(self) -> Iterable[tuple[int, Apply]]:
         batches = self._batches
         if not self._single:
             batches = progress(batches, desc=self._name, enable=self.show_progress, leave=False)
@@ -220,6 +220,8 @@ class AbstractCurvatureOperator(LinearOperator):
 
     def _accumulate(self, run: Callable[[Apply], torch.Tensor]) -> torch.Tensor:
         """Sum ``run(apply_b)`` over batches, weighted by batch size for a mean reduction."""
+        if self._single and self._cached:  # the common case, kept free of per-call overhead
+            return run(self._cached[0][1])
         total: torch.Tensor | None = None
         count = 0
         for size, apply in self._pieces():
