@@ -60,6 +60,17 @@ def make(name: str, dtype: torch.dtype, batch: int = 5, seed: int = 0):
     elif name == "attention":
         model = Attention()
         x = torch.randint(0, 30, (batch, 6), generator=g)
+    elif name == "norms":
+        model = nn.Sequential(
+            nn.Linear(4, 6),  # on (batch, 5, 4): a sequence input
+            nn.RMSNorm(6),
+            nn.Flatten(),
+            nn.Unflatten(1, (6, 5)),
+            nn.GroupNorm(3, 6),
+            nn.Flatten(),
+            nn.Linear(30, 3),
+        )
+        x = torch.randn(batch, 5, 4, generator=g)
     elif name == "conv3d":
         model = nn.Sequential(
             nn.Conv3d(2, 3, (3, 3, 1), padding="same"), nn.Flatten(), nn.Linear(180, 3)
@@ -74,7 +85,7 @@ def make(name: str, dtype: torch.dtype, batch: int = 5, seed: int = 0):
     return model, x, y
 
 
-ZOO = ("mlp", "cnn", "seqconv", "transformer", "attention", "conv3d")
+ZOO = ("mlp", "cnn", "seqconv", "transformer", "attention", "norms", "conv3d")
 
 
 def loop_grads(
