@@ -6,11 +6,9 @@ what is allowed and, where the file shows it, the line.
 
 import dataclasses
 import decimal
-import inspect
 import math
 import pathlib
 import re
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,32 +21,12 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
 
 from research_ext.errors import ConfigError
 from research_ext.hpo._objective import load_objective
+from research_ext.hpo._samplers import PRUNERS, SAMPLERS, SINGLE_OBJECTIVE_SAMPLERS, component
 from research_ext.hpo._space import ParamSpec
 
-__all__ = ["StudyConfig", "load_config", "make_pruner", "make_sampler"]
+__all__ = ["StudyConfig", "load_config"]
 
 _FN = "load_config"
-
-SAMPLERS = {
-    "tpe": "TPESampler",
-    "random": "RandomSampler",
-    "cmaes": "CmaEsSampler",
-    "gp": "GPSampler",
-    "nsgaii": "NSGAIISampler",
-    "nsgaiii": "NSGAIIISampler",
-    "qmc": "QMCSampler",
-    "bruteforce": "BruteForceSampler",
-}
-PRUNERS = {
-    "median": "MedianPruner",
-    "percentile": "PercentilePruner",
-    "successive_halving": "SuccessiveHalvingPruner",
-    "hyperband": "HyperbandPruner",
-    "threshold": "ThresholdPruner",
-    "wilcoxon": "WilcoxonPruner",
-    "nop": "NopPruner",
-}
-_SINGLE_OBJECTIVE_SAMPLERS = ("CmaEsSampler",)
 
 _KEYS: dict[str, tuple[str, ...]] = {
     "": ("study", "objective", "space", "constraints", "privacy"),
@@ -328,8 +306,8 @@ def config_from_dict(
         raise c.fail("study.name", "a non-empty string", name)
     directions = _directions(c, study)
     metrics = _metrics(c, study, len(directions))
-    sampler, sampler_kwargs = _component(c, study, "sampler", SAMPLERS, "tpe")
-    pruner, pruner_kwargs = _component(c, study, "pruner", PRUNERS, None)
+    sampler, sampler_kwargs = component(c, study, "sampler", SAMPLERS, "tpe")
+    pruner, pruner_kwargs = component(c, study, "pruner", PRUNERS, None)
     if len(directions) > 1 and pruner is not None and pruner != "NopPruner":
         raise c.fail(
             "study.pruner",
@@ -338,7 +316,7 @@ def config_from_dict(
             "Optuna's pruners need a single objective; use [privacy] epsilon_budget or "
             "[constraints] instead",
         )
-    if len(directions) > 1 and sampler in _SINGLE_OBJECTIVE_SAMPLERS:
+    if len(directions) > 1 and sampler in SINGLE_OBJECTIVE_SAMPLERS:
         raise c.fail("study.sampler", "a multi-objective sampler", sampler)
     if "n_trials" not in study:
         raise c.fail("study.n_trials", "a positive int", None, "the key is required")
@@ -432,43 +410,6 @@ def _metrics(c: _Checker, study: Mapping[str, Any], n: int) -> tuple[str, ...]:
     ):
         raise c.fail("study.metrics", rule, values)
     return tuple(values)
-
-
-def _component(
-    c: _Checker, study: Mapping[str, Any], key: str, names: Mapping[str, str], default: str | None
-) -> tuple[str | None, dict[str, Any]]:
-    import optuna
-
-    module = optuna.samplers if key == "sampler" else optuna.pruners
-    raw = study.get(key, default)
-    if raw is None:
-        return None, {}
-    kwargs: dict[str, Any] = {}
-    if isinstance(raw, dict):
-        kwargs = {k: v for k, v in raw.items() if k != "type"}
-        raw = raw.get("type")
-    allowed = f"one of {', '.join(repr(n) for n in names)} (or the Optuna class name)"
-    if not isinstance(raw, str):
-        raise c.fail(f"study.{key}", allowed, raw)
-    cls_name = names.get(raw.lower(), raw)
-    if cls_name not in names.values():
-        raise c.fail(f"study.{key}", allowed, raw)
-    cls = getattr(module, cls_name)
-    parameters = inspect.signature(cls).parameters
-    for kwarg in kwargs:
-        if kwarg not in parameters or kwarg == "seed":
-            known = ", ".join(p for p in parameters if p != "seed")
-            hint = (
-                "set the seed with `study.seed`" if kwarg == "seed" else f"{cls_name} takes {known}"
-            )
-            raise c.fail(f"study.{key}.{kwarg}", f"a keyword of {cls_name}", kwarg, hint)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cls(**kwargs)
-    except (TypeError, ValueError, AssertionError) as err:
-        raise c.fail(f"study.{key}", f"valid {cls_name} arguments", kwargs, str(err)) from err
-    return cls_name, kwargs
 
 
 def _space(c: _Checker, table: Mapping[str, Any]) -> tuple[ParamSpec, ...]:
@@ -588,26 +529,3 @@ def _privacy(c: _Checker, raw: Any) -> tuple[str | None, float | None, float | N
         if delta >= 1:
             raise c.fail("privacy.delta", "a number in (0, 1)", delta)
     return metric, budget, delta
-
-
-def make_sampler(config: StudyConfig, worker: int = 0) -> Any:
-    """Build the configured sampler; worker ``k`` is seeded with ``seed + k``."""
-    import optuna
-
-    cls = getattr(optuna.samplers, config.sampler)
-    kwargs = dict(config.sampler_kwargs)
-    if config.seed is not None and "seed" in inspect.signature(cls).parameters:
-        kwargs["seed"] = config.seed + worker
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return cls(**kwargs)
-
-
-def make_pruner(config: StudyConfig) -> Any:
-    """Build the configured pruner (Optuna's ``NopPruner`` when none is set)."""
-    import optuna
-
-    cls = getattr(optuna.pruners, config.pruner or "NopPruner")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return cls(**config.pruner_kwargs)

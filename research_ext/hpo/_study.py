@@ -19,7 +19,8 @@ import warnings
 from typing import Any
 
 from research_ext.errors import ConfigError
-from research_ext.hpo._config import StudyConfig, make_pruner, make_sampler
+from research_ext.hpo._config import StudyConfig
+from research_ext.hpo._samplers import make_pruner, make_sampler
 from research_ext.hpo._storage import StorageSpec, open_storage, resolve_storage
 
 __all__ = ["StudyHandle", "open_study"]
