@@ -83,7 +83,7 @@ def hilbert(x: torch.Tensor, N: int | None = None, dim: int = -1) -> torch.Tenso
     spectrum = torch.fft.rfft(x, n=n, dim=d)
     shape = [1] * x.ndim
     shape[d] = -1
-    return torch.fft.ifft(spectrum * h.view(shape), n=n, dim=d)
+    return torch.fft.ifft(spectrum.mul_(h.view(shape)), n=n, dim=d)
 
 
 def hilbert2(

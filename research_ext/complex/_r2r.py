@@ -5,6 +5,9 @@ so autograd differentiates it exactly (the adjoint of each step is analytic) to 
 device. Normalization factors and scipy's ``orthogonalize`` corrections are folded into the
 twiddles, so they cost nothing extra.
 
+Products with constant twiddles are done in place on fresh FFT outputs (autograd needs only
+the constant for their backward), which saves an allocation per pass.
+
 Type II follows Makhoul (1980): reorder to even samples then reversed odd samples, take a length-n
 real FFT, rotate by exp(-i pi k / 2n). Type III inverts that; type IV uses the half-length complex
 FFT of (x[2m] + i x[n-1-2m]) for even n; types I use the symmetric extension. The DST of each type
@@ -119,10 +122,10 @@ def _type2(x: torch.Tensor, factor: float, ortho: bool, sine: bool) -> torch.Ten
     tw = _twiddle(n, 1.0, 2.0 * factor, 1 / math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
     if n <= _SMALL:  # short transforms are dominated by per-op overhead: two gathers
         gather_in, gather_out = _type2_gathers(n, sine, x.device)
-        p = torch.fft.rfft(x.index_select(-1, gather_in)) * tw
+        p = torch.fft.rfft(x.index_select(-1, gather_in)).mul_(tw)
         return torch.view_as_real(p).flatten(-2).index_select(-1, gather_out)
     v = torch.cat([x[..., :1], x[..., 1::2], x[..., 2::2].flip(-1)], -1)
-    p = torch.fft.rfft(v) * tw
+    p = torch.fft.rfft(v).mul_(tw)
     y = torch.cat([p.real, p.imag[..., 1 : (n - 1) // 2 + 1].flip(-1)], -1)
     return y.flip(-1) if sine else y
 
@@ -132,8 +135,8 @@ def _type3(x: torch.Tensor, factor: float, ortho: bool, sine: bool) -> torch.Ten
     tw = _twiddle(n, -1.0, n * factor, math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
     if n <= _SMALL:  # per-op overhead dominates: gather (a_k, b_k), one mask, gather the output
         gather_in, mask, gather_out = _type3_gathers(n, sine, x.device)
-        ab = x.index_select(-1, gather_in).unflatten(-1, (half, 2)) * mask.to(x.dtype)
-        v = torch.fft.irfft(torch.view_as_complex(ab) * tw, n=n)
+        ab = x.index_select(-1, gather_in).unflatten(-1, (half, 2)).mul_(mask.to(x.dtype))
+        v = torch.fft.irfft(torch.view_as_complex(ab).mul_(tw), n=n)
         y = v.index_select(-1, gather_out)
         return y * _alternate(n, x.dtype, x.device) if sine else y
     if sine:  # DST-III(x)[k] = (-1)^k DCT-III(reversed x)[k]
@@ -142,7 +145,7 @@ def _type3(x: torch.Tensor, factor: float, ortho: bool, sine: bool) -> torch.Ten
     b = torch.cat([zero, x[..., n - half + 1 :].flip(-1)], -1)
     # The conjugate spectrum gives the time-reversed v'[m] = v[-m mod n]: y[2m] = v'[-m mod n],
     # y[2m + 1] = v'[m + 1], which needs no index tensor.
-    v = torch.fft.irfft(torch.complex(x[..., :half], b) * tw, n=n)
+    v = torch.fft.irfft(torch.complex(x[..., :half], b).mul_(tw), n=n)
     evens = torch.cat([v[..., :1], v[..., n - (n + 1) // 2 + 1 :].flip(-1)], -1)
     odds = v[..., 1 : n // 2 + 1]
     y = torch.stack([evens[..., : n // 2], odds], -1).flatten(-2)

@@ -168,7 +168,7 @@ def _cross(
     step = nperseg - noverlap
     fx = _segments_fft(xl, win, nperseg, step, nfft, detrend_fn, onesided)
     if yl is None:
-        p = fx.real**2 + fx.imag**2
+        p = fx.real.square().addcmul_(fx.imag, fx.imag)
     else:
         p = fx.conj() * _segments_fft(yl, win, nperseg, step, nfft, detrend_fn, onesided)
     # Scaling and one-sided doubling commute with the mean and the median: apply them after

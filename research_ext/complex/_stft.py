@@ -264,13 +264,13 @@ def spectrogram(
     )
     d = normalize_dim(fn, dim, max(x.ndim, 1))
     if mode == "psd":  # computed in the FFT's own layout, then placed
-        s = z.real**2 + z.imag**2
+        s = z.real.square().addcmul_(z.imag, z.imag)
         if not x.is_complex() and return_onesided:
             doubling = torch.full((s.shape[-1],), 2.0, dtype=s.dtype, device=s.device)
             doubling[0] = 1.0
             if nfft_used % 2 == 0:
                 doubling[-1] = 1.0
-            s = s * doubling
+            s = s.mul_(doubling)
         return f, t, _place(s, d)
     if mode == "magnitude":
         return f, t, _place(z.abs(), d)
