@@ -51,7 +51,7 @@ def block_norms(
 
 
 def block_clipped(
-    a: torch.Tensor,
+    a: torch.Tensor | None,
     g: torch.Tensor,
     grad: torch.Tensor | None,
     c: torch.Tensor,
@@ -65,6 +65,7 @@ def block_clipped(
         if grad is not None:
             w = torch.einsum("b,bgpd->gpd", c, grad)
         else:
+            assert a is not None  # kept whenever the gradient is not materialized
             bsz, groups, t, p = g.shape
             gc = (g * c.view(-1, 1, 1, 1)).transpose(0, 1).reshape(groups, bsz * t, p)
             w = gc.mT @ a.transpose(0, 1).reshape(groups, bsz * t, a.shape[3])
@@ -87,7 +88,8 @@ class _BlockRule(LayerRule):
         g = torch.cat([y for _, y in blocks], dim=2) if len(blocks) > 1 else blocks[0][1]
         weight, bias = "weight" in self.names, "bias" in self.names
         norms, grad = block_norms(a, g, self.mode, weight, bias)
-        self._cache.update(a=a, g=g, grad=grad)
+        # A materialized gradient makes the (im2col) activations unnecessary: free them now.
+        self._cache.update(a=None if grad is not None else a, g=g, grad=grad)
         return norms
 
     def clipped_sum(self, factors: torch.Tensor) -> dict[str, torch.Tensor]:
