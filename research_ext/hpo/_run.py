@@ -265,7 +265,7 @@ def _forked_main(config: StudyConfig, index: int, time_left: float | None) -> No
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
     try:
-        worker(config, index=index, time_left=time_left, poll_interval=0.05)
+        worker(config, index=index, time_left=time_left, poll_interval=0.05, announce=False)
     except StudyFailedError:
         sys.exit(EXIT_TOO_MANY_FAILURES)
     except Terminated:
@@ -352,6 +352,7 @@ def worker(
     exit_when_idle: bool = False,
     time_left: float | None = None,
     poll_interval: float = 0.5,
+    announce: bool = True,
 ) -> int:
     """Join a study started by :func:`run` (on this or another machine) and run its trials.
 
@@ -365,6 +366,7 @@ def worker(
             to complete, to pick up re-queued trials).
         time_left: seconds after which no new trial starts.
         poll_interval: seconds between looks for a waiting trial.
+        announce: tell the run's owner this worker waits (not needed by workers ``run`` forks).
 
     Returns:
         The number of trials this worker ran.
@@ -376,7 +378,13 @@ def worker(
     config = _with_overrides(config, n_trials, storage, study_name)
     handle = open_study(config, create=False, worker=index)
     deadline = None if time_left is None else time.monotonic() + time_left
-    result = work(handle, deadline=deadline, wait=not exit_when_idle, poll_interval=poll_interval)
+    result = work(
+        handle,
+        deadline=deadline,
+        wait=not exit_when_idle,
+        poll_interval=poll_interval,
+        announce=announce,
+    )
     if result.stopped == "terminated":
         raise Terminated()
     return result.ran

@@ -149,7 +149,7 @@ def _constraints(handle: StudyHandle, named: dict[str, float]) -> dict[str, floa
     return out
 
 
-def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard) -> str:
+def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard, popped: bool = True) -> str:
     """Run the objective on popped trial ``trial_id`` and tell the outcome; return the outcome.
 
     Outcomes: ``"complete"``, ``"pruned"``, ``"error"``, ``"interrupted"``, ``"terminated"``,
@@ -160,7 +160,7 @@ def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard) -> str:
     storage, study, config = handle.storage, handle.study, handle.config
     if _rdb(storage) is None:  # RDB claims record the owner in the same transaction
         storage.set_trial_system_attr(trial_id, OWNER, process_identity())
-    if n_done(counts(handle)) >= config.n_trials:  # only if tickets were over-issued
+    if popped and n_done(counts(handle)) >= config.n_trials:  # only if tickets were over-issued
         storage.set_trial_system_attr(trial_id, ENDED, "surplus")
         storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
         return "surplus"
@@ -227,6 +227,7 @@ def work(
     on_trial: Callable[[str], None] | None = None,
     poll_interval: float = 0.5,
     owner: bool = False,
+    announce: bool = True,
 ) -> WorkResult:
     """Run tickets of ``handle``'s study until none is left (or the deadline, or a signal).
 
@@ -239,6 +240,7 @@ def work(
         poll_interval: seconds between polls when waiting.
         owner: this process owns the run: it creates the trials (and tickets for other
             workers); other workers only take waiting trials.
+        announce: while waiting, tell the owner (so it issues this worker tickets).
 
     Returns:
         A :class:`WorkResult`.
@@ -248,24 +250,27 @@ def work(
         KeyboardInterrupt: after Ctrl-C, once the running trial is marked and re-queued.
     """
     result = WorkResult()
-    announced = False
+    announced, announced_at, recovered = False, -math.inf, -math.inf
     with _SignalGuard() as guard:
         while guard.stop is None:
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            recover(handle)
+            if time.monotonic() - recovered >= 1.0:  # a dead trial waits at most a second more
+                recover(handle)
+                recovered = time.monotonic()
             trial_id = next_trial(handle) if owner else pop_ticket(handle)
             if trial_id is None:
                 if not wait or n_done(counts(handle)) >= handle.n_trials:
                     break
-                announce_idle(handle)
-                announced = True
+                if announce and time.monotonic() - announced_at > 2.0:
+                    announce_idle(handle)
+                    announced, announced_at = True, time.monotonic()
                 time.sleep(poll_interval)
                 continue
             if announced:
                 announce_idle(handle, idle=False)
                 announced = False
-            outcome = run_trial(handle, trial_id, guard)
+            outcome = run_trial(handle, trial_id, guard, popped=not owner)
             result.ran += 1
             if on_trial is not None:
                 on_trial(outcome)

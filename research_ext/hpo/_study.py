@@ -11,6 +11,7 @@ keeps the sum unchanged; a trial whose objective raised is replaced by a fresh t
 import dataclasses
 import datetime
 import json
+import math
 import os
 import pathlib
 import socket
@@ -45,6 +46,7 @@ class StudyHandle:
     storage: Any
     study: Any
     study_id: int
+    idle: tuple[float, int] = (-math.inf, 0)  # (monotonic time of the last look, idle workers)
 
     @property
     def n_trials(self) -> int:
@@ -236,9 +238,15 @@ def announce_idle(handle: StudyHandle, idle: bool = True) -> None:
 
 
 def _idle_workers(handle: StudyHandle, window: float = 5.0) -> int:
+    """Workers that announced they wait for a trial in the last ``window`` s (looked up <= 1/s)."""
+    checked, count = handle.idle
+    if time.monotonic() - checked < 1.0:
+        return count
     now = time.time()
     attrs = handle.storage.get_study_system_attrs(handle.study_id)
-    return sum(1 for k, v in attrs.items() if k.startswith(IDLE) and now - float(v) < window)
+    count = sum(1 for k, v in attrs.items() if k.startswith(IDLE) and now - float(v) < window)
+    handle.idle = (time.monotonic(), count)
+    return count
 
 
 def next_trial(handle: StudyHandle) -> int | None:
@@ -253,6 +261,8 @@ def next_trial(handle: StudyHandle) -> int | None:
     if idle:
         top_up(handle, limit=idle)
     c = counts(handle)
+    if n_done(c) >= handle.n_trials:
+        return None
     if c["WAITING"] and not idle:
         trial_id = pop_ticket(handle)
         if trial_id is not None:
