@@ -197,7 +197,12 @@ print((max(peak[0], rss()) - base) / 2**20)
 """
 
 
-def memory_of(name, method):
+def memory_of(name, method, repeats=3):
+    """Median over ``repeats`` fresh processes of the peak resident-memory growth (MiB)."""
+    return statistics.median(_memory_once(name, method) for _ in range(repeats))
+
+
+def _memory_once(name, method):
     """Peak resident-memory growth (MiB) during 3 steps, sampled every 0.5 ms in a fresh process."""
     code = _MEMORY_PROBE.replace("NAME", repr(name)).replace("METHOD", repr(method))
     res = subprocess.run(

@@ -120,6 +120,13 @@ class LinearRule(_BlockRule):
 class ConvRule(_BlockRule):
     """``nn.Conv1d/2d/3d`` (zero padding, any stride, dilation and groups) through im2col."""
 
+    def sq_norms(self, calls: list[tuple[Any, Any, Any]], batch_size: int) -> torch.Tensor:
+        if len(calls) == 1:
+            norms = _conv_sq_norms_chunked(self, calls[0], batch_size)
+            if norms is not None:
+                return norms
+        return super().sq_norms(calls, batch_size)
+
     def block(
         self, call: tuple[Any, Any, Any], batch_size: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,6 +147,42 @@ def _pads(conv: Any, nd: int) -> list[tuple[int, int]]:
         totals = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size, strict=True)]
         return [(t // 2, t - t // 2) for t in totals]
     return [(p, p) for p in padding]
+
+
+def _conv_sq_norms_chunked(
+    rule: "ConvRule", call: tuple[Any, Any, Any], batch_size: int
+) -> torch.Tensor | None:
+    """Materialized per-sample conv gradients, im2col'd a chunk of the batch at a time.
+
+    Returns None when the cost model prefers the ghost norm (which needs the whole im2col).
+    """
+    args, _, grads = call
+    m = rule.module
+    x, go = args[0], grads[0]
+    groups = m.groups
+    length = go[0, 0].numel()
+    d = m.in_channels // groups * math.prod(m.kernel_size)
+    p = m.out_channels // groups
+    if "weight" not in rule.names or _use_ghost(rule.mode, length, d, p):
+        return None
+    # Bound the im2col temporary to about the size of the layer's input.
+    chunk = max(1, min(batch_size, x[0].numel() * _CHUNK_BATCHES // max(1, d * length)))
+    pieces = []
+    for start in range(0, batch_size, chunk):
+        stop = min(batch_size, start + chunk)
+        a, g = rule.block(((x[start:stop],), {}, (go[start:stop],)), stop - start)
+        pieces.append(g.mT @ a)
+    grad = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+    g = go.reshape(batch_size, groups, p, length).mT
+    norms = grad.pow(2).sum((1, 2, 3))
+    if "bias" in rule.names:
+        norms = norms + g.sum(2).pow(2).sum((1, 2))
+    rule._cache.update(a=None, g=g, grad=grad)
+    return norms
+
+
+#: Chunks of the batch, in units of "one input's worth of memory per example", for im2col.
+_CHUNK_BATCHES = 16
 
 
 def unfold(x: torch.Tensor, conv: Any) -> torch.Tensor:
