@@ -165,8 +165,8 @@ def _conv_sq_norms_chunked(
     p = m.out_channels // groups
     if "weight" not in rule.names or _use_ghost(rule.mode, length, d, p):
         return None
-    # Bound the im2col temporary to about the size of the layer's input.
-    chunk = max(1, min(batch_size, x[0].numel() * _CHUNK_BATCHES // max(1, d * length)))
+    # Bound the im2col temporary to _CHUNK_ELEMENTS (a few large chunks: fast and lean).
+    chunk = max(1, min(batch_size, _CHUNK_ELEMENTS // max(1, groups * d * length)))
     pieces = []
     for start in range(0, batch_size, chunk):
         stop = min(batch_size, start + chunk)
@@ -181,8 +181,8 @@ def _conv_sq_norms_chunked(
     return norms
 
 
-#: Chunks of the batch, in units of "one input's worth of memory per example", for im2col.
-_CHUNK_BATCHES = 16
+#: Largest im2col temporary (elements) of a materialized convolution.
+_CHUNK_ELEMENTS = 1 << 20
 
 
 def unfold(x: torch.Tensor, conv: Any) -> torch.Tensor:
