@@ -174,8 +174,8 @@ def _run_inline(
         c = counts(handle)
         if n_done(c) >= handle.n_trials or (deadline is not None and time.monotonic() >= deadline):
             return
-        if c["WAITING"] == 0:
-            time.sleep(poll_interval)  # trials running elsewhere; wait for them or their staleness
+        if c["WAITING"] == 0 or result.ran == 0:
+            time.sleep(poll_interval)  # trials running or reserved elsewhere: wait for them
 
 
 def _worker_command(handle: StudyHandle, index: int, deadline: float | None) -> list[str]:
