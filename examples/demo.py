@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     cost = rh.search_privacy_cost(config)
     if cost is not None:
         print(
-            f"\nPrivacy cost of the search ({cost.method}): epsilon <= {cost.epsilon:.1f}, "
+            f"\nPrivacy cost of the search, by {cost.method}: epsilon <= {cost.epsilon:.1f}, "
             f"delta <= {cost.delta:.1e} over {cost.n_trials} trials; "
             f"the most any one trial spent: epsilon = {cost.max_single_epsilon:.2f}"
         )
