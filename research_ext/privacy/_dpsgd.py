@@ -18,12 +18,12 @@ from research_ext.core import (
     format_message,
     make_generator,
 )
-from research_ext.errors import CheckpointMismatchError
+from research_ext.errors import CheckpointMismatchError, PrivacyBudgetExceededError
 from research_ext.privacy._clipping import CLIPPINGS, clip_factors, layer_thresholds, sensitivity
 from research_ext.privacy._engines import ENGINES, layer_groups, make_engine
 from research_ext.privacy._noise import add_gaussian_noise_, secure_generator
 from research_ext.privacy._per_sample import LossFn, split_batch
-from research_ext.privacy._sampling import PoissonLoader, poisson_loader
+from research_ext.privacy._sampling import PoissonLoader, poisson_loader, steps_per_epoch
 from research_ext.privacy._validate import raise_if_invalid
 from research_ext.privacy.accounting import PrivacyAccountant, noise_multiplier_for
 from research_ext.privacy.accounting._epsilon import ACCOUNTANTS
@@ -68,7 +68,8 @@ class DPSGD:
         dataset_size: N, so that qN is the expected batch size.
         noise_multiplier: sigma (>= 0); exactly one of this and ``target_epsilon``.
         target_epsilon: calibrate sigma to spend this epsilon over ``epochs`` or ``steps``.
-        epochs: training length in epochs (steps = epochs / q) for calibration.
+        epochs: training length in epochs of :meth:`loader` (round(1 / q) steps each), for
+            calibration.
         steps: training length in steps, for calibration (instead of ``epochs``).
         accountant: ``"prv"`` (default), ``"rdp"`` or ``"pld"``.
         clipping: ``"flat"`` (default), ``"per_layer"`` or ``"adaptive"``.
@@ -172,6 +173,7 @@ class DPSGD:
         accountant: str,
     ) -> float:
         fn = "DPSGD"
+        self.planned_steps: int | None = None
         if (noise_multiplier is None) == (target_epsilon is None):
             raise ValueError(
                 f"{fn}: exactly one of `noise_multiplier` and `target_epsilon` must be given, got "
@@ -187,7 +189,8 @@ class DPSGD:
             )
         if steps is None:
             check_positive(fn, "epochs", epochs)
-            steps = max(1, int(float(epochs) / self.sample_rate))  # type: ignore[arg-type]
+            # The loader's epochs: round(1 / q) steps each, so the plan matches the training loop.
+            steps = max(1, round(float(epochs) * steps_per_epoch(self.sample_rate)))  # type: ignore[arg-type]
         check_int(fn, "steps", steps, minimum=1)
         self.planned_steps = steps
         return noise_multiplier_for(target, self.delta, self.sample_rate, steps, accountant)
@@ -247,7 +250,16 @@ class DPSGD:
 
         Clipped sums of the micro-batches accumulate; noise is drawn once; ``optimizer.step()``
         runs with ``p.grad`` set to the noisy sum over qN; the accountant records the step.
+
+        Raises:
+            PrivacyBudgetExceededError: when the noise was calibrated with ``target_epsilon`` and
+                the planned number of steps has been taken (nothing is changed then).
         """
+        if self.planned_steps is not None and self.steps >= self.planned_steps:
+            raise PrivacyBudgetExceededError(
+                f"DPSGD.step: the noise was calibrated to target_epsilon over {self.planned_steps} "
+                f"steps; step {self.steps + 1} would spend more than the target"
+            )
         micro = batch if isinstance(batch, list) else [batch]
         for p in self.params.values():
             p.grad = None  # the last step's gradients are not needed while this one is computed

@@ -9,9 +9,14 @@ from torch.utils.data import Dataset, TensorDataset, default_collate
 
 from research_ext.core import check_int, check_probability, make_generator
 
-__all__ = ["PoissonLoader", "poisson_loader"]
+__all__ = ["PoissonLoader", "poisson_loader", "steps_per_epoch"]
 
 Batch = tuple[Any, Any]
+
+
+def steps_per_epoch(sample_rate: float) -> int:
+    """Logical steps in one expected pass over the data: round(1 / q), at least 1."""
+    return max(1, round(1 / sample_rate))
 
 
 @typing.final
@@ -39,7 +44,7 @@ class PoissonLoader:
         self.max_physical_batch_size = max_physical_batch_size
         self.generator = make_generator(generator)
         self.steps = (
-            max(1, round(1 / self.sample_rate))
+            steps_per_epoch(self.sample_rate)
             if steps is None
             else check_int(fn, "steps", steps, minimum=1)
         )

@@ -6,7 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from research_ext.errors import CheckpointMismatchError, UnsupportedModuleError
+from research_ext.errors import (
+    CheckpointMismatchError,
+    PrivacyBudgetExceededError,
+    UnsupportedModuleError,
+)
 from research_ext.privacy import DPSGD, epsilon, poisson_loader
 from tests.privacy.zoo import loop_grads, make
 
@@ -182,6 +186,30 @@ def test_load_refuses_mismatched_checkpoint(tmp_path, change, match):
 def test_target_epsilon_calibrates_noise():
     dp = _dp(nn.Linear(6, 3), noise_multiplier=None, target_epsilon=2.0, steps=40)
     assert epsilon(dp.noise_multiplier, 0.25, 40, 1e-5, accountant="rdp") <= 2.0
+
+
+def test_target_epsilon_over_epochs_matches_the_loader_and_stops_at_the_budget():
+    X, y = _data()
+    model = nn.Linear(6, 3)
+    dp = _dp(
+        model,
+        noise_multiplier=None,
+        target_epsilon=3.0,
+        epochs=2,
+        sample_rate=0.3,
+        accountant="prv",
+    )
+    for _ in range(2):
+        for batch in dp.loader((X, y)):
+            dp.step(batch)
+    assert dp.steps == 2 * round(1 / 0.3) and dp.epsilon() <= 3.0
+    before = model.weight.detach().clone()
+    with pytest.raises(
+        PrivacyBudgetExceededError,
+        match=r"DPSGD.step: the noise was calibrated to target_epsilon over 6 steps",
+    ):
+        dp.step((X[:4], y[:4]))
+    assert torch.equal(model.weight, before) and dp.steps == 6
 
 
 def test_secure_noise_differs_between_identical_runs():
