@@ -41,7 +41,7 @@ from research_ext.core import (
 )
 from research_ext.privacy._dpsgd import DPSGD
 from research_ext.privacy._per_sample import LossFn
-from research_ext.privacy._sampling import PoissonLoader, poisson_loader
+from research_ext.privacy._sampling import PoissonLoader, poisson_loader, steps_per_epoch
 from research_ext.privacy.accounting import epsilon as _epsilon, noise_multiplier_for
 
 __all__ = ["DistributedDPSGD"]
@@ -247,7 +247,10 @@ class DistributedDPSGD:
                 f"got epochs={epochs!r}, steps={steps!r}"
             )
         if steps is None:
-            total = max(1, int(check_positive(_FN, "epochs", epochs) / sample_rate))
+            # The same count the loaders run (round(1/q) logical steps an epoch), so a run never
+            # spends more than the target.
+            epochs = check_positive(_FN, "epochs", epochs)
+            total = max(1, round(float(epochs) * steps_per_epoch(sample_rate)))
         else:
             total = check_int(_FN, "steps", steps, minimum=1)
         return noise_multiplier_for(target, delta, sample_rate, total, accountant)

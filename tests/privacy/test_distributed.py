@@ -285,3 +285,14 @@ def test_single_rank_bad_input_and_sharding(single_rank_group):
     assert target.noise_multiplier == pytest.approx(
         privacy.noise_multiplier_for(2.0, 1e-5, 0.25, 12, accountant="rdp")
     )
+
+
+@pytest.mark.parametrize("epochs,sample_rate", [(3, 0.3), (2.5, 0.07), (1, 0.9)])
+def test_calibration_plans_the_steps_the_loaders_run(epochs, sample_rate):
+    # Calibrating over fewer steps than the loaders take would overspend the target epsilon.
+    from research_ext.privacy import DistributedDPSGD, noise_multiplier_for
+    from research_ext.privacy._sampling import steps_per_epoch
+
+    planned = max(1, round(epochs * steps_per_epoch(sample_rate)))
+    sigma = DistributedDPSGD._resolve_noise(None, 2.0, epochs, None, 1e-5, sample_rate, "rdp")
+    assert sigma == noise_multiplier_for(2.0, 1e-5, sample_rate, planned, accountant="rdp")
