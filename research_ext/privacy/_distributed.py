@@ -34,15 +34,14 @@ from torch.utils.data import Dataset, Subset
 
 from research_ext.core import (
     check_int,
-    check_positive,
     check_probability,
     format_message,
     make_generator,
 )
-from research_ext.privacy._dpsgd import DPSGD
+from research_ext.privacy._dpsgd import DPSGD, resolve_noise
 from research_ext.privacy._per_sample import LossFn
-from research_ext.privacy._sampling import PoissonLoader, poisson_loader, steps_per_epoch
-from research_ext.privacy.accounting import epsilon as _epsilon, noise_multiplier_for
+from research_ext.privacy._sampling import PoissonLoader, poisson_loader
+from research_ext.privacy.accounting import epsilon as _epsilon
 
 __all__ = ["DistributedDPSGD"]
 
@@ -230,30 +229,13 @@ class DistributedDPSGD:
         sample_rate: float,
         accountant: str,
     ) -> float:
-        if (noise_multiplier is None) == (target_epsilon is None):
-            raise ValueError(
-                f"{_FN}: exactly one of `noise_multiplier` and `target_epsilon` must be given, got "
-                f"noise_multiplier={noise_multiplier!r}, target_epsilon={target_epsilon!r}"
-            )
         # Checked here, before any collective call, so that every rank fails alike.
         check_probability(_FN, "delta", delta, allow_one=False)
         check_probability(_FN, "sample_rate", sample_rate)
-        if noise_multiplier is not None:
-            return float(check_positive(_FN, "noise_multiplier", noise_multiplier, allow_zero=True))
-        target = float(check_positive(_FN, "target_epsilon", target_epsilon))
-        if (epochs is None) == (steps is None):
-            raise ValueError(
-                f"{_FN}: with `target_epsilon`, exactly one of `epochs` and `steps` must be given, "
-                f"got epochs={epochs!r}, steps={steps!r}"
-            )
-        if steps is None:
-            # The same count the loaders run (round(1/q) logical steps an epoch), so a run never
-            # spends more than the target.
-            epochs = check_positive(_FN, "epochs", epochs)
-            total = max(1, round(float(epochs) * steps_per_epoch(sample_rate)))
-        else:
-            total = check_int(_FN, "steps", steps, minimum=1)
-        return noise_multiplier_for(target, delta, sample_rate, total, accountant)
+        sigma, _ = resolve_noise(
+            _FN, noise_multiplier, target_epsilon, epochs, steps, delta, sample_rate, accountant
+        )
+        return sigma
 
     def _broadcast_model(self, model: nn.Module) -> None:
         import torch.distributed as dist

@@ -31,6 +31,39 @@ from research_ext.privacy.accounting._epsilon import ACCOUNTANTS
 __all__ = ["DPSGD"]
 
 
+def resolve_noise(
+    fn: str,
+    noise_multiplier: float | None,
+    target_epsilon: float | None,
+    epochs: float | None,
+    steps: int | None,
+    delta: float,
+    sample_rate: float,
+    accountant: str,
+) -> tuple[float, int | None]:
+    """The noise multiplier given, or calibrated to ``target_epsilon``; and the planned steps."""
+    if (noise_multiplier is None) == (target_epsilon is None):
+        raise ValueError(
+            f"{fn}: exactly one of `noise_multiplier` and `target_epsilon` must be given, got "
+            f"noise_multiplier={noise_multiplier!r}, target_epsilon={target_epsilon!r}"
+        )
+    if noise_multiplier is not None:
+        sigma = float(check_positive(fn, "noise_multiplier", noise_multiplier, allow_zero=True))
+        return sigma, None
+    target = float(check_positive(fn, "target_epsilon", target_epsilon))
+    if (epochs is None) == (steps is None):
+        raise ValueError(
+            f"{fn}: with `target_epsilon`, exactly one of `epochs` and `steps` must be given, "
+            f"got epochs={epochs!r}, steps={steps!r}"
+        )
+    if steps is None:
+        check_positive(fn, "epochs", epochs)
+        # The loader's epochs: round(1 / q) steps each, so the plan matches the training loop.
+        steps = max(1, round(float(epochs) * steps_per_epoch(sample_rate)))  # type: ignore[arg-type]
+    check_int(fn, "steps", steps, minimum=1)
+    return noise_multiplier_for(target, delta, sample_rate, steps, accountant), steps
+
+
 @typing.final
 class DPSGD:
     r"""Differentially private SGD around any ``torch.optim`` optimizer.
@@ -172,28 +205,17 @@ class DPSGD:
         steps: int | None,
         accountant: str,
     ) -> float:
-        fn = "DPSGD"
-        self.planned_steps: int | None = None
-        if (noise_multiplier is None) == (target_epsilon is None):
-            raise ValueError(
-                f"{fn}: exactly one of `noise_multiplier` and `target_epsilon` must be given, got "
-                f"noise_multiplier={noise_multiplier!r}, target_epsilon={target_epsilon!r}"
-            )
-        if noise_multiplier is not None:
-            return float(check_positive(fn, "noise_multiplier", noise_multiplier, allow_zero=True))
-        target = float(check_positive(fn, "target_epsilon", target_epsilon))
-        if (epochs is None) == (steps is None):
-            raise ValueError(
-                f"{fn}: with `target_epsilon`, exactly one of `epochs` and `steps` must be given, "
-                f"got epochs={epochs!r}, steps={steps!r}"
-            )
-        if steps is None:
-            check_positive(fn, "epochs", epochs)
-            # The loader's epochs: round(1 / q) steps each, so the plan matches the training loop.
-            steps = max(1, round(float(epochs) * steps_per_epoch(self.sample_rate)))  # type: ignore[arg-type]
-        check_int(fn, "steps", steps, minimum=1)
-        self.planned_steps = steps
-        return noise_multiplier_for(target, self.delta, self.sample_rate, steps, accountant)
+        sigma, self.planned_steps = resolve_noise(
+            "DPSGD",
+            noise_multiplier,
+            target_epsilon,
+            epochs,
+            steps,
+            self.delta,
+            self.sample_rate,
+            accountant,
+        )
+        return sigma
 
     def _adaptive_setup(self, quantile: float, lr: float, count_noise: float | None) -> None:
         fn = "DPSGD"
