@@ -2,9 +2,10 @@
 
 ``objective(params, *, reporter, epochs, delta, accountant, seed)`` trains a one-hidden-layer MLP
 with :class:`research_ext.privacy.DPSGD` (Poisson sampling, per-sample clipping, Gaussian noise),
-reports the test accuracy and the epsilon spent after every epoch (so a trial is pruned the moment
-it passes the study's epsilon budget), and returns both. Everything is seeded from ``seed`` and the
-trial's parameters, so a re-queued trial redoes exactly the same run.
+reports the test accuracy and the epsilon spent after every epoch, and returns both. With an
+epsilon budget, a trial stops before the epoch that would pass it (the accountant knows an
+epoch's cost before it is trained), so no trial spends more than the budget. Everything is
+seeded from ``seed`` and the trial's parameters, so a re-queued trial redoes exactly the same run.
 """
 
 import functools
@@ -69,9 +70,29 @@ def objective(
         **privacy,
     )
     accuracy = 0.0
+    budget = None if reporter is None else reporter.epsilon_budget
     for epoch in range(epochs):
+        loader = engine.loader((x_train, y_train))
+        if budget is not None:
+            # Epsilon after this epoch is known before it is trained: stop short of the budget
+            # instead of spending past it and being pruned afterwards.
+            after = rp.epsilon(
+                engine.noise_multiplier,
+                engine.sample_rate,
+                engine.steps + len(loader),
+                delta,
+                accountant=accountant,
+            )
+            if after > budget:
+                import optuna
+
+                spent = engine.epsilon() if engine.steps else 0.0
+                reporter.report_metric("epsilon", spent, step=epoch)
+                raise optuna.TrialPruned(
+                    f"epoch {epoch} would take epsilon to {after:.4g}, past the budget {budget:g}"
+                )
         model.train()
-        for batch in engine.loader((x_train, y_train)):
+        for batch in loader:
             engine.step(batch)
         model.eval()
         with torch.no_grad():

@@ -161,6 +161,15 @@ class Reporter:
         """The trial's number in the study."""
         return self.trial.number
 
+    @property
+    def epsilon_budget(self) -> float | None:
+        """The study's per-trial epsilon budget (``[privacy] epsilon_budget``), or None.
+
+        A private objective can look ahead with it: when the next epoch's epsilon (known before
+        training it, from the accountant) would pass the budget, it stops without spending it.
+        """
+        return None if self.config is None else self.config.epsilon_budget
+
     def report(self, value: float, step: int) -> None:
         """Report the objective's intermediate ``value`` at ``step``; may prune the trial.
 
