@@ -75,9 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     cost = rh.search_privacy_cost(config)
     if cost is not None:
         print(
-            f"\nPrivacy cost of the search, by {cost.method}: epsilon <= {cost.epsilon:.1f}, "
-            f"delta <= {cost.delta:.1e} over {cost.n_trials} trials; "
-            f"the most any one trial spent: epsilon = {cost.max_single_epsilon:.2f}"
+            f"\nPrivacy cost of the whole search ({cost.n_trials} trials, delta <= {cost.delta:.1e}):"
+            f"\n  naive composition (sum over trials):   epsilon <= {cost.epsilon:.1f}"
+        )
+        if cost.composed_epsilon is not None:
+            print(
+                f"  RDP composition of the trials:         epsilon <= {cost.composed_epsilon:.1f}"
+            )
+        print(
+            f"  the most any one trial spent:          epsilon  = {cost.max_single_epsilon:.2f}"
+            " (what quoting only the chosen model would claim)"
         )
     try:
         importance = rh.importance(config, metric="accuracy")

@@ -71,6 +71,8 @@ def objective(
     )
     accuracy = 0.0
     budget = None if reporter is None else reporter.epsilon_budget
+    if reporter is not None:  # the mechanism on record lets the study compose trials' RDP curves
+        reporter.report_dp_sgd(engine.noise_multiplier, engine.sample_rate, 0)
     for epoch in range(epochs):
         loader = engine.loader((x_train, y_train))
         if budget is not None:
@@ -98,6 +100,7 @@ def objective(
         with torch.no_grad():
             accuracy = (model(x_test).argmax(-1) == y_test).float().mean().item()
         if reporter is not None:
+            reporter.report_dp_sgd(engine.noise_multiplier, engine.sample_rate, engine.steps)
             reporter.report(accuracy, epoch)
             reporter.report_metric("epsilon", engine.epsilon(), step=epoch)
             reporter.report_metric("noise_multiplier_used", engine.noise_multiplier)

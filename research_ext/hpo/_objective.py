@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Reporter", "load_objective", "split_result"]
 
 INJECTED = ("reporter", "trial_dir", "trial")
+#: Trial user attribute holding ``[noise_multiplier, sample_rate, steps]`` of a private trial.
+DP_SGD_ATTR = "dp_sgd_mechanism"
 _CACHE: dict[tuple[str, str], Callable[..., Any]] = {}
 
 
@@ -155,6 +157,7 @@ class Reporter:
         self.config = config
         self.metrics: dict[str, float] = {}
         self.intermediate: dict[int, float] = {}
+        self.mechanism: tuple[float, float, int] | None = None
 
     @property
     def number(self) -> int:
@@ -184,6 +187,20 @@ class Reporter:
         self.trial.report(float(value), int(step))
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned by the study's pruner at step {step}")
+
+    def report_dp_sgd(self, noise_multiplier: float, sample_rate: float, steps: int) -> None:
+        """Record the DP-SGD mechanism this trial has run so far (replacing an earlier record).
+
+        With every private trial's ``(noise_multiplier, sample_rate, steps)`` on record, the
+        study's privacy cost composes the trials' Rényi-DP curves instead of adding epsilons
+        (:func:`research_ext.hpo.search_privacy_cost`).
+
+        Args:
+            noise_multiplier: sigma of the run's Gaussian noise (over the clipping norm).
+            sample_rate: the Poisson sampling rate q.
+            steps: noisy steps taken so far.
+        """
+        self.mechanism = (float(noise_multiplier), float(sample_rate), int(steps))
 
     def report_metric(self, name: str, value: float, step: int | None = None) -> None:
         """Record side metric ``name`` (e.g. epsilon); prune if it passes the epsilon budget.

@@ -18,7 +18,13 @@ from types import FrameType
 from typing import Any
 
 from research_ext.errors import ResearchExtError
-from research_ext.hpo._objective import Reporter, injected_arguments, load_objective, split_result
+from research_ext.hpo._objective import (
+    DP_SGD_ATTR,
+    Reporter,
+    injected_arguments,
+    load_objective,
+    split_result,
+)
 from research_ext.hpo._space import sample_params
 from research_ext.hpo._study import (
     ENDED,
@@ -201,6 +207,8 @@ def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard, popped: b
     for key, value in metrics.items():
         if math.isfinite(value):
             trial.set_user_attr(key, value)
+    if isinstance(reporter, Reporter) and reporter.mechanism is not None:
+        trial.set_user_attr(DP_SGD_ATTR, list(reporter.mechanism))
     if isinstance(reporter, Reporter) and reporter.intermediate and config.is_multi_objective:
         trial.set_user_attr(
             "intermediate_values", {str(k): v for k, v in reporter.intermediate.items()}

@@ -48,6 +48,18 @@ OBJECTIVES = textwrap.dedent(
             eps += 1.0 / params["noise"]
             reporter.report_metric("epsilon", eps, step=epoch)
         return {"accuracy": 1.0 - params["noise"] / 10.0, "epsilon": eps}
+
+    def dp_sgd(params, reporter, epochs=3, steps_per_epoch=20, sample_rate=0.05):
+        """Reports a DP-SGD mechanism and its RDP epsilon after every epoch."""
+        import research_ext.privacy as rp
+
+        eps = 0.0
+        for epoch in range(epochs):
+            steps = (epoch + 1) * steps_per_epoch
+            eps = rp.epsilon(params["noise"], sample_rate, steps, 1e-5, accountant="rdp")
+            reporter.report_dp_sgd(params["noise"], sample_rate, steps)
+            reporter.report_metric("epsilon", eps, step=epoch)
+        return {"accuracy": 1.0 - params["noise"] / 10.0, "epsilon": eps}
     '''
 )
 

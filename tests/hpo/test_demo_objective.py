@@ -24,6 +24,10 @@ class _Reporter:
     def __init__(self, budget):
         self.epsilon_budget = budget
         self.metrics = {}
+        self.mechanism = None
+
+    def report_dp_sgd(self, noise_multiplier, sample_rate, steps):
+        self.mechanism = (noise_multiplier, sample_rate, steps)
 
     def report(self, value, step):
         pass
@@ -47,6 +51,7 @@ def test_stops_before_the_epoch_that_would_pass_the_budget():
         objective({**PARAMS, "noise_multiplier": sigma}, reporter=reporter, epochs=3, delta=delta)
     assert reporter.metrics["epsilon"] == pytest.approx(one, rel=1e-9)
     assert reporter.metrics["epsilon"] <= reporter.epsilon_budget
+    assert reporter.mechanism == (sigma, q, per_epoch)  # what the study composes
 
 
 def test_a_budget_below_one_epoch_spends_nothing():
@@ -55,6 +60,7 @@ def test_a_budget_below_one_epoch_spends_nothing():
     with pytest.raises(optuna.TrialPruned, match="epoch 0"):
         objective({**PARAMS, "noise_multiplier": 0.5}, reporter=reporter, epochs=2)
     assert reporter.metrics["epsilon"] == 0.0
+    assert reporter.mechanism == (0.5, 0.1, 0)
 
 
 def test_reporter_exposes_the_budget(tmp_path):

@@ -176,6 +176,45 @@ def test_epsilon_budget_prunes_as_soon_as_it_is_passed(tmp_path):
     cost = rh.search_privacy_cost(path)
     assert cost.epsilon == pytest.approx(sum(spent)) and cost.n_trials == 8
     assert cost.delta == pytest.approx(8e-5) and "naive composition" in cost.method
+    assert cost.composed_epsilon is None  # the trials recorded no mechanism
+
+
+def _dp_study(tmp_path, space, n_trials=4):
+    return write_study(
+        tmp_path,
+        fn="dp_sgd",
+        n_trials=n_trials,
+        directions='directions = ["maximize", "minimize"]\nmetrics = ["accuracy", "epsilon"]',
+        sampler='"random"',
+        extra=space + "[privacy]\ndelta = 1e-5\n",
+    )
+
+
+def test_search_cost_composes_identical_trials_like_one_long_run(tmp_path):
+    import research_ext.privacy as rp
+
+    path = _dp_study(tmp_path, '[space.noise]\ntype = "categorical"\nchoices = [1.5]\n')
+    rh.run(path)
+    cost = rh.search_privacy_cost(path)
+    # Four identical 60-step trials compose like one 240-step run (independent single-phase path).
+    expected = rp.epsilon(1.5, 0.05, 4 * 60, 4e-5, accountant="rdp")
+    assert cost.composed_epsilon == pytest.approx(expected, rel=1e-9)
+    assert (
+        cost.composed_epsilon
+        < cost.epsilon
+        == pytest.approx(4 * rp.epsilon(1.5, 0.05, 60, 1e-5, accountant="rdp"))
+    )
+    assert cost.best_epsilon == cost.composed_epsilon
+
+
+def test_search_cost_composition_of_mixed_trials_beats_the_sum(tmp_path):
+    path = _dp_study(tmp_path, '[space.noise]\ntype = "float"\nlow = 0.8\nhigh = 3.0\n', 6)
+    rh.run(path)
+    cost = rh.search_privacy_cost(path)
+    assert cost.n_trials == 6 and cost.composed_epsilon is not None
+    assert cost.max_single_epsilon < cost.composed_epsilon < cost.epsilon
+    report = rh.report(path, tmp_path / "report")
+    assert "Rényi-DP curves instead gives epsilon" in report.read_text()
 
 
 def _dead_pid():
