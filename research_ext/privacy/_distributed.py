@@ -187,7 +187,7 @@ class DistributedDPSGD:
             _FN, "noise_rank", noise_rank, minimum=0, maximum=self.world_size - 1
         )
         self.accountant = accountant
-        self.noise_multiplier = self._resolve_noise(
+        self.noise_multiplier, planned_steps = self._resolve_noise(
             noise_multiplier, target_epsilon, epochs, steps, delta, sample_rate, accountant
         )
         self._broadcast_model(model)
@@ -218,6 +218,8 @@ class DistributedDPSGD:
             dataset_size,
         )
         self.delta = self.dpsgd.delta
+        # Calibrated to a target: every rank refuses to step past the plan, as DPSGD does.
+        self.dpsgd.planned_steps = planned_steps
 
     @staticmethod
     def _resolve_noise(
@@ -228,14 +230,13 @@ class DistributedDPSGD:
         delta: float,
         sample_rate: float,
         accountant: str,
-    ) -> float:
+    ) -> tuple[float, int | None]:
         # Checked here, before any collective call, so that every rank fails alike.
         check_probability(_FN, "delta", delta, allow_one=False)
         check_probability(_FN, "sample_rate", sample_rate)
-        sigma, _ = resolve_noise(
+        return resolve_noise(
             _FN, noise_multiplier, target_epsilon, epochs, steps, delta, sample_rate, accountant
         )
-        return sigma
 
     def _broadcast_model(self, model: nn.Module) -> None:
         import torch.distributed as dist

@@ -294,5 +294,34 @@ def test_calibration_plans_the_steps_the_loaders_run(epochs, sample_rate):
     from research_ext.privacy._sampling import steps_per_epoch
 
     planned = max(1, round(epochs * steps_per_epoch(sample_rate)))
-    sigma = DistributedDPSGD._resolve_noise(None, 2.0, epochs, None, 1e-5, sample_rate, "rdp")
+    sigma, steps = DistributedDPSGD._resolve_noise(
+        None, 2.0, epochs, None, 1e-5, sample_rate, "rdp"
+    )
+    assert steps == planned
     assert sigma == noise_multiplier_for(2.0, 1e-5, sample_rate, planned, accountant="rdp")
+
+
+def test_target_epsilon_run_refuses_steps_past_the_plan(single_rank_group):
+    from research_ext.errors import PrivacyBudgetExceededError
+
+    model = _model()
+    dp = privacy.DistributedDPSGD(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_fn=nn.CrossEntropyLoss(),
+        max_grad_norm=1.0,
+        delta=1e-5,
+        sample_rate=RATE,
+        dataset_size=N,
+        target_epsilon=3.0,
+        steps=2,
+        accountant="rdp",
+    )
+    batches = list(dp.loader(_data(), steps=3))
+    dp.step(batches[0])
+    dp.step(batches[1])
+    assert dp.epsilon() <= 3.0
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(PrivacyBudgetExceededError, match="calibrated to target_epsilon over 2"):
+        dp.step(batches[2])
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
