@@ -6,6 +6,8 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from research_ext.core._validation import check_int, format_message
+
 __all__ = ["progress"]
 
 T = TypeVar("T")
@@ -39,9 +41,16 @@ def progress(
     Returns:
         A ``tqdm`` instance; iterate over it, or call ``update``/``set_postfix``/``close``.
 
+    Raises:
+        TypeError, ValueError: if ``total`` is not a non-negative int or ``enable`` not a bool.
+
     Example:
         >>> sum(progress(range(4), enable=False))
         6
     """
+    if total is not None:
+        check_int("progress", "total", total, minimum=0)
+    if enable is not None and not isinstance(enable, bool):
+        raise TypeError(format_message("progress", "enable", "True, False or None", enable))
     disable = not (_interactive() if enable is None else enable)
     return tqdm(iterable, total=total, desc=desc, disable=disable, **kwargs)

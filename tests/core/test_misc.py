@@ -52,3 +52,27 @@ def test_call_with_params_gradients_flow():
     x = torch.randn(4, 3)
     call_with_params(lin, params, (x,)).sum().backward()
     torch.testing.assert_close(params["weight"].grad, x.sum(0, keepdim=True))
+
+
+@pytest.mark.parametrize(
+    "fn,args",
+    [
+        (module_params, ()),
+        (module_buffers, ()),
+        (call_with_params, ({}, torch.ones(1))),
+    ],
+)
+def test_module_helpers_reject_non_modules(fn, args):
+    with pytest.raises(
+        TypeError, match=rf"{fn.__name__}: `model` must be an nn.Module, got model='lin'"
+    ):
+        fn("lin", *args)
+
+
+def test_progress_argument_errors():
+    with pytest.raises(ValueError, match=r"progress: `total` must be an int >= 0, got total=-1"):
+        progress(total=-1, enable=False)
+    with pytest.raises(
+        TypeError, match=r"progress: `enable` must be True, False or None, got enable='yes'"
+    ):
+        progress(range(2), enable="yes")  # type: ignore[arg-type]
