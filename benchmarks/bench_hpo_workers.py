@@ -8,22 +8,20 @@ Targets (issue 4): >= 1.9x / >= 3.5x with 2 / 4 workers on the default storage, 
 on PostgreSQL.
 """
 
-import glob
+import contextlib
 import json
-import os
 import pathlib
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 import optuna
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repo's tests/
+
 import research_ext.hpo as rh
+from tests.postgres import PostgresUnavailableError, throwaway_postgres  # noqa: E402
 
 N_TRIALS = int(sys.argv[1]) if len(sys.argv) > 1 else 40
 REPEATS = 2
@@ -48,44 +46,6 @@ step = 16
 OBJ = "import time\ndef f(params, sleep):\n    time.sleep(sleep)\n    return params['x'] ** 2\n"
 
 
-def start_postgres(root: pathlib.Path):
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins:
-        return None, None
-    bindir = pathlib.Path(bins[-1]).parent
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_user:
-        shutil.chown(root, "postgres", "postgres")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    data = root / "data"
-    subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off -c max_connections=60"
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-l",
-            str(root / "log"),
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    pid = int((data / "postmaster.pid").read_text().split()[0])
-    return f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres", pid
-
-
 def timed_run(directory: pathlib.Path, name: str, workers: int, storage: str | None) -> float:
     path = directory / f"{name}.toml"
     path.write_text(STUDY.format(name=name, n=N_TRIALS))
@@ -104,12 +64,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
         (root / "obj.py").write_text(OBJ)
-        pg_root = pathlib.Path(tempfile.mkdtemp(prefix="bench_pg_"))
-        pg_url, pg_pid = start_postgres(pg_root)
-        storages = {"sqlite (default)": None}
-        if pg_url:
-            storages["postgresql"] = pg_url
-        try:
+        with contextlib.ExitStack() as stack:
+            storages: dict[str, str | None] = {"sqlite (default)": None}
+            try:
+                storages["postgresql"] = stack.enter_context(throwaway_postgres())
+            except PostgresUnavailableError as err:
+                print(f"postgresql skipped: {err}")
             for label, storage in storages.items():
                 times: dict[int, list[float]] = {1: [], 2: [], 4: []}
                 for rep in range(REPEATS):
@@ -123,11 +83,6 @@ def main() -> None:
                     print(f"  {k} worker(s): {med[k]:6.2f} s  speedup {med[1] / med[k]:4.2f}x")
                 results[label] = {f"speedup_{k}": med[1] / med[k] for k in (2, 4)}
                 results[label]["wall_s"] = med
-        finally:
-            if pg_pid:
-                os.kill(pg_pid, signal.SIGINT)
-                time.sleep(2)
-            shutil.rmtree(pg_root, ignore_errors=True)
     print(json.dumps(results))
 
 

@@ -1,15 +1,9 @@
-import glob
-import os
 import pathlib
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
 import textwrap
-import time
 
 import pytest
+
+from tests.postgres import PostgresUnavailableError, throwaway_postgres
 
 pytest.importorskip("optuna")
 
@@ -133,78 +127,12 @@ def study_file(tmp_path):
     return write_study(tmp_path)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _pg_bindir() -> pathlib.Path | None:
-    try:
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
-        candidate = pathlib.Path(out.stdout.strip())
-        if (candidate / "initdb").exists():
-            return candidate
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return pathlib.Path(found[-1]).parent if found else None
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
     """A throwaway PostgreSQL on 127.0.0.1 (initdb + pg_ctl in a temp dir), stopped by pid."""
     pytest.importorskip("psycopg2")
-    bindir = _pg_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
-    root = pathlib.Path(tempfile.mkdtemp(prefix="research_ext_pg_"))
-    data = root / "data"
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without `runuser` to drop to the postgres user")
-        shutil.chown(root, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
     try:
-        subprocess.run(
-            [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-            check=True,
-            capture_output=True,
-        )
-        options = f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off -c max_connections=60"
-        subprocess.run(
-            [
-                *as_user,
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-l",
-                str(root / "log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-        )
-    except subprocess.CalledProcessError as err:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"could not start PostgreSQL: {err.stderr.decode(errors='replace')[-500:]}")
-    pid = int((data / "postmaster.pid").read_text().split()[0])
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        try:
-            os.kill(pid, signal.SIGINT)  # "fast" shutdown
-            for _ in range(100):
-                os.kill(pid, 0)
-                time.sleep(0.1)
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        shutil.rmtree(root, ignore_errors=True)
+        with throwaway_postgres() as url:
+            yield url
+    except PostgresUnavailableError as err:
+        pytest.skip(str(err))

@@ -1,12 +1,12 @@
 """DistributedDPSGD over 2 gloo processes equals single-process DP-SGD; noise is drawn once."""
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+
+from tests.helpers import free_port
 
 privacy = pytest.importorskip("research_ext.privacy")
 if not hasattr(privacy, "DistributedDPSGD"):
@@ -103,17 +103,11 @@ def _worker(rank, world_size, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("ddp")
     mp.start_processes(
-        _worker, args=(2, _free_port(), str(out_dir)), nprocs=2, join=True, start_method="spawn"
+        _worker, args=(2, free_port(), str(out_dir)), nprocs=2, join=True, start_method="spawn"
     )
     return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
