@@ -9,6 +9,8 @@ Poisson-sampled batches, per-sample clipping, Gaussian noise calibrated to the t
 """
 
 import argparse
+import pathlib
+import sys
 
 import torch
 from torch import nn
@@ -16,19 +18,8 @@ from torch import nn
 import research_ext.privacy as rp
 from research_ext.core import progress, seed_everything
 
-
-def load(name: str, seed: int):
-    from sklearn import datasets
-
-    data = datasets.load_digits() if name == "digits" else datasets.load_breast_cancer()
-    x = torch.as_tensor(data.data, dtype=torch.float32)
-    y = torch.as_tensor(data.target, dtype=torch.long)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    x, y = x[order], y[order]
-    n_train = int(0.8 * len(x))
-    mean, std = x[:n_train].mean(0), x[:n_train].std(0).clamp_min(1e-3)
-    x = (x - mean) / std
-    return x[:n_train], y[:n_train], x[n_train:], y[n_train:], int(y.max()) + 1
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bundled_data import load_split  # noqa: E402
 
 
 def main(argv=None) -> float:
@@ -51,7 +42,8 @@ def main(argv=None) -> float:
         args.target_epsilon = 3.0
 
     generator = seed_everything(args.seed)
-    x_train, y_train, x_test, y_test, classes = load(args.dataset, args.seed)
+    x_train, y_train, x_test, y_test = load_split(args.dataset, args.seed)
+    classes = int(y_train.max()) + 1
     model = nn.Sequential(nn.Linear(x_train.shape[1], 64), nn.Tanh(), nn.Linear(64, classes))
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
     sample_rate = min(1.0, args.batch_size / len(x_train))

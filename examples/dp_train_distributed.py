@@ -13,6 +13,8 @@ one-process group by itself. Rank 0 prints the test accuracy and epsilon after t
 
 import argparse
 import os
+import pathlib
+import sys
 import tempfile
 
 import torch
@@ -22,20 +24,8 @@ from torch import nn
 import research_ext.privacy as rp
 from research_ext.core import progress
 
-
-def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The 1797 8x8 digits, standardized, split 80/20 with a fixed permutation."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.as_tensor(data.data, dtype=torch.float32)
-    y = torch.as_tensor(data.target, dtype=torch.long)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    x, y = x[order], y[order]
-    n_train = int(0.8 * len(x))
-    mean, std = x[:n_train].mean(0), x[:n_train].std(0).clamp_min(1e-3)
-    x = (x - mean) / std
-    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bundled_data import load_split  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -63,7 +53,7 @@ def main(argv: list[str] | None = None) -> float:
     )
     torch.set_num_threads(1)
     try:
-        x_train, y_train, x_test, y_test = digits()
+        x_train, y_train, x_test, y_test = load_split("digits", 0)
         torch.manual_seed(args.seed)  # same initial model everywhere (rank 0's is broadcast anyway)
         model = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10)).to(device)
         engine = rp.DistributedDPSGD(
