@@ -75,84 +75,89 @@ class ComplexLinear(nn.Linear):
         return super().forward(require_complex("ComplexLinear", input))
 
 
-def _conv_class(n: int) -> type:
-    base: Any = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[n]
+def _conv_doc(n: int) -> str:
+    return rf"""Complex {n}-d convolution (cross-correlation) with complex weight and bias.
 
-    class ComplexConv(base):
-        __doc__ = rf"""Complex {n}-d convolution (cross-correlation) with complex weight and bias.
+    :math:`y = W \star z + b` with torch's native complex kernel; arguments as for
+    :class:`torch.nn.Conv{n}d` (``padding_mode="zeros"``, ``"reflect"``, ``"replicate"`` or
+    ``"circular"``).
 
-        :math:`y = W \star z + b` with torch's native complex kernel; arguments as for
-        :class:`torch.nn.Conv{n}d` (``padding_mode="zeros"``, ``"reflect"``, ``"replicate"`` or
-        ``"circular"``).
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: kernel size (int or {n}-tuple).
+        stride: stride.
+        padding: padding (int, tuple, ``"same"`` or ``"valid"``).
+        dilation: kernel dilation.
+        groups: blocked connections.
+        bias: learn a complex bias.
+        padding_mode: how to pad.
+        dtype: complex64 or complex128 (a real dtype picks its complex partner).
+        device: where the parameters live.
 
-        Args:
-            in_channels: input channels.
-            out_channels: output channels.
-            kernel_size: kernel size (int or {n}-tuple).
-            stride: stride.
-            padding: padding (int, tuple, ``"same"`` or ``"valid"``).
-            dilation: kernel dilation.
-            groups: blocked connections.
-            bias: learn a complex bias.
-            padding_mode: how to pad.
-            dtype: complex64 or complex128 (a real dtype picks its complex partner).
-            device: where the parameters live.
+    Shape: as :class:`torch.nn.Conv{n}d`, complex dtype.
 
-        Shape: as :class:`torch.nn.Conv{n}d`, complex dtype.
+    Raises:
+        TypeError: for real input.
 
-        Raises:
-            TypeError: for real input.
-
-        Example:
-            >>> import torch
-            >>> import research_ext.complex as rxc
-            >>> conv = rxc.nn.ComplexConv{n}d(2, 3, 3, padding=1)
-            >>> conv(torch.randn(4, 2, *[5] * {n}, dtype=torch.complex64)).shape[:3]
-            torch.Size([4, 3, 5])
-        """
-
-        def __init__(
-            self,
-            in_channels: int,
-            out_channels: int,
-            kernel_size: Any,
-            stride: Any = 1,
-            padding: Any = 0,
-            dilation: Any = 1,
-            groups: int = 1,
-            bias: bool = True,
-            padding_mode: str = "zeros",
-            *,
-            dtype: torch.dtype | None = None,
-            device: torch.device | str | None = None,
-        ) -> None:
-            cdtype = complex_dtype_for(f"ComplexConv{n}d", dtype)
-            super().__init__(
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride,
-                padding,
-                dilation,
-                groups,
-                bias,
-                padding_mode,
-                device=device,
-                dtype=cdtype,
-            )
-
-        def reset_parameters(self) -> None:
-            """Complex He weight with ``gain=1`` and a zero bias."""
-            _reset(self)
-
-        def forward(self, input: Tensor) -> Tensor:
-            """Apply the convolution."""
-            return super().forward(require_complex(f"ComplexConv{n}d", input))
-
-    ComplexConv.__name__ = ComplexConv.__qualname__ = f"ComplexConv{n}d"
-    return ComplexConv
+    Example:
+        >>> import torch
+        >>> import research_ext.complex as rxc
+        >>> conv = rxc.nn.ComplexConv{n}d(2, 3, 3, padding=1)
+        >>> conv(torch.randn(4, 2, *[5] * {n}, dtype=torch.complex64)).shape[:3]
+        torch.Size([4, 3, 5])
+    """
 
 
-ComplexConv1d = _conv_class(1)
-ComplexConv2d = _conv_class(2)
-ComplexConv3d = _conv_class(3)
+class _ComplexConvMixin:
+    """Complex dtype, complex initialisation and a real-input check for ``nn.Conv*d``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        cdtype = complex_dtype_for(type(self).__name__, dtype)
+        super().__init__(  # type: ignore[call-arg]
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            device=device,
+            dtype=cdtype,
+        )
+
+    def reset_parameters(self) -> None:
+        """Complex He weight with ``gain=1`` and a zero bias."""
+        _reset(self)  # type: ignore[arg-type]
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Apply the convolution."""
+        return super().forward(require_complex(type(self).__name__, input))  # type: ignore[misc]
+
+
+class ComplexConv1d(_ComplexConvMixin, nn.Conv1d):
+    __doc__ = _conv_doc(1)
+
+
+class ComplexConv2d(_ComplexConvMixin, nn.Conv2d):
+    __doc__ = _conv_doc(2)
+
+
+class ComplexConv3d(_ComplexConvMixin, nn.Conv3d):
+    __doc__ = _conv_doc(3)
