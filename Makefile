@@ -6,19 +6,29 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_CONSTRAINT ?= $(CURDIR)/constraints.txt
 export PIP_CONSTRAINT
-STAMP := $(VENV)/.installed
+# Two install stamps: the demo needs only the runtime extras; the developer tools (linters, type
+# checker, pytest, the docs toolchain) come with the targets that use them.
+RUNTIME_EXTRAS ?= hpo,privacy,examples
+STAMP_RUN := $(VENV)/.installed-runtime
+STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck imports pytest bench venv clean
+.PHONY: demo test lint typecheck imports pytest docs bench venv clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev]"
-	touch $(STAMP)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
 
-demo: $(STAMP)
+$(STAMP_RUN): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[$(RUNTIME_EXTRAS)]"
+	touch $(STAMP_RUN)
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $(STAMP) $(STAMP_RUN)
+
+demo: $(STAMP_RUN)
 	$(BIN)/python examples/demo.py
 
 lint: $(STAMP)
@@ -35,7 +45,11 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow and not gpu" -q
 	$(BIN)/python -m pytest -m "slow and not gpu" -q
 
-test: lint typecheck imports pytest
+# The documentation site, built with warnings as errors (mkdocs.yml; site/ is the output).
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
+
+test: lint typecheck imports pytest docs
 
 # Benchmark-only anchors (torch-dct, curvlinops, ...) install with --no-deps so none can pull a
 # newer torch or torchvision; each module lists its own in benchmarks/requirements-*.txt.
@@ -45,4 +59,4 @@ bench: $(STAMP)
 		for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
