@@ -9,14 +9,16 @@ operator to scipy's solvers (``eigsh``, ``cg``, ``lsqr``), converting only at th
 
 import abc
 import numbers
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import numpy as np
-import scipy.sparse.linalg
 import torch
 
 from research_ext.core._bridge import from_numpy, to_numpy
 from research_ext.core._validation import check_int, format_message
+
+if TYPE_CHECKING:
+    import scipy.sparse.linalg
 
 __all__ = ["DenseOperator", "DiagonalOperator", "IdentityOperator", "LinearOperator"]
 
@@ -188,7 +190,7 @@ class LinearOperator(abc.ABC):
         eye = torch.eye(self.shape[1], dtype=self.dtype, device=self.device)
         return self._matmat(eye)
 
-    def to_scipy(self) -> scipy.sparse.linalg.LinearOperator:
+    def to_scipy(self) -> "scipy.sparse.linalg.LinearOperator":
         """A ``scipy.sparse.linalg.LinearOperator`` view for scipy's solvers.
 
         Products convert numpy inputs to this operator's device and dtype, multiply in torch and
@@ -200,6 +202,9 @@ class LinearOperator(abc.ABC):
             >>> round(float(eigsh(A.to_scipy(), k=1)[0][0]), 8)
             5.0
         """
+        # Imported here: scipy.sparse.linalg costs every importer of research_ext.core ~0.2 s.
+        import scipy.sparse.linalg
+
         np_dtype = to_numpy(torch.zeros((), dtype=self.dtype)).dtype
 
         def forward(x: np.ndarray) -> np.ndarray:
