@@ -174,14 +174,14 @@ class LinearOperator(abc.ABC):
     @property
     def H(self) -> "LinearOperator":  # noqa: N802 - the conventional name of the adjoint
         """The adjoint (conjugate transpose) ``A^H``."""
-        return self if self.is_hermitian else _AdjointOperator(self)
+        return self if self.is_hermitian else _FlippedOperator(self, transpose=False)
 
     @property
     def T(self) -> "LinearOperator":  # noqa: N802 - the conventional name of the transpose
         """The transpose ``A^T`` (equal to ``A^H`` for real operators)."""
         if self.is_hermitian and not self.dtype.is_complex:
             return self
-        return _TransposeOperator(self)
+        return _FlippedOperator(self, transpose=True)
 
     # Conversions ---------------------------------------------------------------------------------
 
@@ -490,9 +490,12 @@ class _ProductOperator(LinearOperator):
 
 
 @final
-class _AdjointOperator(LinearOperator):
-    def __init__(self, operator: LinearOperator) -> None:
+class _FlippedOperator(LinearOperator):
+    # The adjoint A^H, or with ``transpose`` the transpose A^T X = conj(A^H conj(X)); for real
+    # operators the conjugations are no-ops. Flipping the same way twice gives ``operator`` back.
+    def __init__(self, operator: LinearOperator, *, transpose: bool) -> None:
         self.operator = operator
+        self.transpose = transpose
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -509,40 +512,19 @@ class _AdjointOperator(LinearOperator):
 
     @property
     def H(self) -> LinearOperator:  # noqa: N802
-        return self.operator
-
-    def _matmat(self, matrix: torch.Tensor) -> torch.Tensor:
-        return self.operator._adjoint_matmat(matrix)
-
-    def _adjoint_matmat(self, matrix: torch.Tensor) -> torch.Tensor:
-        return self.operator._matmat(matrix)
-
-
-@final
-class _TransposeOperator(LinearOperator):
-    # A^T X = conj(A^H conj(X)); for real operators the conjugations are no-ops.
-    def __init__(self, operator: LinearOperator) -> None:
-        self.operator = operator
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        m, n = self.operator.shape
-        return (n, m)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.operator.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.operator.device
+        return super().H if self.transpose else self.operator
 
     @property
     def T(self) -> LinearOperator:  # noqa: N802
-        return self.operator
+        return self.operator if self.transpose else super().T
+
+    def _flip(self, product: Any, matrix: torch.Tensor) -> torch.Tensor:
+        if self.transpose:
+            return product(matrix.conj()).conj()
+        return product(matrix)
 
     def _matmat(self, matrix: torch.Tensor) -> torch.Tensor:
-        return self.operator._adjoint_matmat(matrix.conj()).conj()
+        return self._flip(self.operator._adjoint_matmat, matrix)
 
     def _adjoint_matmat(self, matrix: torch.Tensor) -> torch.Tensor:
-        return self.operator._matmat(matrix.conj()).conj()
+        return self._flip(self.operator._matmat, matrix)
