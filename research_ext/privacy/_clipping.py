@@ -9,6 +9,8 @@ from research_ext.core import check_one_of, check_positive, format_message
 
 __all__ = [
     "CLIPPINGS",
+    "COUNT_SENSITIVITY",
+    "centred_unclipped_count",
     "clip_factors",
     "clip_per_sample",
     "layer_thresholds",
@@ -17,6 +19,8 @@ __all__ = [
 
 #: Clipping modes; every engine supports every mode.
 CLIPPINGS = ("flat", "per_layer", "adaptive")
+#: L2 sensitivity of :func:`centred_unclipped_count` under adding or removing one example.
+COUNT_SENSITIVITY = 0.5
 #: Added to norms before dividing, so zero gradients get factor 1 (and never divide by zero).
 _TINY = 1e-6
 
@@ -53,10 +57,36 @@ def layer_thresholds(
 
 
 def sensitivity(thresholds: Mapping[str, float], clipping: str) -> float:
-    """L2 sensitivity of the clipped sum: sqrt(sum C_k^2) per layer, else the single C."""
+    r"""L2 sensitivity of the clipped sum: sqrt(sum C_k^2) per layer, else the single C.
+
+    Neighbouring batches differ by one example x (added or removed), so the clipped sums differ
+    by exactly that example's clipped gradient. Flat (and adaptive, at the current C):
+    :math:`\lVert \mathrm{clip}_C(g_x)\rVert \le C`. Per layer, each block k of
+    :math:`g_x` is clipped to :math:`C_k`, so :math:`\lVert \tilde g_x\rVert^2 =
+    \sum_k \lVert \tilde g_{x,k}\rVert^2 \le \sum_k C_k^2`. Both bounds are attained by an
+    example whose gradient exceeds every threshold. In a distributed run the all-reduced sum is
+    the sum over the union of the ranks' batches, so one example still moves it by at most this.
+    """
     if clipping == "per_layer":
         return math.sqrt(sum(c * c for c in thresholds.values()))
     return max(thresholds.values()) if thresholds else 0.0
+
+
+def centred_unclipped_count(
+    sq_norms: Mapping[str, torch.Tensor], max_grad_norm: float
+) -> torch.Tensor:
+    r"""The adaptive-clipping count query :math:`\sum_{i\in B} (b_i - 1/2)`, a 0-dim tensor.
+
+    :math:`b_i = 1[\lVert g_i\rVert \le C]`, the norm over all parameters. Centring each
+    indicator (Andrew et al. 2021, section 3.1) makes every example contribute
+    :math:`\pm 1/2`, so adding or removing one example moves the sum by exactly 1/2
+    (``COUNT_SENSITIVITY``); the plain count :math:`\sum b_i` would move by 1. The caller adds
+    :math:`\mathcal N(0, \sigma_b^2)` and recovers the unclipped fraction as
+    :math:`(\text{noisy sum}) / (qN) + 1/2`; the release is a Gaussian mechanism with noise
+    multiplier :math:`\sigma_b / (1/2) = 2\sigma_b`.
+    """
+    norms = torch.stack(list(sq_norms.values())).sum(0).clamp_min(0).sqrt()
+    return ((norms <= max_grad_norm).to(norms.dtype) - 0.5).sum()
 
 
 def clip_factors(

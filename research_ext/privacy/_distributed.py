@@ -19,6 +19,11 @@ accountant's epsilon is wrong. :class:`DistributedDPSGD` makes it so:
   \sigma^2 C^2 / W)` on each) keeps runs bit-comparable with one process and needs one
   generator; it trusts that rank with the noise, as the single-process mechanism trusts its
   process. With ``secure=True`` that rank draws from OS entropy.
+* **Sensitivity.** Neighbouring datasets differ in one example, held by one rank; the all-reduced
+  sum is the sum over the union of the ranks' batches, so it moves by that example's clipped
+  gradient, of norm at most C (:math:`\sqrt{\sum_k C_k^2}` per layer): the sensitivity of the
+  single-process mechanism, against noise of std :math:`\sigma C` drawn once, so the noise
+  multiplier accounted is sigma.
 
 Every rank must call :meth:`DistributedDPSGD.step` the same number of times (the loader from
 :meth:`DistributedDPSGD.loader` yields the same number of logical batches everywhere).

@@ -19,7 +19,14 @@ from research_ext.core import (
     make_generator,
 )
 from research_ext.errors import CheckpointMismatchError, PrivacyBudgetExceededError
-from research_ext.privacy._clipping import CLIPPINGS, clip_factors, layer_thresholds, sensitivity
+from research_ext.privacy._clipping import (
+    CLIPPINGS,
+    COUNT_SENSITIVITY,
+    centred_unclipped_count,
+    clip_factors,
+    layer_thresholds,
+    sensitivity,
+)
 from research_ext.privacy._engines import ENGINES, layer_groups, make_engine
 from research_ext.privacy._noise import add_gaussian_noise_, secure_generator
 from research_ext.privacy._per_sample import LossFn, split_batch
@@ -86,9 +93,14 @@ class DPSGD:
     Clipping modes: ``"flat"`` (one norm over all parameters), ``"per_layer"`` (a norm per layer
     with thresholds C/sqrt(K), or a mapping layer -> C_k; noise scales with sqrt(sum C_k^2)),
     ``"adaptive"`` (Andrew et al. 2021: C tracks the ``adaptive_quantile`` of per-sample norms by
-    a geometric update driven by a noised count; the gradient noise is raised to
-    :math:`\sigma_g = (\sigma^{-2} - (2\sigma_b)^{-2})^{-1/2}` so the pair of releases costs
-    exactly what noise multiplier sigma costs, which is what is accounted).
+    a geometric update driven by a noised count). Each step then releases two Gaussian queries:
+    the clipped sum (sensitivity C, noise :math:`\sigma_g C`) and the centred count
+    :math:`\sum_{i\in B}(1[\lVert g_i\rVert \le C] - 1/2)` (every example contributes
+    :math:`\pm 1/2`, so sensitivity 1/2, noise :math:`\sigma_b`: multiplier :math:`2\sigma_b`).
+    Gaussian mechanisms compose like one with :math:`\sigma^{-2} = \sigma_g^{-2} +
+    (2\sigma_b)^{-2}`, so the gradient noise is raised to
+    :math:`\sigma_g = (\sigma^{-2} - (2\sigma_b)^{-2})^{-1/2}` and the pair costs exactly what
+    noise multiplier sigma costs, which is what is accounted.
 
     Args:
         model: the model (validated; BatchNorm and the like raise ``UnsupportedModuleError``).
@@ -114,7 +126,7 @@ class DPSGD:
             per-step stream is still torch's PRNG, not a CSPRNG; exact resume is not possible.
         adaptive_quantile: target quantile of unclipped examples for ``"adaptive"`` (0.5).
         adaptive_lr: learning rate of the geometric clip-norm update (0.2).
-        adaptive_count_noise: std of the noise on the unclipped count (default max(qN / 20,
+        adaptive_count_noise: std of the noise on the centred count (default max(qN / 20,
             noise_multiplier); qN / 20 is Andrew et al.'s choice).
 
     Raises:
@@ -241,7 +253,8 @@ class DPSGD:
                         "the count's noise must leave room for the gradient's",
                     )
                 )
-            self.grad_noise_multiplier = (sigma**-2 - (2 * self.count_noise) ** -2) ** -0.5
+            count_multiplier = self.count_noise / COUNT_SENSITIVITY
+            self.grad_noise_multiplier = (sigma**-2 - count_multiplier**-2) ** -0.5
 
     @property
     def max_grad_norm(self) -> float:
@@ -296,8 +309,7 @@ class DPSGD:
             for name, s in self.engine.clipped_sum(factors).items():
                 total[name] = total[name] + s if name in total else s
             if self.clipping == "adaptive":
-                norms = torch.stack(list(sq.values())).sum(0).sqrt()
-                count = (norms <= self.max_grad_norm).sum()
+                count = centred_unclipped_count(sq, self.max_grad_norm)
                 unclipped = count if unclipped is None else unclipped + count
         self._apply(total)
         if self.clipping == "adaptive":
@@ -327,7 +339,8 @@ class DPSGD:
         )
         if self.noise_multiplier > 0:
             count = add_gaussian_noise_(count.double(), self.count_noise, generator=generator)
-        fraction = float(count) / self.expected_batch_size
+        # The centred count's expectation is (fraction - 1/2) qN: add the 1/2 back.
+        fraction = float(count) / self.expected_batch_size + 0.5
         factor = math.exp(-self.adaptive_lr * (fraction - self.adaptive_quantile))
         self.thresholds = {k: v * factor for k, v in self.thresholds.items()}
 
