@@ -32,3 +32,38 @@ def device(request: pytest.FixtureRequest) -> torch.device:
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
 def dtype(request: pytest.FixtureRequest) -> torch.dtype:
     return request.param
+
+
+# Skips are allowed only for a missing device or an optional platform feature; any other skip
+# (a missing package of ours, a service that did not start, "not landed yet") fails the run, so
+# breakage cannot turn green by skipping.
+ALLOWED_SKIPS = (
+    "no CUDA device",
+    "checks the no-GPU error",
+    "checks the no-MPS error",
+)
+_unexpected_skips: list[str] = []
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report)
+        if not any(allowed in reason for allowed in ALLOWED_SKIPS):
+            _unexpected_skips.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput") or not _unexpected_skips:
+        return  # xdist workers report to the controller, which checks once
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = ["\nskips outside tests/conftest.py ALLOWED_SKIPS (fix the cause or allow the reason):"]
+    lines += [f"  {item}" for item in _unexpected_skips]
+    if reporter is not None:
+        reporter.write_line("\n".join(lines), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
