@@ -239,6 +239,8 @@ class AttentionRule(LayerRule):
     (rows of ``in_proj_weight``) and ``out_proj`` are then ordinary blocks.
     """
 
+    patches_forward = True
+
     def forward(
         self,
         records: list[Any],

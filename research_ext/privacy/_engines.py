@@ -18,6 +18,7 @@ from research_ext.errors import UnsupportedModuleError
 from research_ext.privacy._affine import AttentionRule, ConvRule, LinearRule, attention_supported
 from research_ext.privacy._layers import EmbeddingRule, GenericRule, LayerRule, NormRule
 from research_ext.privacy._per_sample import LossFn, per_sample_grads, split_batch, summed_loss
+from research_ext.privacy._recurrent import RECURRENT, RecurrentRule
 
 __all__ = ["ENGINES", "HookEngine", "VmapEngine", "layer_groups", "make_engine"]
 
@@ -49,6 +50,8 @@ def rule_for(module: nn.Module, names: dict[str, str], mode: str) -> LayerRule:
         return NormRule(module, names, mode)
     if attention_supported(module):
         return AttentionRule(module, names, mode)
+    if isinstance(module, RECURRENT):
+        return RecurrentRule(module, names, mode)
     return GenericRule(module, names, mode)
 
 
@@ -142,8 +145,8 @@ class HookEngine:
         handles = []
         patched = []
         for name, rule in self.rules.items():
-            if isinstance(rule, AttentionRule):
-                # Run attention as explicit projections so each is a Linear-like block.
+            if getattr(rule, "patches_forward", False):
+                # Run attention and recurrent layers as explicit projections (Linear-like blocks).
                 rule.module.forward = functools.partial(rule.forward, records.setdefault(name, []))
                 patched.append(rule.module)
                 continue

@@ -142,7 +142,9 @@ class GenericRule(MaterializedRule):
         batched_vjp = torch.func.vmap(
             one, in_dims=(arg_dims, kw_dims, grad_dims), randomness="different"
         )
-        with quiet_vmap():
+        from research_ext.privacy._recurrent import unrolled_recurrent  # imports this module
+
+        with quiet_vmap(), unrolled_recurrent(module):
             result = batched_vjp(args, kw_vals, grads)
         return dict(result)
 

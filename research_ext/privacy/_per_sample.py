@@ -124,11 +124,16 @@ def per_sample_grads(
         randomness="different",
         chunk_size=chunk_size,
     )
+    from research_ext.privacy._recurrent import unrolled_recurrent  # imports this module
+
     try:
-        with quiet_vmap():
+        with quiet_vmap(), unrolled_recurrent(model):
             return dict(grad_fn(params, args, targets))
     except RuntimeError as err:
         raise UnsupportedModuleError(
             f"per_sample_grads: torch.func could not compute per-example gradients of "
-            f"{type(model).__name__} (inputs of batch size {batch_size}): {err}"
+            f"{type(model).__name__} (inputs of batch size {batch_size}): {err}; whole-model "
+            f"vmap runs each example as a batch of one, which ops with per-batch state or "
+            f"data-dependent shapes (packed sequences) do not allow; DPSGD's "
+            f"grad_sample_mode='auto' computes them with per-layer hooks instead"
         ) from err

@@ -9,8 +9,6 @@ from research_ext.errors import UnsupportedModuleError
 
 __all__ = ["raise_if_invalid", "validate"]
 
-_RNN = (nn.RNN, nn.LSTM, nn.GRU)
-
 
 def _problems(model: nn.Module) -> list[tuple[str, bool]]:
     """``(message, fatal)`` pairs; fatal ones make per-sample gradients undefined or wrong."""
@@ -42,14 +40,6 @@ def _problems(model: nn.Module) -> list[tuple[str, bool]]:
                     True,
                 )
             )
-        if isinstance(module, _RNN) and not module.batch_first:
-            found.append(
-                (
-                    f"{label}: batch_first=False puts time first; per-sample gradients "
-                    f"need batch_first=True",
-                    True,
-                )
-            )
         if getattr(module, "inplace", False) is True:
             found.append(
                 (
@@ -76,10 +66,13 @@ def validate(model: nn.Module, fix: bool = False) -> list[str] | nn.Module:
 
     Problems flagged: BatchNorm in training mode (mixes examples; fixed to
     ``GroupNorm(gcd(32, C), C)``), embeddings with ``scale_grad_by_freq`` or ``max_norm``,
-    recurrent layers with ``batch_first=False``, in-place activations (fixed to
+    in-place activations (fixed to
     ``inplace=False``), and tied parameters (not an error: the ``"auto"`` engine then uses
     whole-model vmap). Non-contiguous or expanded index inputs to embeddings (e.g. expanded
-    position ids) are supported by every engine and need no fix.
+    position ids) are supported by every engine and need no fix; so are ``nn.RNN``, ``nn.GRU``,
+    ``nn.LSTM`` and their cells in every layout torch accepts (time or batch first, stacked,
+    bidirectional, ``proj_size``, packed sequences; packed sequences not under
+    ``grad_sample_mode="vmap"``).
 
     Args:
         model: the model to check (not modified).

@@ -25,8 +25,11 @@ def test_validate_flags_embedding_and_rnn_pitfalls():
             "r": nn.LSTM(2, 2),
         }
     )
-    text = " ".join(validate(model))
-    assert "scale_grad_by_freq" in text and "max_norm" in text and "batch_first=False" in text
+    problems = validate(model)
+    text = " ".join(problems)
+    assert "scale_grad_by_freq" in text and "max_norm" in text and len(problems) == 2
+    # Recurrent layers are supported in every layout, time-first included.
+    assert validate(nn.ModuleList([nn.LSTM(2, 2), nn.GRU(2, 2, 2, bidirectional=True)])) == []
 
 
 def test_validate_reports_tied_weights():

@@ -1,5 +1,7 @@
 """Small models for per-sample gradient tests, and the explicit per-example oracle."""
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -77,15 +79,12 @@ def make(name: str, dtype: torch.dtype, batch: int = 5, seed: int = 0):
         )
         x = torch.randn(batch, 2, 4, 5, 3, generator=g)
     else:
-        raise KeyError(name)
+        model, x = make_recurrent(name, batch, g)
     model = model.to(dtype)
     if x.is_floating_point():
         x = x.to(dtype)
     y = torch.randint(0, 3, (batch,), generator=g)
     return model, x, y
-
-
-ZOO = ("mlp", "cnn", "seqconv", "transformer", "attention", "norms", "conv3d")
 
 
 def loop_grads(
@@ -95,9 +94,11 @@ def loop_grads(
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     rows: dict[str, list[torch.Tensor]] = {n: [] for n in params}
     for i in range(x.shape[0]):
-        grads = torch.autograd.grad(
-            loss_fn(model(x[i : i + 1]), y[i : i + 1]), list(params.values())
-        )
+        with warnings.catch_warnings():
+            # torch's own float32 LSTM kernel notes that oneDNN lacks projections.
+            warnings.filterwarnings("ignore", message="LSTM with projections")
+            out = model(x[i : i + 1])
+        grads = torch.autograd.grad(loss_fn(out, y[i : i + 1]), list(params.values()))
         for n, g in zip(params, grads, strict=True):
             rows[n].append(g)
     return {n: torch.stack(v) for n, v in rows.items()}
@@ -124,3 +125,97 @@ class Attention(nn.Module):
         causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).triu(1)
         c, _ = self.cross(s, self.memory(h), self.memory(h), attn_mask=causal, need_weights=False)
         return self.head(c.mean(1))
+
+
+class Recurrent(nn.Module):
+    """A recurrent layer on embedded tokens; the head reads the outputs and the final state."""
+
+    def __init__(self, rnn: nn.Module, time_first: bool = False, initial: bool = False) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(30, 4)
+        self.rnn = rnn
+        self.time_first = time_first
+        dirs = 2 if rnn.bidirectional else 1
+        out = (rnn.proj_size or rnn.hidden_size) if isinstance(rnn, nn.LSTM) else rnn.hidden_size
+        self.init = nn.Linear(4, out) if initial else None
+        self.head = nn.Linear(dirs * out + out, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.emb(x)
+        hx = None
+        if self.init is not None:
+            layers = self.rnn.num_layers * (2 if self.rnn.bidirectional else 1)
+            hx = torch.tanh(self.init(h[:, 0])).unsqueeze(0).expand(layers, -1, -1).contiguous()
+        out, state = self.rnn(h.transpose(0, 1) if self.time_first else h, hx)
+        if self.time_first:
+            out = out.transpose(0, 1)
+        last = state[0] if isinstance(state, tuple) else state
+        return self.head(torch.cat([out.mean(1), last[-1]], dim=1))
+
+
+class Packed(nn.Module):
+    """A bidirectional LSTM over variable-length token sequences (0 pads the end)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(30, 4, padding_idx=0)
+        self.rnn = nn.LSTM(4, 5, num_layers=2, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(10 + 5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lengths = (x != 0).sum(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.emb(x), lengths, batch_first=True, enforce_sorted=False
+        )
+        out, (h, _) = self.rnn(packed)
+        padded, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+        return self.head(torch.cat([padded.sum(1), h[-1]], dim=1))
+
+
+class Cells(nn.Module):
+    """LSTMCell unrolled over a sequence, then a GRUCell and a ReLU RNNCell step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTMCell(4, 6)
+        self.gru = nn.GRUCell(6, 5)
+        self.rnn = nn.RNNCell(5, 5, nonlinearity="relu", bias=False)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        state = None
+        for t in range(x.shape[1]):
+            state = self.lstm(x[:, t], state)
+        assert state is not None
+        return self.head(self.rnn(self.gru(state[0])))
+
+
+def make_recurrent(name: str, batch: int, g: torch.Generator):
+    """(model, inputs) for the recurrent zoo entries."""
+    tokens = torch.randint(1, 30, (batch, 6), generator=g)
+    if name == "lstm":
+        rnn = nn.LSTM(4, 5, num_layers=2, batch_first=True, bidirectional=True)
+        return Recurrent(rnn), tokens
+    if name == "gru_time_first":
+        return Recurrent(nn.GRU(4, 5, bias=False), time_first=True), tokens
+    if name == "rnn_relu_initial":
+        rnn = nn.RNN(4, 5, num_layers=2, nonlinearity="relu", batch_first=True)
+        return Recurrent(rnn, initial=True), tokens
+    if name == "lstm_proj":
+        rnn = nn.LSTM(4, 6, batch_first=True, bidirectional=True, proj_size=3)
+        return Recurrent(rnn), tokens
+    if name == "packed":
+        lengths = torch.randint(1, 7, (batch,), generator=g)
+        lengths[0] = 6
+        return Packed(), tokens * (torch.arange(6)[None] < lengths[:, None])
+    if name == "cells":
+        return Cells(), torch.randn(batch, 4, 4, generator=g)
+    raise KeyError(name)
+
+
+#: Entries whole-model vmap cannot split per example (packing needs concrete lengths).
+VMAP_UNSUPPORTED = ("packed",)
+
+RECURRENT_ZOO = ("lstm", "gru_time_first", "rnn_relu_initial", "lstm_proj", "packed", "cells")
+
+ZOO = ("mlp", "cnn", "seqconv", "transformer", "attention", "norms", "conv3d", *RECURRENT_ZOO)
