@@ -11,11 +11,14 @@ Example:
 """
 
 __all__ = [
+    "CheckpointError",
     "CheckpointMismatchError",
     "ConfigError",
     "DeviceUnavailableError",
     "PrivacyBudgetExceededError",
     "ResearchExtError",
+    "StorageError",
+    "StudyFailedError",
     "UnsupportedModuleError",
 ]
 
@@ -36,9 +39,27 @@ class UnsupportedModuleError(ResearchExtError, ValueError):
     """A module whose per-sample gradients cannot be computed (or computed privately)."""
 
 
+class CheckpointError(ResearchExtError, ValueError):
+    """A checkpoint file cannot be used: empty, truncated, corrupt, or not a checkpoint at all.
+
+    The message names the file and what is wrong with it.
+    """
+
+
 class CheckpointMismatchError(ResearchExtError, ValueError):
     """A checkpoint was saved by a run whose settings differ from the one loading it."""
 
 
 class ConfigError(ResearchExtError, ValueError):
     """A study configuration is invalid; the message names the key, the value and what is allowed."""
+
+
+class StudyFailedError(ResearchExtError, RuntimeError):
+    """A study run stopped because its objective failed ``max_failures`` times (CLI exit 3)."""
+
+
+class StorageError(ResearchExtError, RuntimeError):
+    """A study's storage cannot be used (CLI exit 4): damaged, not writable, refused, unreachable.
+
+    The message is one line: the storage (password redacted), the likely cause and what to do.
+    """

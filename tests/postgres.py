@@ -2,6 +2,8 @@
 
 ``initdb`` + ``pg_ctl`` in a temporary directory, on a free port, as the ``postgres`` user when
 running as root (the server refuses root); always stopped by its pid and removed afterwards.
+The superuser ``postgres`` logs in without a password (as on a developer's machine); roles made
+with :meth:`PostgresServer.add_user` must give their password (scram-sha-256), as on a shared one.
 """
 
 import contextlib
@@ -16,6 +18,9 @@ import time
 from collections.abc import Iterator
 
 from tests.helpers import free_port
+
+#: roles in this group log in over TCP with a password; everyone else is trusted
+PASSWORD_GROUP = "password_users"
 
 
 class PostgresUnavailableError(RuntimeError):
@@ -46,6 +51,106 @@ def _stop(pid: int) -> None:
         pass
 
 
+class PostgresServer:
+    """One initialized data directory: start, stop (to test restarts), add users, remove.
+
+    Raises:
+        PostgresUnavailableError: no server binaries, no way to drop root, or a failed start.
+    """
+
+    def __init__(self, max_connections: int = 60) -> None:
+        bindir = server_bindir()
+        if bindir is None:
+            raise PostgresUnavailableError("PostgreSQL server binaries (initdb, pg_ctl) not found")
+        self.bindir = bindir
+        self.root = pathlib.Path(tempfile.mkdtemp(prefix="research_ext_pg_"))
+        self.data = self.root / "data"
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            if shutil.which("runuser") is None:
+                self.remove()
+                raise PostgresUnavailableError(
+                    "running as root without `runuser` to drop to postgres"
+                )
+            shutil.chown(self.root, "postgres", "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.port = free_port()
+        self.options = (
+            f"-p {self.port} -h 127.0.0.1 -k {self.root} -c fsync=off "
+            f"-c max_connections={max_connections}"
+        )
+        self.pid: int | None = None
+        try:
+            self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres")
+        except PostgresUnavailableError:
+            self.remove()
+            raise
+        hba = self.data / "pg_hba.conf"
+        rule = f"host all +{PASSWORD_GROUP} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(rule + hba.read_text())  # first match wins: before the trust lines
+
+    def _run(self, tool: str, *args: str) -> None:
+        try:
+            subprocess.run(
+                [*self.as_user, str(self.bindir / tool), *args], check=True, capture_output=True
+            )
+        except subprocess.CalledProcessError as err:
+            message = err.stderr.decode(errors="replace")[-500:]
+            raise PostgresUnavailableError(f"could not run {tool}: {message}") from err
+
+    @property
+    def url(self) -> str:
+        """The superuser's URL in the README's form (``postgresql://user@host:port/db``)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        """Start the server on its port and wait until it accepts connections."""
+        log = str(self.root / "log")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-o", self.options, "-l", log, "-w", "-t", "60", "start"
+        )
+        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open sessions are cut, as in a restart)."""
+        if self.pid is not None:
+            _stop(self.pid)
+            self.pid = None
+
+    def add_user(self, name: str, password: str) -> str:
+        """Create a role that must log in with ``password`` and a database it owns; its URL."""
+        import psycopg2
+
+        connection = psycopg2.connect(self.url)
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PASSWORD_GROUP,))
+            if cursor.fetchone() is None:
+                cursor.execute(f"CREATE ROLE {PASSWORD_GROUP}")
+            cursor.execute(
+                f"CREATE ROLE {name} LOGIN PASSWORD %s IN ROLE {PASSWORD_GROUP}", (password,)
+            )
+            cursor.execute(f"CREATE DATABASE {name} OWNER {name}")
+        connection.close()
+        return f"postgresql://{name}:{password}@127.0.0.1:{self.port}/{name}"
+
+    def remove(self) -> None:
+        """Stop the server and delete its files."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def throwaway_server(max_connections: int = 60) -> Iterator[PostgresServer]:
+    """A started :class:`PostgresServer`, stopped by pid and deleted afterwards."""
+    server = PostgresServer(max_connections)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
 @contextlib.contextmanager
 def throwaway_postgres(max_connections: int = 60) -> Iterator[str]:
     """Start a server, yield its SQLAlchemy URL, stop it by pid and delete its files.
@@ -53,39 +158,5 @@ def throwaway_postgres(max_connections: int = 60) -> Iterator[str]:
     Raises:
         PostgresUnavailableError: no server binaries, no way to drop root, or a failed start.
     """
-    bindir = server_bindir()
-    if bindir is None:
-        raise PostgresUnavailableError("PostgreSQL server binaries (initdb, pg_ctl) not found")
-    root = pathlib.Path(tempfile.mkdtemp(prefix="research_ext_pg_"))
-    data = root / "data"
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        if shutil.which("runuser") is None:
-            shutil.rmtree(root, ignore_errors=True)
-            raise PostgresUnavailableError("running as root without `runuser` to drop to postgres")
-        shutil.chown(root, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    options = f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off -c max_connections={max_connections}"
-    try:
-        subprocess.run(
-            [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-o", options]
-            + ["-l", str(root / "log"), "-w", "-t", "60", "start"],
-            check=True,
-            capture_output=True,
-        )
-    except subprocess.CalledProcessError as err:
-        shutil.rmtree(root, ignore_errors=True)
-        message = err.stderr.decode(errors="replace")[-500:]
-        raise PostgresUnavailableError(f"could not start PostgreSQL: {message}") from err
-    pid = int((data / "postmaster.pid").read_text().split()[0])
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        _stop(pid)
-        shutil.rmtree(root, ignore_errors=True)
+    with throwaway_server(max_connections) as server:
+        yield server.url

@@ -1,7 +1,12 @@
 """``research-ext tune``: run and inspect Optuna studies from a study file.
 
-Exit codes: 0 success, 1 a bad study file or storage, 2 bad usage, 3 the objective failed
-``max_failures`` times, 130 Ctrl-C, 143 SIGTERM (running trials are re-queued in both cases).
+Exit codes: 0 success, 1 a bad study file or storage argument, 2 bad usage, 3 the objective
+failed ``max_failures`` times, 4 the storage failed (damaged, not writable, wrong password, server
+unreachable: one line says which and what to do), 130 Ctrl-C, 143 SIGTERM (running trials are
+re-queued in both cases).
+
+The storage comes from ``--storage``, else the ``RESEARCH_EXT_STORAGE`` environment variable,
+else the study file; a password is never printed (``postgresql://user:***@host/db``).
 """
 
 import argparse
@@ -11,14 +16,24 @@ import pathlib
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["main"]
+__all__ = ["EXIT_STORAGE", "main"]
 
-_EPILOG = "Storage: a URL (sqlite:///x.db, postgresql://user@host/db) or a path (.db -> SQLite, .log -> journal)."
+#: exit code of a storage fault (damaged file, not writable, refused password, server gone)
+EXIT_STORAGE = 4
+
+_EPILOG = (
+    "Storage: a URL (sqlite:///x.db, postgresql://user@host/db) or a path (.db -> SQLite, "
+    ".log -> journal); without --storage, $RESEARCH_EXT_STORAGE, else the study file's. "
+    "Exit codes: 1 bad study file, 2 usage, 3 objective failures, 4 storage fault."
+)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study_file", metavar="STUDY.toml", help="the study file")
-    parser.add_argument("--storage", help="storage URL or path (default: the study file's)")
+    parser.add_argument(
+        "--storage",
+        help="storage URL or path (default: $RESEARCH_EXT_STORAGE, else the study file's)",
+    )
     parser.add_argument("--study", dest="study_name", help="study name (default: the study file's)")
 
 
@@ -97,16 +112,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace, validate_objective: bool = False):  # type: ignore[no-untyped-def]
     from research_ext.hpo._config import load_config
-    from research_ext.hpo._run import absolute_storage
+    from research_ext.hpo._storage import absolute_storage, storage_from_env
 
-    storage = None if args.storage is None else absolute_storage(args.storage)
-    return load_config(
+    storage = args.storage if args.storage is not None else storage_from_env()
+    if storage is not None:
+        args.storage_url = storage = absolute_storage(storage)
+    config = load_config(
         args.study_file,
         storage=storage,
         name=args.study_name,
         n_trials=getattr(args, "n_trials", None),
         validate_objective=validate_objective,
     )
+    args.config = config
+    return config
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -210,8 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments after ``tune`` (``sys.argv[1:]`` when ``None``).
 
     Returns:
-        0 on success; 1 for a bad study file or storage; 2 for usage errors; 3 when the objective
-        failed ``max_failures`` times; 130 after Ctrl-C; 143 after SIGTERM.
+        0 on success; 1 for a bad study file or storage argument; 2 for usage errors; 3 when the
+        objective failed ``max_failures`` times; 4 when the storage failed; 130 after Ctrl-C;
+        143 after SIGTERM.
 
     Example:
         >>> main(["--help"])  # doctest: +ELLIPSIS
@@ -219,8 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ...
         0
     """
-    from research_ext.errors import ConfigError
-    from research_ext.hpo._runner import StudyFailedError, Terminated
+    from research_ext.errors import ConfigError, StorageError, StudyFailedError
+    from research_ext.hpo._runner import Terminated
 
     parser = _parser()
     try:
@@ -232,14 +252,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not getattr(args, "verbose", False):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def fail(err: BaseException, code: int) -> int:
+        print(f"research-ext tune {args.command}: {_scrub(err, args)}", file=sys.stderr)
+        return code
+
     try:
         return handler(args)
+    except StorageError as err:
+        return fail(err, EXIT_STORAGE)
     except (ConfigError, ValueError) as err:
-        print(f"research-ext tune {args.command}: {err}", file=sys.stderr)
-        return 1
+        if (storage_err := _storage_error(err, args)) is not None:
+            return fail(storage_err, EXIT_STORAGE)
+        return fail(err, 1)
     except StudyFailedError as err:
-        print(f"research-ext tune {args.command}: {err}", file=sys.stderr)
-        return 3
+        return fail(err, 3)
     except KeyboardInterrupt:
         print(
             f"research-ext tune {args.command}: interrupted; running trials re-queued",
@@ -252,3 +279,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 143
+    except Exception as err:
+        if (storage_err := _storage_error(err, args)) is None:
+            raise
+        return fail(storage_err, EXIT_STORAGE)
+
+
+def _storage_url(args: argparse.Namespace) -> str:
+    config = getattr(args, "config", None)
+    if config is not None:
+        from research_ext.hpo._study import storage_spec
+
+        try:
+            return storage_spec(config).url
+        except ValueError:
+            pass
+    return getattr(args, "storage_url", None) or ""
+
+
+def _storage_error(err: BaseException, args: argparse.Namespace) -> BaseException | None:
+    from research_ext.hpo._storage import storage_error
+
+    return storage_error(err, _storage_url(args))
+
+
+def _scrub(err: BaseException, args: argparse.Namespace) -> str:
+    """The error's message on one line, with any password of the storage URL redacted."""
+    from research_ext.hpo._storage import _secrets
+
+    message = " ".join(str(err).split())
+    for url in (_storage_url(args), getattr(args, "storage_url", None) or ""):
+        for secret in _secrets(url):
+            message = message.replace(secret, "***")
+    return message

@@ -21,6 +21,7 @@ from research_ext.hpo._study import (
     counts,
     n_done,
     open_study,
+    storage_spec,
 )
 
 __all__ = [
@@ -42,7 +43,8 @@ def as_handle(study: Any) -> StudyHandle:
     if isinstance(study, str | pathlib.Path):
         study = load_config(study, validate_objective=False)
     if isinstance(study, StudyConfig):
-        return open_study(study, create=False)
+        # looking never writes: an archived, read-only database can be shown as it is
+        return open_study(study, create=False, spec=storage_spec(study).as_read_only())
     raise TypeError(
         format_message("research_ext.hpo", "study", "a StudyConfig or a study file path", study)
     )
@@ -54,7 +56,7 @@ class StudyStatus:
 
     Attributes:
         name: the study's name.
-        storage: the storage URL (or journal path).
+        storage: the storage URL (or journal path), its password redacted.
         n_trials: target number of finished (complete + pruned) trials.
         states: number of trials per Optuna state.
         finished: complete + pruned.
@@ -106,7 +108,7 @@ def status(study: Any) -> StudyStatus:
         best_value, best_trial = float(trial.value), int(trial.number)
     return StudyStatus(
         name=handle.config.name,
-        storage=handle.spec.url,
+        storage=handle.spec.display,
         n_trials=handle.n_trials,
         states=c,
         finished=n_done(c),

@@ -6,20 +6,52 @@
   journal line); a new file by its suffix (``.db``/``.sqlite``/``.sqlite3`` -> SQLite,
   ``.log``/``.jsonl``/``.journal`` -> Optuna journal); anything else is refused;
 * ``:memory:``: in-process only (tests, single-worker experiments).
+
+Every storage URL is handled here and nowhere else: a bare ``postgresql://`` (or ``postgres://``)
+URL is given the psycopg2 driver that the ``hpo`` extra installs (SQLAlchemy 2 would pick psycopg
+3 for it); what is printed, logged or written shows it with its password redacted
+(:func:`redact`); child processes get it through ``RESEARCH_EXT_STORAGE``, never a command line.
+A storage that fails is reported as one :class:`~research_ext.errors.StorageError` line naming the
+storage, the likely cause and what to do (:func:`storage_error`); a database server that goes
+away is waited for up to ``RESEARCH_EXT_STORAGE_RETRY`` seconds (default 30) before that.
 """
 
 import dataclasses
 import functools
+import importlib.util
+import logging
+import os
 import pathlib
 import sqlite3
+import sys
+import time
+import urllib.parse
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 from research_ext.core import format_message
-from research_ext.errors import ConfigError
+from research_ext.errors import ConfigError, StorageError
 
-__all__ = ["StorageSpec", "open_storage", "resolve_storage"]
+__all__ = [
+    "RETRY_ENV",
+    "STORAGE_ENV",
+    "StorageSpec",
+    "absolute_storage",
+    "open_storage",
+    "redact",
+    "resolve_storage",
+    "storage_error",
+    "storage_from_env",
+]
+
+logger = logging.getLogger("research_ext.hpo")
+
+#: environment variable holding a storage URL (how ``run`` hands it to worker processes)
+STORAGE_ENV = "RESEARCH_EXT_STORAGE"
+#: environment variable: seconds to wait for an unreachable database server (default 30)
+RETRY_ENV = "RESEARCH_EXT_STORAGE_RETRY"
+DEFAULT_RETRY_SECONDS = 30.0
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db3")
 JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
@@ -27,19 +59,90 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
 
 
-@dataclasses.dataclass(frozen=True)
+def redact(url: str) -> str:
+    """``url`` with its password (in the user part or a ``password=`` query) shown as ``***``.
+
+    Example:
+        >>> redact("postgresql://user:secret@host/db")
+        'postgresql://user:***@host/db'
+    """
+    text = str(url)
+    if "://" not in text:
+        return text
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError:
+        return text.split("://", 1)[0] + "://***"
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = parts.query
+    if query:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        if any(k.lower() == "password" for k, _ in pairs):
+            query = "&".join(
+                f"{k}=***" if k.lower() == "password" else f"{k}={v}" for k, v in pairs
+            )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def storage_from_env() -> str | None:
+    """The storage URL in ``RESEARCH_EXT_STORAGE`` (how passwords stay off command lines)."""
+    return os.environ.get(STORAGE_ENV) or None
+
+
+def absolute_storage(storage: str | pathlib.Path) -> str:
+    """A bare relative storage path made absolute against the current directory (URLs kept)."""
+    text = str(storage)
+    if "://" in text or text in (":memory:", "memory"):
+        return text
+    return str(pathlib.Path(text).resolve())
+
+
+def _is_installed(package: str) -> bool:
+    if package in sys.modules:
+        return sys.modules[package] is not None
+    return importlib.util.find_spec(package) is not None
+
+
+def _with_driver(url: str) -> str:
+    """``postgres(ql)://`` without a driver -> the ``hpo`` extra's psycopg2 (if installed)."""
+    scheme, rest = url.split("://", 1)
+    if scheme.lower() not in ("postgresql", "postgres"):
+        return url
+    driver = "psycopg2" if _is_installed("psycopg2") or not _is_installed("psycopg") else "psycopg"
+    return f"postgresql+{driver}://{rest}"
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
 class StorageSpec:
     """A resolved storage: its kind and the URL (RDB) or file path (journal) Optuna is given.
 
     Attributes:
         kind: ``"sqlite"``, ``"rdb"`` (a database server), ``"journal"`` or ``"memory"``.
         url: SQLAlchemy URL for ``sqlite``/``rdb``; the file path for ``journal``; ``":memory:"``.
+            It may hold a password: show :attr:`display` instead.
         path: the file for ``sqlite``/``journal``, else ``None``.
+        read_only: open without writing anything (inspection: status, trials, report, export).
     """
 
     kind: str
     url: str
     path: pathlib.Path | None = None
+    read_only: bool = False
+
+    @property
+    def display(self) -> str:
+        """The URL or path to print, log or write: its password redacted."""
+        return redact(self.url)
+
+    def __repr__(self) -> str:
+        return f"StorageSpec(kind={self.kind!r}, url={self.display!r}, path={self.path!r})"
+
+    def as_read_only(self) -> "StorageSpec":
+        """The same storage, opened for reading only."""
+        return dataclasses.replace(self, read_only=True)
 
     @property
     def shared(self) -> bool:
@@ -107,14 +210,19 @@ def resolve_storage(
         if scheme not in _RDB_SCHEMES:
             raise ConfigError(
                 format_message(
-                    fn, "storage", f"a URL with scheme {', '.join(_RDB_SCHEMES)} or a path", text
+                    fn,
+                    "storage",
+                    f"a URL with scheme {', '.join(_RDB_SCHEMES)} or a path",
+                    redact(text),
                 )
             )
         if scheme != "sqlite":
-            return StorageSpec("rdb", text)
+            return StorageSpec("rdb", _with_driver(text))
         file_part = text.split(":///", 1)[1].split("?", 1)[0] if ":///" in text else ""
         if not file_part or file_part == ":memory:":
-            raise ConfigError(format_message(fn, "storage", "an SQLite URL with a file", text))
+            raise ConfigError(
+                format_message(fn, "storage", "an SQLite URL with a file", redact(text))
+            )
         path = base / file_part  # an absolute file_part (sqlite:////abs.db) ignores base
         path = path.resolve()
         if _sniff_file(path) == "journal":
@@ -157,6 +265,186 @@ def resolve_storage(
     )
 
 
+# (cause, what to do, fragments of the driver's message that identify it), first match wins
+_DAMAGED = "the SQLite file is damaged (truncated or corrupted)"
+_UNREACHABLE = "the database server is unreachable (down, restarting, or a wrong host or port)"
+_CAUSES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (
+        _DAMAGED,
+        "restore it from a backup, or point --storage at a new file",
+        ("file is not a database", "malformed", "database disk image"),
+    ),
+    (
+        "the database or its directory is not writable",
+        "make both writable, or copy the study somewhere writable; `status`, `best`, `trials`, "
+        "`report` and `export` read it as it is",
+        (
+            "readonly database",
+            "read-only file system",
+            "unable to open database file",
+            "permission denied",
+        ),
+    ),
+    (
+        "the server refused the user name or password",
+        "check the user and the password (in the URL, PGPASSWORD or ~/.pgpass)",
+        ("password authentication failed", "no password supplied", "access denied for user"),
+    ),
+    (
+        "the database named in the URL does not exist",
+        "create it (e.g. `createdb NAME` on the server) or fix the URL",
+        ("does not exist", "unknown database"),
+    ),
+    (
+        _UNREACHABLE,
+        "start the server or wait for it, then run again: `research-ext tune run` resumes the "
+        "study where it stopped",
+        (
+            "connection refused",
+            "could not connect",
+            "could not translate host name",
+            "server closed the connection",
+            "terminating connection",
+            "connection to server",
+            "the database system is",
+            "timeout expired",
+            "connection already closed",
+            "ssl syscall",
+            "no route to host",
+            "network is unreachable",
+            "can't connect",
+            "lost connection",
+        ),
+    ),
+    (
+        "the disk is full or failing",
+        "free space on the disk that holds the study and run again",
+        ("disk i/o error", "no space left", "database or disk is full"),
+    ),
+    (
+        "another process keeps the SQLite database locked",
+        "let the other process finish (or stop it) and run again",
+        ("database is locked",),
+    ),
+)
+_DRIVER_MODULES = ("sqlite3", "sqlalchemy", "psycopg", "psycopg2", "pymysql", "MySQLdb")
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _is_storage_exception(err: BaseException) -> bool:
+    module = type(err).__module__.split(".", 1)[0]
+    if module in _DRIVER_MODULES or isinstance(err, sqlite3.Error):
+        return True
+    if type(err).__name__ == "StorageInternalError":  # optuna.exceptions, not imported here
+        return True
+    return isinstance(err, PermissionError | IsADirectoryError) or (
+        isinstance(err, OSError) and err.errno in (28, 30)  # ENOSPC, EROFS
+    )
+
+
+def _classify(err: BaseException) -> tuple[str, str, str] | None:
+    """(cause, what to do, the driver's own first line) for a storage failure, else ``None``."""
+    chain = [e for e in _chain(err) if _is_storage_exception(e)]
+    if not chain:
+        return None
+    driver = chain[-1]  # the innermost: the database driver's own words
+    detail = " ".join(str(driver).split()) or type(driver).__name__
+    detail = detail.split("(Background on this error", 1)[0].strip()
+    text = " ".join(str(e) for e in chain).lower()
+    for cause, todo, fragments in _CAUSES:
+        if any(f in text for f in fragments):
+            return cause, todo, detail
+    return "the storage failed", "check that the storage is reachable and intact", detail
+
+
+def _secrets(url: str) -> list[str]:
+    found = []
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return []
+    if parts.password:
+        found += [parts.password, urllib.parse.unquote(parts.password)]
+    for key, value in urllib.parse.parse_qsl(parts.query):
+        if key.lower() == "password" and value:
+            found.append(value)
+    return [s for s in found if s]
+
+
+def storage_error(err: BaseException, spec: "StorageSpec | str") -> StorageError | None:
+    """One-line :class:`StorageError` for a storage failure ``err`` of ``spec``; else ``None``.
+
+    The message names the storage (password redacted), the likely cause, what to do, and the
+    database driver's own words.
+
+    Example:
+        >>> err = sqlite3.DatabaseError("file is not a database")
+        >>> print(storage_error(err, "sqlite:////tmp/x.db"))  # doctest: +NORMALIZE_WHITESPACE
+        storage sqlite:////tmp/x.db: the SQLite file is damaged (truncated or corrupted); restore
+        it from a backup, or point --storage at a new file (file is not a database)
+    """
+    if isinstance(err, StorageError):
+        return err
+    found = _classify(err)
+    if found is None:
+        return None
+    url = spec.url if isinstance(spec, StorageSpec) else str(spec)
+    cause, todo, detail = found
+    message = f"storage {redact(url)}: {cause}; {todo} ({detail[:200]})"
+    for secret in _secrets(url):
+        message = message.replace(secret, "***")
+    return StorageError(" ".join(message.split()))
+
+
+def _retry_seconds() -> float:
+    try:
+        return max(float(os.environ.get(RETRY_ENV, DEFAULT_RETRY_SECONDS)), 0.0)
+    except ValueError:
+        return DEFAULT_RETRY_SECONDS
+
+
+def _is_unreachable(err: BaseException) -> bool:
+    found = _classify(err)
+    return found is not None and found[0] == _UNREACHABLE
+
+
+def _retrying(action: Callable[[], Any], spec: StorageSpec) -> Any:
+    """Run ``action``; while the server is unreachable, retry for ``RESEARCH_EXT_STORAGE_RETRY`` s."""
+    seconds = _retry_seconds()
+    deadline, delay, warned = time.monotonic() + seconds, 0.1, False
+    while True:
+        try:
+            return action()
+        except Exception as err:
+            if not _is_unreachable(err) or time.monotonic() + delay > deadline:
+                raise
+            if not warned:
+                logger.warning(
+                    "storage %s is unreachable; retrying for up to %g s", spec.display, seconds
+                )
+                warned = True
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
+
+
+def _reconnect_with_retries(engine: Any, spec: StorageSpec) -> None:
+    """New connections (after a server restart) wait for the server instead of failing at once."""
+    import sqlalchemy
+
+    def connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        return _retrying(lambda: dialect.connect(*cargs, **cparams), spec)
+
+    sqlalchemy.event.listen(engine, "do_connect", connect)
+
+
 def _enable_wal(path: pathlib.Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(path, timeout=60)
@@ -175,6 +463,19 @@ def _connect_sqlite(path: str) -> sqlite3.Connection:
     return connection
 
 
+def _connect_sqlite_read_only(path: str) -> sqlite3.Connection:
+    uri = pathlib.Path(path).as_uri()
+    connection = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60, check_same_thread=False)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return connection
+    except sqlite3.OperationalError:
+        # A WAL database in a directory nobody may write to (an archive): SQLite cannot create
+        # the shared-memory file a reader needs, but can read the file as immutable.
+        connection.close()
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=60, check_same_thread=False)
+
+
 def open_storage(
     spec: StorageSpec,
     *,
@@ -183,6 +484,8 @@ def open_storage(
     on_stale: Callable[[Any, Any], None] | None = None,
 ) -> Any:
     """Open ``spec`` as an Optuna storage; RDB storages get heartbeats when an interval is given.
+
+    A read-only spec writes nothing: no WAL switch, no table creation, SQLite opened read-only.
 
     Args:
         spec: from :func:`resolve_storage`.
@@ -193,14 +496,33 @@ def open_storage(
 
     Returns:
         An ``optuna.storages.BaseStorage``.
+
+    Raises:
+        StorageError: one line naming the storage, the likely cause and what to do.
     """
+    try:
+        return _open(spec, heartbeat_interval, grace_period, on_stale)
+    except Exception as err:
+        translated = storage_error(err, spec)
+        if translated is None or translated is err:
+            raise
+        raise translated from err
+
+
+def _open(
+    spec: StorageSpec,
+    heartbeat_interval: int | None,
+    grace_period: int | None,
+    on_stale: Callable[[Any, Any], None] | None,
+) -> Any:
     import optuna
 
     if spec.kind == "memory":
         return optuna.storages.InMemoryStorage()
     if spec.kind == "journal":
         assert spec.path is not None
-        spec.path.parent.mkdir(parents=True, exist_ok=True)
+        if not spec.read_only:
+            spec.path.parent.mkdir(parents=True, exist_ok=True)
         from optuna.storages.journal import JournalFileBackend
 
         backend = JournalFileBackend(str(spec.path))
@@ -208,16 +530,29 @@ def open_storage(
     engine_kwargs: dict[str, Any] = {}
     if spec.kind == "sqlite":
         assert spec.path is not None
-        _enable_wal(spec.path)
-        engine_kwargs["creator"] = functools.partial(_connect_sqlite, str(spec.path))
+        if spec.read_only:
+            connect = _connect_sqlite_read_only
+        else:
+            _enable_wal(spec.path)
+            connect = _connect_sqlite
+        engine_kwargs["creator"] = functools.partial(connect, str(spec.path))
     else:
         engine_kwargs["pool_pre_ping"] = True
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            spec.url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=on_stale,
-        )
+
+    def create() -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                spec.url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=on_stale,
+                skip_table_creation=spec.read_only,
+            )
+
+    if spec.kind == "sqlite":
+        return create()
+    storage = _retrying(create, spec)
+    _reconnect_with_retries(storage.engine, spec)
+    return storage

@@ -1,11 +1,21 @@
 import sqlite3
+import sys
 
 import optuna
 import pytest
 
-from research_ext.errors import ConfigError
+from research_ext.errors import ConfigError, StorageError
 from research_ext.hpo import resolve_storage
-from research_ext.hpo._storage import open_storage
+from research_ext.hpo._cli import main
+from research_ext.hpo._storage import (
+    RETRY_ENV,
+    STORAGE_ENV,
+    absolute_storage,
+    open_storage,
+    redact,
+    storage_from_env,
+)
+from tests.hpo.conftest import write_study
 
 
 @pytest.mark.parametrize(
@@ -75,3 +85,130 @@ def test_sqlite_is_opened_in_wal_mode(tmp_path):
     open_storage(spec)
     mode = sqlite3.connect(spec.path).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+# --- URLs as the README writes them -------------------------------------------------------------
+
+
+def test_plain_postgresql_url_uses_the_hpo_extras_driver(monkeypatch):
+    # The extra installs psycopg2; SQLAlchemy 2 would pick psycopg 3 for a bare postgresql://.
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    for url in ("postgresql://user@host/db", "postgres://user@host/db"):
+        spec = resolve_storage(url)
+        assert spec.kind == "rdb" and spec.url == "postgresql+psycopg2://user@host/db"
+    explicit = "postgresql+psycopg://user@host/db"
+    assert resolve_storage(explicit).url == explicit  # a driver the user named is kept
+
+
+def test_readme_url_opens_a_study_without_psycopg3(postgres_url, monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    assert postgres_url.startswith("postgresql://postgres@")
+    storage = open_storage(resolve_storage(postgres_url))
+    study = optuna.create_study(storage=storage, study_name="readme-url", load_if_exists=True)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert len(study.trials) >= 2
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url,shown",
+    [
+        ("postgresql://user:pw@host/db", "postgresql://user:***@host/db"),
+        (
+            "postgresql+psycopg2://user:p%40ss@host:5432/db",
+            "postgresql+psycopg2://user:***@host:5432/db",
+        ),
+        (
+            "postgresql://user@host/db?password=pw&sslmode=require",
+            "postgresql://user@host/db?password=***&sslmode=require",
+        ),
+        ("postgresql://user@host/db", "postgresql://user@host/db"),
+        ("mysql://u:pw@h/db", "mysql://u:***@h/db"),
+    ],
+)
+def test_redact(url, shown):
+    assert redact(url) == shown
+    spec = resolve_storage(url)
+    assert (
+        spec.display == redact(spec.url) and "pw" not in repr(spec) and "p%40ss" not in repr(spec)
+    )
+
+
+def test_storage_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(STORAGE_ENV, "postgresql://user:pw@host/db")
+    assert storage_from_env() == "postgresql://user:pw@host/db"
+    monkeypatch.delenv(STORAGE_ENV)
+    assert storage_from_env() is None
+
+
+def test_absolute_storage_keeps_urls_and_resolves_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert absolute_storage("x.db") == str(tmp_path / "x.db")
+    assert absolute_storage("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert absolute_storage(":memory:") == ":memory:"
+
+
+# --- faults: one line naming the storage, the likely cause and what to do -----------------------
+
+
+def _sqlite_study(path, study_name="s", n_trials=30):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+    study = optuna.create_study(storage=storage, study_name=study_name)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=n_trials)
+    storage.engine.dispose()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+@pytest.mark.parametrize("command", ["status", "run"])
+def test_damaged_sqlite_file_is_one_line_and_exit_4(tmp_path, damage, command, capsys):
+    path = write_study(tmp_path, n_trials=40)
+    db = tmp_path / "study.db"
+    _sqlite_study(db, study_name="s", n_trials=40)
+    data = db.read_bytes()
+    if damage == "truncated":
+        db.write_bytes(data[: len(data) // 3])
+    else:
+        db.write_bytes(data[:100] + bytes(range(256)) * 8 + data[100 + 2048 :])
+    assert (
+        main([command, str(path), "--no-progress"] if command == "run" else [command, str(path)])
+        == 4
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(db) in err
+    assert "damaged" in err and "backup" in err
+
+
+def test_inspecting_never_switches_the_journal_mode(tmp_path):
+    # An archived database in SQLite's default rollback mode stays byte-for-byte as it was.
+    path = tmp_path / "archived.db"
+    _sqlite_study(path)
+    before = path.read_bytes()
+    storage = open_storage(resolve_storage(str(path)).as_read_only())
+    assert len(optuna.load_study(study_name="s", storage=storage).trials) == 30
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["archived.db"]
+
+
+def test_wrong_postgresql_password_is_one_line(postgres_server):
+    url = postgres_server.add_user("wrongpw", "right-horse")
+    bad = url.replace("right-horse", "wrong-battery")
+    with pytest.raises(StorageError) as info:
+        open_storage(resolve_storage(bad))
+    message = str(info.value)
+    assert "\n" not in message and "wrong-battery" not in message
+    assert "postgresql+psycopg2://wrongpw:***@127.0.0.1" in message
+    assert "password" in message and "PGPASSWORD" in message
+
+
+def test_unreachable_server_is_one_line(monkeypatch):
+    from tests.helpers import free_port
+
+    monkeypatch.setenv(RETRY_ENV, "0.5")
+    url = f"postgresql://u:hunter2@127.0.0.1:{free_port()}/db"
+    with pytest.raises(StorageError) as info:
+        open_storage(resolve_storage(url))
+    message = str(info.value)
+    assert "\n" not in message and "hunter2" not in message
+    assert "unreachable" in message and "run again" in message
