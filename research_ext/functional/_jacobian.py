@@ -74,9 +74,11 @@ def _basis(start: int, stop: int, sizes: Sequence[int], like: Sequence[torch.Ten
         eye = torch.zeros(count, total, dtype=dtype, device=like[0].device)
         eye.diagonal(offset=start).fill_(1)
     if len(like) == 1:
-        return (eye.view(count, *like[0].shape),)
+        return (eye.view((count, *like[0].shape)),)
     pieces = torch.split(eye, list(sizes), dim=1)
-    return tuple(p.reshape(count, *t.shape).to(t.dtype) for p, t in zip(pieces, like, strict=True))
+    return tuple(
+        p.reshape((count, *t.shape)).to(t.dtype) for p, t in zip(pieces, like, strict=True)
+    )
 
 
 def _to_real(x: torch.Tensor) -> torch.Tensor:
@@ -152,14 +154,19 @@ def _rev(problem: _Problem, chunk: int | str | None, state: tuple | None) -> tup
         size = _auto_chunk(m, sum(n_sizes), m, outs[0].element_size())
     else:
         size = m if chunk is None else chunk
-    if size >= m:
+    if m == 0:  # no output entries: no products to batch (vmap refuses a batch of size 0)
+        flat = [
+            torch.zeros(0, ni, dtype=x.dtype, device=x.device)
+            for ni, x in zip(n_sizes, ins, strict=True)
+        ]
+    elif size >= m:
         if m == 1:  # one row: skip vmap's batching overhead
             row = tuple(b[0] for b in _basis(0, 1, m_sizes, outs))
             rows = tuple(g.unsqueeze(0) for g in vjp_fn(row[0] if single else row))
         else:
             basis = _basis(0, m, m_sizes, outs)
             rows = vmap(vjp_fn)(basis[0] if single else basis)
-        flat = [r.reshape(m, -1) for r in rows]
+        flat = [r.reshape(m, ni) for r, ni in zip(rows, n_sizes, strict=True)]
     else:
         flat = [
             torch.empty(m, n, dtype=x.dtype, device=x.device)
@@ -170,14 +177,14 @@ def _rev(problem: _Problem, chunk: int | str | None, state: tuple | None) -> tup
             basis = _basis(start, stop, m_sizes, outs)
             rows = vmap(vjp_fn)(basis[0] if single else basis)
             for buf, r in zip(flat, rows, strict=False):
-                buf[start:stop] = r.reshape(stop - start, -1)
+                buf[start:stop] = r.reshape(stop - start, buf.shape[1])
     if problem.holomorphic:  # torch's VJP of a holomorphic map gives conj(J)^T v
         flat = [f.conj() for f in flat]
     blocks, offset = [], 0
     for y, mj in zip(outs, m_sizes, strict=False):
         blocks.append(
             [
-                f[offset : offset + mj].reshape(*y.shape, *x.shape)
+                f[offset : offset + mj].reshape((*y.shape, *x.shape))
                 for f, x in zip(flat, ins, strict=False)
             ]
         )
@@ -201,6 +208,12 @@ def _fwd(problem: _Problem, chunk: int | str | None, m_hint: int | None) -> tupl
     else:
         size = n if chunk is None else chunk
     batched: Any = vmap(column, out_dims=(0, None))  # type: ignore[arg-type]
+    if n == 0:  # no input entries: evaluate once for the output shapes (vmap refuses size 0)
+        res: Any = problem(*ins)
+        outs, aux = res if problem.has_aux else (res, ())
+        outs = (outs,) if isinstance(outs, torch.Tensor) else outs
+        zero = [[y.new_zeros((*y.shape, *x.shape)) for x in ins] for y in outs]
+        return problem.assemble(zero), aux
     if size >= n:
         cols, aux = batched(*_basis(0, n, n_sizes, ins))
         blocks = []
@@ -208,7 +221,7 @@ def _fwd(problem: _Problem, chunk: int | str | None, m_hint: int | None) -> tupl
             out_dims = y.dim() - 1
             row, offset = [], 0
             for x, ni in zip(ins, n_sizes, strict=False):
-                block = y[offset : offset + ni].reshape(*x.shape, *y.shape[1:])
+                block = y[offset : offset + ni].reshape((*x.shape, *y.shape[1:]))
                 row.append(
                     block.movedim(tuple(range(x.dim())), tuple(range(out_dims, out_dims + x.dim())))
                 )
@@ -224,12 +237,12 @@ def _fwd(problem: _Problem, chunk: int | str | None, m_hint: int | None) -> tupl
             shapes = [y.shape[1:] for y in cols]
             bufs = [torch.empty(y[0].numel(), n, dtype=y.dtype, device=y.device) for y in cols]
         for buf, y in zip(bufs, cols, strict=False):
-            buf[:, start:stop] = y.reshape(stop - start, -1).T
+            buf[:, start:stop] = y.reshape(stop - start, buf.shape[0]).T
     blocks = []
     for buf, shape in zip(bufs, shapes, strict=False):
         row, offset = [], 0
         for x, ni in zip(ins, n_sizes, strict=False):
-            row.append(buf[:, offset : offset + ni].reshape(*shape, *x.shape))
+            row.append(buf[:, offset : offset + ni].reshape((*shape, *x.shape)))
             offset += ni
         blocks.append(row)
     return problem.assemble(blocks), aux
@@ -335,18 +348,23 @@ def _lean(f, args: tuple, positions: tuple[int, ...], mode: str, cache: OrderedD
         res: Any = state if state is not None else _vjp(call, x)
         out, vjp_fn = res[0], res[1]
         m = out.numel()
+        if m == 0 or x.numel() == 0:  # an empty Jacobian: nothing to batch
+            return out.new_zeros((*out.shape, *x.shape))
         if m == 1:
             rows = vjp_fn(torch.ones_like(out))[0].unsqueeze(0)
         else:
             eye = torch.eye(m, dtype=out.dtype, device=out.device).view(m, *out.shape)
             rows = vmap(vjp_fn)(eye)[0]
-        return rows.reshape(*out.shape, *x.shape)
+        return rows.reshape((*out.shape, *x.shape))
     forward_ad_ready()
     n = x.numel()
+    if n == 0:  # an empty Jacobian: evaluate once for the output shape
+        out = call(x)
+        return out.new_zeros((*out.shape, *x.shape))
     eye = torch.eye(n, dtype=x.dtype, device=x.device).view(n, *x.shape)
     cols = vmap(lambda t: _jvp(call, (x,), (t,))[1])(eye)
     out_dims = cols.dim() - 1
-    cols = cols.reshape(*x.shape, *cols.shape[1:])
+    cols = cols.reshape((*x.shape, *cols.shape[1:]))
     return cols.movedim(tuple(range(x.dim())), tuple(range(out_dims, out_dims + x.dim())))
 
 
