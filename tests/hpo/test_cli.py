@@ -125,3 +125,42 @@ def test_console_smoke(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "2/2 finished" in result.stdout
+
+
+def test_password_never_printed_logged_or_written(tmp_path, postgres_server, capsys, caplog):
+    secret = "Zq81-horse-staple"
+    url = postgres_server.add_user("secretive", secret)
+    path = write_study(tmp_path, n_trials=4, sampler='"random"')
+    caplog.set_level("DEBUG")
+    codes = [
+        main(["run", str(path), "--storage", url, "--workers", "2", "--no-progress", "-v"]),
+        main(["status", str(path), "--storage", url]),
+        main(["status", str(path), "--storage", url, "--format", "json"]),
+        main(["best", str(path), "--storage", url]),
+        main(["trials", str(path), "--storage", url, "--format", "json"]),
+        main(["export", str(path), "--storage", url, "-o", str(tmp_path / "best.toml")]),
+        main(["report", str(path), str(tmp_path / "report"), "--storage", url]),
+    ]
+    assert codes == [0] * len(codes)
+    out = capsys.readouterr()
+    assert "4/4 finished" in out.out and "postgresql+psycopg2://secretive:***@127.0.0.1" in out.out
+    # errors: a study that is not there, and a wrong password
+    assert main(["status", str(path), "--storage", url, "--study", "nope"]) == 1
+    wrong = url.replace(secret, secret[::-1])
+    assert main(["status", str(path), "--storage", wrong]) == 4
+    failed = capsys.readouterr()
+    assert "no study named 'nope'" in failed.err and "password" in failed.err
+    texts = [out.out, out.err, failed.out, failed.err, caplog.text]
+    texts += [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()]
+    for text in texts:
+        assert secret not in text and secret[::-1] not in text
+    assert "secretive:***@" in (tmp_path / "report" / "index.md").read_text()
+
+
+def test_storage_from_the_environment_variable(tmp_path, monkeypatch, capsys):
+    path = write_study(tmp_path, n_trials=2, sampler='"random"')
+    monkeypatch.setenv("RESEARCH_EXT_STORAGE", str(tmp_path / "elsewhere.db"))
+    assert main(["run", str(path), "--no-progress"]) == 0
+    assert (tmp_path / "elsewhere.db").exists() and not (tmp_path / "study.db").exists()
+    assert main(["status", str(path)]) == 0
+    assert "elsewhere.db: 2/2 finished" in capsys.readouterr().out

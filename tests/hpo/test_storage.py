@@ -1,5 +1,13 @@
+import contextlib
+import json
+import os
+import pathlib
+import shlex
 import sqlite3
+import subprocess
 import sys
+import tempfile
+import time
 
 import optuna
 import pytest
@@ -16,6 +24,7 @@ from research_ext.hpo._storage import (
     storage_from_env,
 )
 from tests.hpo.conftest import write_study
+from tests.postgres import throwaway_server
 
 
 @pytest.mark.parametrize(
@@ -212,3 +221,130 @@ def test_unreachable_server_is_one_line(monkeypatch):
     message = str(info.value)
     assert "\n" not in message and "hunter2" not in message
     assert "unreachable" in message and "run again" in message
+
+
+# --- an archived study in a read-only directory -------------------------------------------------
+
+_READ_ONLY_SCRIPT = """
+import json, sys
+from research_ext.hpo._cli import main
+study, out = sys.argv[1], sys.argv[2]
+codes = {}
+for command, *rest in (["status"], ["best"], ["trials"], ["export"], ["report", out],
+                       ["run", "--n-trials", "6", "--no-progress"]):
+    codes[command] = main([command, study, *rest])
+print(json.dumps(codes))
+"""
+
+
+def _run_with_read_only_dir(directory, *args):
+    """Run the script with ``directory`` read-only (a private read-only bind mount as root)."""
+    command = [sys.executable, "-c", _READ_ONLY_SCRIPT, *map(str, args)]
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=300)
+        finally:
+            directory.chmod(0o755)
+    mount = (
+        f"mount --bind {shlex.quote(str(directory))} {shlex.quote(str(directory))} && "
+        f"mount -o remount,ro,bind {shlex.quote(str(directory))} && exec {shlex.join(command)}"
+    )
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", mount], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.slow
+def test_a_read_only_study_can_be_shown_but_not_run(tmp_path):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    path = write_study(archive, n_trials=4, sampler='"random"')
+    assert main(["run", str(path), "--no-progress"]) == 0
+    before = {p.name: p.read_bytes() for p in archive.iterdir() if p.is_file()}
+    result = _run_with_read_only_dir(archive, path, tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    codes = json.loads(result.stdout.strip().splitlines()[-1])
+    assert codes == {"status": 0, "best": 0, "trials": 0, "export": 0, "report": 0, "run": 4}, (
+        result.stderr
+    )
+    assert "4/4 finished" in result.stdout and (tmp_path / "report" / "index.md").exists()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("research-ext")]
+    assert len(errors) == 1 and "not writable" in errors[0] and str(archive) in errors[0]
+    assert {p.name: p.read_bytes() for p in archive.iterdir() if p.is_file()} == before
+
+
+# --- a PostgreSQL server that restarts under a running study ------------------------------------
+
+
+def _states(url):
+    import psycopg2
+
+    with contextlib.closing(psycopg2.connect(url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT state, count(*) FROM trials GROUP BY state")
+        return {str(state): n for state, n in cursor.fetchall()}
+
+
+def _start_run(path, url, **env):
+    return subprocess.Popen(
+        [sys.executable, "-m", "research_ext.cli", "tune", "run", str(path), "--no-progress"],
+        env={**os.environ, STORAGE_ENV: url, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_complete(url, n, proc, timeout=240.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if _states(url).get("COMPLETE", 0) >= n:
+                return
+        except Exception:  # the tables do not exist yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no {n} complete trials: {proc.poll()=}")
+
+
+@pytest.mark.slow
+def test_a_postgresql_restart_is_ridden_out():
+    with throwaway_server() as server:
+        url = server.add_user("restarts", "pw-restart")
+        with tempfile.TemporaryDirectory() as directory:
+            path = write_study(
+                pathlib.Path(directory), n_trials=16, sampler='"random"', args="{ sleep = 0.3 }"
+            )
+            proc = _start_run(path, url)
+            _wait_for_complete(url, 3, proc)
+            server.stop()
+            time.sleep(5.0)
+            server.start()
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, err
+            assert "16/16 finished" in out
+            assert _states(url) == {"COMPLETE": 16}
+
+
+@pytest.mark.slow
+def test_a_long_outage_ends_run_in_one_line_and_the_next_run_recovers():
+    with throwaway_server() as server:
+        url = server.add_user("outage", "pw-outage")
+        with tempfile.TemporaryDirectory() as directory:
+            path = write_study(
+                pathlib.Path(directory), n_trials=12, sampler='"random"', args="{ sleep = 0.3 }"
+            )
+            proc = _start_run(path, url, **{RETRY_ENV: "2"})
+            _wait_for_complete(url, 3, proc)
+            server.stop()
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 4, err
+            lines = [line for line in err.splitlines() if line.startswith("research-ext")]
+            assert len(lines) == 1 and "unreachable" in lines[0] and "outage:***@" in lines[0]
+            assert "pw-outage" not in out + err
+            server.start()
+            rerun = _start_run(path, url)
+            out, err = rerun.communicate(timeout=240)
+            assert rerun.returncode == 0, err
+            states = _states(url)
+            assert states["COMPLETE"] == 12 and set(states) <= {"COMPLETE", "FAIL"}
