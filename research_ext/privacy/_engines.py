@@ -16,7 +16,7 @@ from torch import nn
 from research_ext.core import module_params
 from research_ext.errors import UnsupportedModuleError
 from research_ext.privacy._affine import AttentionRule, ConvRule, LinearRule, attention_supported
-from research_ext.privacy._layers import EmbeddingRule, GenericRule, LayerRule, NormRule
+from research_ext.privacy._layers import MASKS, EmbeddingRule, GenericRule, LayerRule, NormRule
 from research_ext.privacy._per_sample import LossFn, per_sample_grads, split_batch, summed_loss
 from research_ext.privacy._recurrent import RECURRENT, RecurrentRule
 
@@ -150,6 +150,10 @@ class HookEngine:
                 rule.module.forward = functools.partial(rule.forward, records.setdefault(name, []))
                 patched.append(rule.module)
                 continue
+            if isinstance(rule, GenericRule):
+                # Keep the forward's dropout masks for the per-example re-run.
+                rule.module.forward = functools.partial(rule.recording_forward, rule.module.forward)
+                patched.append(rule.module)
             handles.append(
                 rule.module.register_forward_hook(self._hook(name, records), with_kwargs=True)
             )
@@ -220,6 +224,9 @@ class HookEngine:
                 if isinstance(output, torch.Tensor)
                 else tuple(o for o in output if isinstance(o, torch.Tensor))
             )
+            rule = self.rules[name]
+            if isinstance(rule, GenericRule) and rule.pending is not None:
+                kwargs, rule.pending = {**kwargs, MASKS: rule.pending}, None
             records.setdefault(name, []).append((args, kwargs, outs))
 
         return hook

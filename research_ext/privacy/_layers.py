@@ -12,9 +12,13 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from research_ext.privacy._dropout import DropoutRecorder, DropoutReplay
 from research_ext.privacy._per_sample import quiet_vmap
 
-__all__ = ["EmbeddingRule", "GenericRule", "LayerRule", "MaterializedRule", "NormRule"]
+__all__ = ["MASKS", "EmbeddingRule", "GenericRule", "LayerRule", "MaterializedRule", "NormRule"]
+
+#: Key under which a generic layer's captured call carries the dropout masks of its forward.
+MASKS = "__dropout_masks__"
 
 
 class LayerRule:
@@ -103,10 +107,28 @@ class NormRule(MaterializedRule):
 
 
 class GenericRule(MaterializedRule):
-    """Any other layer: per-sample vector-Jacobian products under ``vmap``."""
+    """Any other layer: per-sample vector-Jacobian products under ``vmap``.
+
+    The layer's forward runs under a :class:`DropoutRecorder` during the step, and the re-run
+    replays its masks, so the per-sample gradients are those of the forward pass.
+    """
+
+    def __init__(self, module: nn.Module, names: dict[str, str], mode: str) -> None:
+        super().__init__(module, names, mode)
+        self.pending: list[torch.Tensor] | None = None
+
+    def recording_forward(self, forward: Any, *args: Any, **kwargs: Any) -> Any:
+        """``forward(*args, **kwargs)`` with its dropout masks kept in ``pending``."""
+        recorder = DropoutRecorder()
+        with recorder:
+            out = forward(*args, **kwargs)
+        self.pending = recorder.masks
+        return out
 
     def per_sample(self, call: tuple[Any, Any, Any], batch_size: int) -> dict[str, torch.Tensor]:
         args, kwargs, grads = call
+        kwargs = dict(kwargs)
+        masks = kwargs.pop(MASKS, [])
         params = {n: p.detach() for n, p in self.module.named_parameters() if n in self.names}
         module = self.module
 
@@ -120,7 +142,7 @@ class GenericRule(MaterializedRule):
         grad_dims = tuple(0 if g is not None else None for g in grads)
 
         def one(
-            a: tuple[Any, ...], kv: tuple[Any, ...], go: tuple[Any, ...]
+            a: tuple[Any, ...], kv: tuple[Any, ...], go: tuple[Any, ...], index: torch.Tensor
         ) -> dict[str, torch.Tensor]:
             a1 = tuple(t.unsqueeze(0) if d == 0 else t for t, d in zip(a, arg_dims, strict=True))
             kw = {
@@ -129,7 +151,8 @@ class GenericRule(MaterializedRule):
             }
 
             def f(p: dict[str, torch.Tensor]) -> Any:
-                out = torch.func.functional_call(module, p, a1, kw)
+                with DropoutReplay(masks, index, batch_size):
+                    out = torch.func.functional_call(module, p, a1, kw)
                 return _tensor_outputs(out)
 
             outs, vjp_fn = torch.func.vjp(f, params)[:2]
@@ -140,12 +163,13 @@ class GenericRule(MaterializedRule):
             return vjp_fn(cot)[0]
 
         batched_vjp = torch.func.vmap(
-            one, in_dims=(arg_dims, kw_dims, grad_dims), randomness="different"
+            one, in_dims=(arg_dims, kw_dims, grad_dims, 0), randomness="different"
         )
         from research_ext.privacy._recurrent import unrolled_recurrent  # imports this module
 
+        device = next(iter(params.values())).device
         with quiet_vmap(), unrolled_recurrent(module):
-            result = batched_vjp(args, kw_vals, grads)
+            result = batched_vjp(args, kw_vals, grads, torch.arange(batch_size, device=device))
         return dict(result)
 
 

@@ -3,6 +3,7 @@
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -73,7 +74,9 @@ def per_sample_grads(
     :math:`g_i = \nabla_\theta \ell(f_\theta(x_i), y_i)` for every example i of the batch,
     computed with ``torch.func.vmap`` over ``grad`` of ``functional_call`` (one trace, no Python
     loop). Each example is run as a batch of one, so ``loss_fn``'s reduction does not matter.
-    Buffers are passed through unchanged; dropout draws independent masks per example.
+    Buffers are passed through unchanged. Dropout uses the masks an ordinary forward of the
+    batch would draw under the same random state (one extra forward without gradients records
+    them when the model draws any), so the per-example gradients sum to the batch gradient.
 
     Args:
         model: any module whose forward torch.func can trace and that treats examples
@@ -110,25 +113,45 @@ def per_sample_grads(
     if batch_size == 0:
         return {n: p.new_zeros((0, *p.shape)) for n, p in params.items()}
     buffers = module_buffers(model)
-
-    def loss_one(p: dict[str, torch.Tensor], x: Any, y: torch.Tensor) -> torch.Tensor:
-        x1 = tree_map(lambda t: t.unsqueeze(0), x)
-        out = call_with_params(model, p, x1 if isinstance(x1, tuple) else (x1,), buffers=buffers)
-        loss = loss_fn(out, y.unsqueeze(0))
-        return loss.sum()
-
     args = tuple(inputs) if isinstance(inputs, list) else inputs
-    grad_fn = torch.func.vmap(
-        torch.func.grad(loss_one),
-        in_dims=(None, 0, 0),
-        randomness="different",
-        chunk_size=chunk_size,
-    )
-    from research_ext.privacy._recurrent import unrolled_recurrent  # imports this module
+    from research_ext.privacy._dropout import DropoutRecorder, DropoutReplay, MasksNeededError
+    from research_ext.privacy._recurrent import unrolled_recurrent  # both import this module
+
+    training = any(m.training for m in model.modules())
+
+    def run(masks: list[torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        def loss_one(
+            p: dict[str, torch.Tensor], x: Any, y: torch.Tensor, index: torch.Tensor
+        ) -> torch.Tensor:
+            x1 = tree_map(lambda t: t.unsqueeze(0), x)
+            with DropoutReplay(masks, index, batch_size) if training else nullcontext():
+                out = call_with_params(
+                    model, p, x1 if isinstance(x1, tuple) else (x1,), buffers=buffers
+                )
+            return loss_fn(out, y.unsqueeze(0)).sum()
+
+        grad_fn = torch.func.vmap(
+            torch.func.grad(loss_one),
+            in_dims=(None, 0, 0, 0),
+            randomness="different",
+            chunk_size=chunk_size,
+        )
+        index = torch.arange(batch_size, device=targets.device)
+        with quiet_vmap(), unrolled_recurrent(model):
+            return dict(grad_fn(params, args, targets, index))
 
     try:
-        with quiet_vmap(), unrolled_recurrent(model):
-            return dict(grad_fn(params, args, targets))
+        try:
+            return run(None)
+        except MasksNeededError:
+            # The model draws dropout masks: record those of one batch forward, then replay
+            # them, so the gradients are those of an ordinary forward under the same seed.
+            recorder = DropoutRecorder()
+            with torch.no_grad(), recorder, unrolled_recurrent(model):
+                call_with_params(
+                    model, params, args if isinstance(args, tuple) else (args,), buffers=buffers
+                )
+            return run(recorder.masks)
     except RuntimeError as err:
         raise UnsupportedModuleError(
             f"per_sample_grads: torch.func could not compute per-example gradients of "

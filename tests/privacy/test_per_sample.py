@@ -86,3 +86,93 @@ def test_add_gaussian_noise_is_reproducible_and_validates():
         ValueError, match=r"add_gaussian_noise: `std` must be a finite number >= 0, got std=-1.0"
     ):
         add_gaussian_noise(torch.ones(3), -1.0)
+
+
+class NoisyGeneric(nn.Module):
+    """A layer without a dedicated rule that draws dropout masks inside its own forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(6, 6) / 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.dropout(x @ self.weight, 0.4)
+        return nn.functional.dropout1d(h.unsqueeze(-1), 0.3, training=True).squeeze(-1)
+
+
+class AttentionBiasKV(nn.Module):
+    """MultiheadAttention with add_bias_kv (no dedicated rule) and dropout on its weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.attn = nn.MultiheadAttention(8, 2, dropout=0.5, add_bias_kv=True, batch_first=True)
+        self.drop = nn.Dropout(0.3)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.emb(x)
+        return self.head(self.drop(self.attn(h, h, h)[0]).mean(1))
+
+
+def _dropout_model(name):
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    if name == "mlp":
+        model = nn.Sequential(nn.Linear(6, 6), nn.Dropout(0.5), nn.Tanh(), nn.Linear(6, 3))
+        x = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    elif name == "generic":
+        model = nn.Sequential(nn.Linear(6, 6), NoisyGeneric(), nn.Linear(6, 3))
+        x = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    else:
+        model = AttentionBiasKV()
+        x = torch.randint(0, 20, (6, 5), generator=g)
+    return model.double().train(), x, torch.randint(0, 3, (6,), generator=g)
+
+
+@pytest.mark.parametrize("mode", ["auto", "ghost", "materialized", "vmap"])
+@pytest.mark.parametrize("name", ["mlp", "generic", "attention_bias_kv"])
+def test_dropout_masks_of_the_forward_pass_in_every_mode(name, mode):
+    # Clipping off and no noise: the DP update is minus the mean of the per-sample gradients,
+    # which must be the batch gradient under the same seed (the same dropout masks).
+    from research_ext.privacy import DPSGD
+
+    model, x, y = _dropout_model(name)
+    before = [p.detach().clone() for p in model.parameters()]
+    torch.manual_seed(11)
+    model.zero_grad()
+    nn.CrossEntropyLoss()(model(x), y).backward()
+    batch_grad = [p.grad.clone() for p in model.parameters()]
+    dp = DPSGD(
+        model,
+        torch.optim.SGD(model.parameters(), lr=1.0),
+        loss_fn=nn.CrossEntropyLoss(),
+        max_grad_norm=1e12,
+        delta=1e-5,
+        sample_rate=1.0,
+        dataset_size=6,
+        noise_multiplier=0.0,
+        grad_sample_mode=mode,
+    )
+    torch.manual_seed(11)
+    dp.step((x, y))
+    for b, p, g in zip(before, model.parameters(), batch_grad, strict=True):
+        torch.testing.assert_close(b - p.detach(), g, rtol=1e-10, atol=1e-12)
+
+
+def test_recurrent_dropout_masks_agree_across_modes():
+    rnn = nn.LSTM(4, 5, num_layers=3, dropout=0.5, batch_first=True)
+    from tests.privacy.zoo import Recurrent
+
+    torch.manual_seed(0)
+    model = Recurrent(rnn).double()
+    x, y = torch.randint(1, 30, (5, 6)), torch.randint(0, 3, (5,))
+    results = []
+    for mode in ("ghost", "materialized", "vmap"):
+        engine = make_engine(model, nn.CrossEntropyLoss(), mode)
+        torch.manual_seed(3)
+        sq = engine.run((x, y))
+        results.append(engine.clipped_sum({k: torch.ones_like(v) for k, v in sq.items()}))
+    for other in results[1:]:
+        for n, g in results[0].items():
+            torch.testing.assert_close(other[n], g, rtol=1e-10, atol=1e-12)
