@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="join a running study (e.g. from another machine)")
     _common(p)
     p.add_argument("--n-trials", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--index", type=int, default=0, help="worker index (sampler seed offset)")
+    p.add_argument("--index", type=int, default=0, help="worker index (seeds follow the trial)")
     p.add_argument("--exit-when-idle", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--time-left", type=float, help=argparse.SUPPRESS)
     p.add_argument("--overrides", help=argparse.SUPPRESS)

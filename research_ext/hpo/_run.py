@@ -361,7 +361,7 @@ def worker(
         storage: the shared storage (e.g. ``postgresql://user@host/db``).
         study_name: overrides the study's name.
         n_trials: overrides the study's target number of finished trials.
-        index: this worker's index (its sampler is seeded with ``seed + index``).
+        index: this worker's index (names it; sampler seeds depend on the trial, not the worker).
         exit_when_idle: return as soon as no trial is waiting (instead of waiting for the study
             to complete, to pick up re-queued trials).
         time_left: seconds after which no new trial starts.
@@ -376,7 +376,7 @@ def worker(
         StudyFailedError: after ``max_failures`` objective failures.
     """
     config = _with_overrides(config, n_trials, storage, study_name)
-    handle = open_study(config, create=False, worker=index)
+    handle = open_study(config, create=False)
     deadline = None if time_left is None else time.monotonic() + time_left
     result = work(
         handle,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from research_ext.errors import ResearchExtError
+from research_ext.errors import StudyFailedError
 from research_ext.hpo._objective import (
     DP_SGD_ATTR,
     Reporter,
@@ -25,6 +25,7 @@ from research_ext.hpo._objective import (
     load_objective,
     split_result,
 )
+from research_ext.hpo._seeding import reseed, sample_index, trial_seed
 from research_ext.hpo._space import sample_params
 from research_ext.hpo._study import (
     ENDED,
@@ -46,10 +47,6 @@ from research_ext.hpo._study import (
 __all__ = ["StudyFailedError", "Terminated", "WorkResult", "work"]
 
 logger = logging.getLogger("research_ext.hpo")
-
-
-class StudyFailedError(ResearchExtError, RuntimeError):
-    """A run stopped because its objective failed ``max_failures`` times."""
 
 
 class Terminated(BaseException):  # noqa: N818 - mirrors KeyboardInterrupt, not an error
@@ -170,6 +167,8 @@ def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard, popped: b
         storage.set_trial_system_attr(trial_id, ENDED, "surplus")
         storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
         return "surplus"
+    if config.seed is not None:  # the trial's draws depend on the study seed and the trial only
+        reseed(study.sampler, trial_seed(config.seed, sample_index(handle, trial_id)))
     trial = optuna.trial.Trial(study, trial_id)
     fn = load_objective(config.entry, config.base_dir, config.args)
     kwargs = _kwargs(handle, fn, trial, trial_id)

@@ -61,14 +61,13 @@ def storage_spec(config: StudyConfig) -> StorageSpec:
 
 
 def open_study(
-    config: StudyConfig, *, create: bool = True, worker: int = 0, spec: StorageSpec | None = None
+    config: StudyConfig, *, create: bool = True, spec: StorageSpec | None = None
 ) -> StudyHandle:
     """Create or load the study of ``config`` in its storage.
 
     Args:
         config: a validated study configuration.
         create: create the study if it does not exist (otherwise it must).
-        worker: this process's worker index (worker ``k`` seeds its sampler with ``seed + k``).
         spec: an already-opened storage's spec (reuses nothing; for tests).
 
     Returns:
@@ -93,7 +92,8 @@ def open_study(
         on_stale=_on_stale,
     )
     storage = optuna.storages.get_storage(raw)
-    sampler, pruner = make_sampler(config, worker), make_pruner(config)
+    # every process builds the same sampler: the runner reseeds it for each trial (_seeding.py)
+    sampler, pruner = make_sampler(config), make_pruner(config)
     directions = [optuna.study.StudyDirection[d.upper()] for d in config.directions]
     try:
         study_id = storage.get_study_id_from_name(config.name)

@@ -7,6 +7,7 @@ import optuna
 import pytest
 
 import research_ext.hpo as rh
+from research_ext.hpo._seeding import trial_seed
 from research_ext.hpo._study import (
     ENDED,
     OWNER,
@@ -45,7 +46,8 @@ def test_run_reaches_exactly_n_trials_and_is_idempotent(tmp_path):
 
 
 def test_same_trials_as_raw_optuna(tmp_path):
-    """With the same seeded sampler our layer proposes and records what raw Optuna does."""
+    """Our layer proposes and records what raw Optuna does when trial i's sampler is seeded with
+    ``trial_seed(seed, i)`` (per-trial seeds: a resumed or shared study never repeats draws)."""
     path = write_study(tmp_path, n_trials=8, sampler='{ type = "tpe", n_startup_trials = 3 }')
     ours = rh.run(path)
 
@@ -57,8 +59,10 @@ def test_same_trials_as_raw_optuna(tmp_path):
         extra = params.get("y", 0.0) if params["kind"] == "b" else 0.0
         return (params["x"] - 0.3) ** 2 + extra
 
-    raw = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=3))
-    raw.optimize(objective, n_trials=8)
+    raw = optuna.create_study()
+    for i in range(8):
+        raw.sampler = optuna.samplers.TPESampler(seed=trial_seed(0, i), n_startup_trials=3)
+        raw.optimize(objective, n_trials=1)
     assert [t.params for t in ours.trials] == [t.params for t in raw.trials]
     assert [t.value for t in ours.trials] == pytest.approx([t.value for t in raw.trials])
 
