@@ -2,7 +2,6 @@
 
 import math
 import os
-import tempfile
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +18,7 @@ from research_ext.core import (
     make_generator,
 )
 from research_ext.errors import CheckpointMismatchError, PrivacyBudgetExceededError
+from research_ext.privacy._checkpoint import read_checkpoint, write_checkpoint
 from research_ext.privacy._clipping import (
     CLIPPINGS,
     COUNT_SENSITIVITY,
@@ -395,21 +395,20 @@ class DPSGD:
         torch.set_rng_state(state["torch_rng"])
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`state_dict` to ``path`` atomically (temporary file, then ``os.replace``)."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".dpsgd-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(self.state_dict(), handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        """Write :meth:`state_dict` to ``path`` atomically, with a content hash checked on load.
+
+        A temporary file is renamed over ``path`` (``os.replace``); temporary files left by
+        interrupted saves in the same directory are removed first.
+        """
+        write_checkpoint(self.state_dict(), path)
 
     def load(self, path: str | os.PathLike[str]) -> None:
-        """Load a checkpoint written by :meth:`save` (see :meth:`load_state_dict`)."""
-        self.load_state_dict(torch.load(os.fspath(path), map_location="cpu", weights_only=True))
+        """Load a checkpoint written by :meth:`save` (see :meth:`load_state_dict`).
+
+        Raises:
+            CheckpointError: if the file is empty, truncated, corrupt (its content hash does
+                not match) or not a DPSGD checkpoint; the message names the file. Nothing is
+                loaded then.
+            CheckpointMismatchError: as for :meth:`load_state_dict`.
+        """
+        self.load_state_dict(read_checkpoint("DPSGD.load", path))
