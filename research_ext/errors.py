@@ -17,6 +17,8 @@ __all__ = [
     "DeviceUnavailableError",
     "PrivacyBudgetExceededError",
     "ResearchExtError",
+    "StorageError",
+    "StudyFailedError",
     "UnsupportedModuleError",
 ]
 
@@ -50,3 +52,14 @@ class CheckpointMismatchError(ResearchExtError, ValueError):
 
 class ConfigError(ResearchExtError, ValueError):
     """A study configuration is invalid; the message names the key, the value and what is allowed."""
+
+
+class StudyFailedError(ResearchExtError, RuntimeError):
+    """A study run stopped because its objective failed ``max_failures`` times (CLI exit 3)."""
+
+
+class StorageError(ResearchExtError, RuntimeError):
+    """A study's storage cannot be used (CLI exit 4): damaged, not writable, refused, unreachable.
+
+    The message is one line: the storage (password redacted), the likely cause and what to do.
+    """
