@@ -1,5 +1,6 @@
 """Public DCT/DST API (scipy.fft's names, arguments and normalizations) over ``_r2r`` kernels."""
 
+import operator
 from typing import Any
 
 import torch
@@ -18,6 +19,20 @@ __all__ = ["dct", "dctn", "dst", "dstn", "idct", "idctn", "idst", "idstn"]
 
 _INVERSE_TYPE = {1: 1, 2: 3, 3: 2, 4: 4}
 _INVERSE_NORM = {"backward": "forward", "forward": "backward", "ortho": "ortho"}
+
+
+def _as_index(value: Any) -> Any:
+    """Integer forms scipy takes (numpy integers, 0-d int tensors) as an int; others as given."""
+    if value is None or isinstance(value, bool | int) or not hasattr(value, "__index__"):
+        return value
+    return operator.index(value)
+
+
+def _widen_half(x: Any) -> Any:
+    """float16/bfloat16 input is transformed in float32, as scipy.fft does for float16."""
+    if isinstance(x, torch.Tensor) and x.dtype in (torch.float16, torch.bfloat16):
+        return x.to(torch.float32)
+    return x
 
 
 def _check(fn: str, x: Any, type: Any, norm: Any, orthogonalize: Any) -> tuple[str, bool]:
@@ -72,6 +87,7 @@ def _apply(
 def _one_dim(
     fn: str, kind: str, inverse: bool, x: Any, type: Any, n: Any, dim: Any, norm: Any, orth: Any
 ) -> torch.Tensor:
+    x, n, dim = _widen_half(x), _as_index(n), _as_index(dim)
     norm_, ortho = _check(fn, x, type, norm, orth)
     if inverse:
         type, norm_ = _INVERSE_TYPE[type], _INVERSE_NORM[norm_]
@@ -84,11 +100,18 @@ def _one_dim(
 def _n_dim(
     fn: str, kind: str, inverse: bool, x: Any, type: Any, s: Any, dim: Any, norm: Any, orth: Any
 ) -> torch.Tensor:
+    x, s, dim = _widen_half(x), _as_index(s), _as_index(dim)
     norm_, ortho = _check(fn, x, type, norm, orth)
     if inverse:
         type, norm_ = _INVERSE_TYPE[type], _INVERSE_NORM[norm_]
-    if s is not None and isinstance(s, int):
+    if isinstance(s, int):
         s = (s,)
+    elif isinstance(s, list | tuple):
+        s = tuple(_as_index(v) for v in s)
+    if isinstance(dim, int):
+        dim = (dim,)
+    elif isinstance(dim, list | tuple):
+        dim = tuple(_as_index(v) for v in dim)
     if dim is None and s is not None:
         dims = tuple(range(x.ndim - len(s), x.ndim))
     else:
