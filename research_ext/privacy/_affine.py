@@ -77,6 +77,8 @@ def block_clipped(
 class _BlockRule(LayerRule):
     """A layer made of one weight/bias block per forward call (Linear, convolutions)."""
 
+    planned = "ghost or materialized (cost model, chosen at the first step)"
+
     def block(
         self, call: tuple[Any, Any, Any], batch_size: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,6 +90,7 @@ class _BlockRule(LayerRule):
         g = torch.cat([y for _, y in blocks], dim=2) if len(blocks) > 1 else blocks[0][1]
         weight, bias = "weight" in self.names, "bias" in self.names
         norms, grad = block_norms(a, g, self.mode, weight, bias)
+        self.note(grad)
         # A materialized gradient makes the (im2col) activations unnecessary: free them now.
         self._cache.update(a=None if grad is not None else a, g=g, grad=grad)
         return norms
@@ -178,6 +181,7 @@ def _conv_sq_norms_chunked(
     if "bias" in rule.names:
         norms = norms + g.sum(2).pow(2).sum((1, 2))
     rule._cache.update(a=None, g=g, grad=grad)
+    rule.note(grad)
     return norms
 
 
@@ -240,6 +244,7 @@ class AttentionRule(LayerRule):
     """
 
     patches_forward = True
+    planned = _BlockRule.planned
 
     def forward(
         self,
@@ -323,6 +328,7 @@ class AttentionRule(LayerRule):
             weight = f"{prefix}weight" in self.names
             bias = f"{prefix}bias" in self.names
             n, grad = block_norms(a, g, self.mode, weight, bias)
+            self.note(grad)
             norms = n if norms is None else norms + n
             self._cache["blocks"].append((rows, prefix, a, g, grad, weight, bias))
         assert norms is not None

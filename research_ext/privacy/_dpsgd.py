@@ -257,6 +257,16 @@ class DPSGD:
             self.grad_noise_multiplier = (sigma**-2 - count_multiplier**-2) ** -0.5
 
     @property
+    def plan(self) -> dict[str, str]:
+        """How each layer's per-sample gradients are computed: ``{layer: "Type: method"}``.
+
+        Methods: ``ghost``, ``materialized``, ``vmap (per layer)``, ``vmap (whole model)``, or
+        ``vmap (per layer, fallback: why)`` where ``"auto"`` merged layers it could not handle
+        into their parent; cost-model choices are filled in by the first step.
+        """
+        return self.engine.plan()
+
+    @property
     def max_grad_norm(self) -> float:
         """The current clipping norm (the tracked one for ``"adaptive"``)."""
         return sensitivity(self.thresholds, self.clipping)

@@ -16,7 +16,14 @@ from torch import nn
 from research_ext.core import module_params
 from research_ext.errors import UnsupportedModuleError
 from research_ext.privacy._affine import AttentionRule, ConvRule, LinearRule, attention_supported
-from research_ext.privacy._layers import MASKS, EmbeddingRule, GenericRule, LayerRule, NormRule
+from research_ext.privacy._layers import (
+    MASKS,
+    EmbeddingRule,
+    GenericRule,
+    LayerRule,
+    MergedRule,
+    NormRule,
+)
 from research_ext.privacy._per_sample import LossFn, per_sample_grads, split_batch, summed_loss
 from research_ext.privacy._recurrent import RECURRENT, RecurrentRule
 
@@ -108,6 +115,13 @@ class VmapEngine:
         self.groups = layer_groups(model)
         self._grads: dict[str, torch.Tensor] = {}
 
+    def plan(self) -> dict[str, str]:
+        """``{layer: "Type: vmap (whole model)"}``."""
+        return {
+            name or "<root>": f"{type(module).__name__}: vmap (whole model)"
+            for name, module, _ in _units(self.model)
+        }
+
     def run(self, batch: Any) -> dict[str, torch.Tensor]:
         """Per-sample squared norms per layer group, ``(batch,)`` each."""
         self._grads = per_sample_grads(self.model, self.loss_fn, batch)
@@ -127,20 +141,75 @@ class VmapEngine:
         }
 
 
+class _LayerFailureError(Exception):
+    """A layer's rule could not handle its calls (the message names the layer)."""
+
+    def __init__(self, layer: str, message: str) -> None:
+        super().__init__(message)
+        self.layer = layer
+
+
 class HookEngine:
     """One forward and one backward; per-layer rules from captured activations and output grads."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, mode: str = "auto") -> None:
-        self.model, self.loss_fn = model, loss_fn
+        self.model, self.loss_fn, self.mode = model, loss_fn, mode
         self.rules: dict[str, LayerRule] = {
             name: rule_for(module, names, "auto" if mode == "auto" else mode)
             for name, module, names in _units(model)
         }
+        self.groups = layer_groups(model)
         self._active: list[tuple[str, LayerRule]] = []
 
+    def plan(self) -> dict[str, str]:
+        """``{layer: "Type: method"}``: how each layer's per-sample gradients are computed."""
+        return {name or "<root>": rule.describe() for name, rule in self.rules.items()}
+
     def run(self, batch: Any) -> dict[str, torch.Tensor]:
-        """Per-sample squared norms per layer group, ``(batch,)`` each."""
+        """Per-sample squared norms per layer group, ``(batch,)`` each.
+
+        In ``"auto"`` mode a layer whose rule cannot handle its calls (tensors that are not
+        batch-first, ops its per-layer re-run cannot trace) is merged into its parent module,
+        run as one per-layer ``vmap`` unit, and the step is recomputed; the plan then keeps
+        the merged unit. Other modes raise ``UnsupportedModuleError`` naming the layer.
+        """
+        while True:
+            try:
+                return self._run(batch)
+            except _LayerFailureError as failure:
+                if self.mode != "auto":
+                    raise UnsupportedModuleError(
+                        f"{failure}; grad_sample_mode='auto' falls back per layer (see "
+                        f"DPSGD.plan), grad_sample_mode='vmap' runs the whole model per example"
+                    ) from failure.__cause__
+                self._fall_back(failure.layer, str(failure))
+
+    def _fall_back(self, layer: str, why: str) -> None:
+        if layer == "":
+            raise UnsupportedModuleError(f"{why}; no module above it to fall back to")
+        parent = layer.rsplit(".", 1)[0] if "." in layer else ""
+        module = self.model.get_submodule(parent)
+        trainable = {id(p) for p in self.model.parameters() if p.requires_grad}
+        prefix = f"{parent}." if parent else ""
+        names = {
+            n: f"{prefix}{n}"
+            for n, p in module.named_parameters(remove_duplicate=False)
+            if id(p) in trainable
+        }
+        groups = {n: self.groups[q] for n, q in names.items()}
+        kept = {
+            k: r
+            for k, r in self.rules.items()
+            if not (parent == "" or k == parent or k.startswith(prefix))
+        }
+        short = why.split(": ", 1)[-1].split(";")[0]
+        kept[parent] = MergedRule(module, names, "auto", groups, f"`{layer}` {short}")
+        self.rules = kept
+
+    def _run(self, batch: Any) -> dict[str, torch.Tensor]:
         inputs, targets, batch_size = split_batch("DPSGD.step", batch)
+        for rule in self.rules.values():
+            rule.used.clear()
         records: dict[str, list[tuple[Any, Any, tuple[torch.Tensor, ...]]]] = {}
         handles = []
         patched = []
@@ -187,7 +256,7 @@ class HookEngine:
             triples = [t for t in triples if any(g is not None for g in t[2])]
             if not triples:
                 continue
-            if rule.__class__.__name__ != "GenericRule":
+            if not isinstance(rule, GenericRule):
                 triples = [
                     (
                         a,
@@ -199,8 +268,20 @@ class HookEngine:
                     )
                     for i, (a, kw, gs) in enumerate(triples)
                 ]
-            self._check_batch_first(name, triples, batch_size)
-            norms[name] = rule.sq_norms(triples, batch_size)
+            try:
+                self._check_batch_first(name, triples, batch_size)
+                if isinstance(rule, MergedRule):
+                    norms.update(rule.group_sq_norms(triples, batch_size))
+                else:
+                    norms[name] = rule.sq_norms(triples, batch_size)
+            except (UnsupportedModuleError, RuntimeError) as err:
+                kind = type(rule.module).__name__
+                message = (
+                    str(err)
+                    if isinstance(err, UnsupportedModuleError)
+                    else (f"DPSGD: layer `{name}` ({kind}) failed in its per-sample rule: {err}")
+                )
+                raise _LayerFailureError(name, message) from err
             self._active.append((name, rule))
         return norms
 
@@ -235,7 +316,10 @@ class HookEngine:
         """Sum over the batch of the per-sample gradients scaled by their group's factor."""
         out: dict[str, torch.Tensor] = {}
         for name, rule in self._active:
-            out.update(rule.clipped_sum(factors[name]))
+            if isinstance(rule, MergedRule):
+                out.update(rule.group_clipped_sum(factors))
+            else:
+                out.update(rule.clipped_sum(factors[name]))
         self._active = []
         return out
 

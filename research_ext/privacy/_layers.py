@@ -15,7 +15,15 @@ from torch import nn
 from research_ext.privacy._dropout import DropoutRecorder, DropoutReplay
 from research_ext.privacy._per_sample import quiet_vmap
 
-__all__ = ["MASKS", "EmbeddingRule", "GenericRule", "LayerRule", "MaterializedRule", "NormRule"]
+__all__ = [
+    "MASKS",
+    "EmbeddingRule",
+    "GenericRule",
+    "LayerRule",
+    "MaterializedRule",
+    "MergedRule",
+    "NormRule",
+]
 
 #: Key under which a generic layer's captured call carries the dropout masks of its forward.
 MASKS = "__dropout_masks__"
@@ -28,10 +36,26 @@ class LayerRule:
     the step (a layer called twice sums its two contributions).
     """
 
+    #: How the rule computes norms before its first step (``describe``).
+    planned = "materialized"
+
     def __init__(self, module: nn.Module, names: dict[str, str], mode: str) -> None:
         self.module: Any = module
         self.names, self.mode = names, mode  # names: local -> qualified
         self._cache: dict[str, Any] = {}
+        self.used: set[str] = set()  # per-sample methods of the last step
+
+    def note(self, grad: torch.Tensor | None) -> None:
+        """Record whether a block's norm was a ghost norm (``grad is None``) or materialized."""
+        self.used.add("ghost" if grad is None else "materialized")
+
+    def describe(self) -> str:
+        """``"Type: method"``, e.g. ``"Linear: ghost"``, for :attr:`DPSGD.plan`."""
+        planned = self.planned
+        if self.mode != "auto" and "cost model" in planned:
+            planned = self.mode
+        used = "+".join(sorted(self.used)) if self.used else planned
+        return f"{type(self.module).__name__}: {used}"
 
     def sq_norms(self, calls: list[tuple[Any, Any, Any]], batch_size: int) -> torch.Tensor:
         """Per-sample squared norm of the layer's gradient, shape ``(batch,)``."""
@@ -113,6 +137,8 @@ class GenericRule(MaterializedRule):
     replays its masks, so the per-sample gradients are those of the forward pass.
     """
 
+    planned = "vmap (per layer)"
+
     def __init__(self, module: nn.Module, names: dict[str, str], mode: str) -> None:
         super().__init__(module, names, mode)
         self.pending: list[torch.Tensor] | None = None
@@ -173,6 +199,44 @@ class GenericRule(MaterializedRule):
         return dict(result)
 
 
+class MergedRule(GenericRule):
+    """A module run as one per-layer ``vmap`` unit in place of layers below it that failed.
+
+    Its per-sample gradients are split back into the original layer groups, so per-layer
+    clipping sees the same groups as before the fallback.
+    """
+
+    def __init__(
+        self, module: nn.Module, names: dict[str, str], mode: str, groups: dict[str, str], why: str
+    ) -> None:
+        super().__init__(module, names, mode)
+        self.groups, self.why = groups, why  # groups: local name -> layer group
+
+    def describe(self) -> str:
+        """``"Type: vmap (per layer, fallback: why)"``."""
+        return f"{type(self.module).__name__}: vmap (per layer, fallback: {self.why})"
+
+    def group_sq_norms(
+        self, calls: list[tuple[Any, Any, Any]], batch_size: int
+    ) -> dict[str, torch.Tensor]:
+        """Per-sample squared norms of each original layer group under this module."""
+        super().sq_norms(calls, batch_size)
+        norms: dict[str, torch.Tensor] = {}
+        for name, g in self._cache["grads"].items():
+            sq = g.reshape(batch_size, -1).pow(2).sum(1)
+            group = self.groups[name]
+            norms[group] = norms[group] + sq if group in norms else sq
+        return norms
+
+    def group_clipped_sum(self, factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``sum_i factors[group]_i * grad_i`` for every parameter, by qualified name."""
+        grads = self._cache.pop("grads")
+        return {
+            self.names[n]: torch.einsum("b,b...->...", factors[self.groups[n]].to(g.dtype), g)
+            for n, g in grads.items()
+        }
+
+
 def _tensor_outputs(out: Any) -> tuple[torch.Tensor, ...]:
     if isinstance(out, torch.Tensor):
         return (out,)
@@ -181,6 +245,8 @@ def _tensor_outputs(out: Any) -> tuple[torch.Tensor, ...]:
 
 class EmbeddingRule(LayerRule):
     """Embedding: ghost norm over equal indices, clipped sum by ``index_add``."""
+
+    planned = "ghost"
 
     def sq_norms(self, calls: list[tuple[Any, Any, Any]], batch_size: int) -> torch.Tensor:
         m = self.module

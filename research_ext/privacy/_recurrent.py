@@ -213,6 +213,7 @@ class RecurrentRule(LayerRule):
     """``nn.RNN/GRU/LSTM`` and cells: one Linear-like block per projection, layer and direction."""
 
     patches_forward = True
+    planned = "ghost or materialized (cost model, chosen at the first step)"
 
     def forward(self, records: list[Any], input: Any, hx: Any = None) -> Any:
         """The layer's forward with its projections recorded (see :func:`recurrent_forward`)."""
@@ -241,6 +242,7 @@ class RecurrentRule(LayerRule):
             b_name = f"bias_{block}_{suffix}" if suffix else f"bias_{block}"
             weight, bias = w_name in self.names, b_name in self.names
             n, grad = block_norms(a, g, self.mode, weight, bias)
+            self.note(grad)
             norms = norms + n
             cached.append((w_name, b_name, None if grad is not None else a, g, grad, weight, bias))
         self._cache["blocks"] = cached

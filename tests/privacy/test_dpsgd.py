@@ -341,3 +341,17 @@ def test_poisson_loader_with_dpsgd_logical_batches():
     )
     for batch in loader:
         assert isinstance(batch, list) and all(len(xb) <= 4 for xb, _ in batch)
+
+
+def test_plan_names_each_layers_method():
+    model = nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5), nn.Linear(5, 3))
+    dp = _dp(model)
+    assert dp.plan["1"] == "LayerNorm: materialized"
+    assert dp.plan["0"].startswith("Linear: ghost or materialized")
+    X, y = _data()
+    dp.step((X[:8], y[:8]))
+    assert dp.plan == {"0": "Linear: ghost", "1": "LayerNorm: materialized", "2": "Linear: ghost"}
+    assert set(_dp(model, grad_sample_mode="vmap").plan.values()) == {
+        "Linear: vmap (whole model)",
+        "LayerNorm: vmap (whole model)",
+    }

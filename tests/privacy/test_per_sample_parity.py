@@ -8,7 +8,7 @@ from research_ext.errors import UnsupportedModuleError
 from research_ext.privacy import clip_per_sample, per_sample_grads
 from research_ext.privacy._clipping import clip_factors, layer_thresholds
 from research_ext.privacy._engines import ENGINES, layer_groups, make_engine
-from tests.privacy.zoo import VMAP_UNSUPPORTED, ZOO, loop_grads, make
+from tests.privacy.zoo import HOOKS_UNSUPPORTED, VMAP_UNSUPPORTED, ZOO, loop_grads, make
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-6}
 
@@ -47,7 +47,9 @@ def test_engines_give_the_loop_clipped_sum(name, mode, clipping):
     total = torch.stack([g.flatten(1).pow(2).sum(1) for g in ref.values()]).sum(0).sqrt()
     c = float(total.median())
     engine = make_engine(model, loss_fn, mode)
-    if mode == "vmap" and name in VMAP_UNSUPPORTED:
+    if (mode == "vmap" and name in VMAP_UNSUPPORTED) or (
+        mode in ("ghost", "materialized") and name in HOOKS_UNSUPPORTED
+    ):
         with pytest.raises(UnsupportedModuleError, match=r"grad_sample_mode='auto'"):
             engine.run((x, y))
         return
@@ -88,3 +90,16 @@ def test_clip_per_sample_matches_explicit_clipping():
     factor = torch.clamp(0.1 / (flat.norm(dim=1) + 1e-6), max=1.0)
     for n, g in grads.items():
         _close(clipped[n], g * factor.reshape(-1, *[1] * (g.ndim - 1)), torch.float64)
+
+
+def test_auto_falls_back_per_layer_and_says_so():
+    model, x, y = make("dp_attention_bias_kv", torch.float64)
+    engine = make_engine(model, nn.CrossEntropyLoss(), "auto")
+    assert engine.plan()["attn.seq_bias_k"] == "SequenceBias: vmap (per layer)"
+    engine.run((x, y))
+    plan = engine.plan()
+    # The attention block is one per-layer vmap unit; the layers around it keep their rules.
+    assert plan["attn"].startswith("DPMultiheadAttention: vmap (per layer, fallback: `attn.")
+    assert "not the batch size 5" in plan["attn"]
+    assert plan["emb"] == "Embedding: ghost" and plan["head"] == "Linear: ghost"
+    assert not any(k.startswith("attn.") for k in plan)

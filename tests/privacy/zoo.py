@@ -78,6 +78,9 @@ def make(name: str, dtype: torch.dtype, batch: int = 5, seed: int = 0):
             nn.Conv3d(2, 3, (3, 3, 1), padding="same"), nn.Flatten(), nn.Linear(180, 3)
         )
         x = torch.randn(batch, 2, 4, 5, 3, generator=g)
+    elif name == "dp_attention_bias_kv":
+        model = OpacusAttention()
+        x = torch.randint(0, 30, (batch, 6), generator=g)
     else:
         model, x = make_recurrent(name, batch, g)
     model = model.to(dtype)
@@ -218,4 +221,34 @@ VMAP_UNSUPPORTED = ("packed",)
 
 RECURRENT_ZOO = ("lstm", "gru_time_first", "rnn_relu_initial", "lstm_proj", "packed", "cells")
 
-ZOO = ("mlp", "cnn", "seqconv", "transformer", "attention", "norms", "conv3d", *RECURRENT_ZOO)
+
+class OpacusAttention(nn.Module):
+    """Opacus's DPMultiheadAttention with add_bias_kv: its inner layers see time-first tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from opacus.layers import DPMultiheadAttention
+
+        self.emb = nn.Embedding(30, 8)
+        self.attn = DPMultiheadAttention(8, 2, add_bias_kv=True, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.emb(x)
+        return self.head(self.attn(h, h, h)[0].mean(1))
+
+
+#: Entries whose layers only "auto" (falling back per layer) and "vmap" can handle.
+HOOKS_UNSUPPORTED = ("dp_attention_bias_kv",)
+
+ZOO = (
+    "mlp",
+    "cnn",
+    "seqconv",
+    "transformer",
+    "attention",
+    "norms",
+    "conv3d",
+    *RECURRENT_ZOO,
+    *HOOKS_UNSUPPORTED,
+)
