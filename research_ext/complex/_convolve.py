@@ -2,10 +2,15 @@
 
 Every method computes the ``"full"`` convolution over the convolution dims (other dims
 broadcast, as in scipy's ``axes=`` rule) and then crops it for ``"same"`` or ``"valid"``.
-The FFT method pads to 5-smooth (real) or 11-smooth (complex) lengths; the block method (what
-``oaconvolve`` runs; we use overlap-save, which gives the same result with fewer passes) splits
-the longer input into blocks (FFT length about 8 kernel lengths, at least 4096); the direct
-method is torch's ``conv1d``/``conv2d``/``conv3d`` (grouped when both inputs carry a batch).
+The FFT method uses real transforms for real inputs and lengths that torch's FFT on the
+input's device handles fast (``_fft.fast_len``: 7-smooth, on CPU a multiple of 8), not scipy's
+pocketfft lengths. Along each dim it prices one transform of the whole against overlap-save
+blocks of every candidate length with ``_fft.transform_cost`` and runs the cheaper: on CPU a
+transform of a million points costs 3-5x more per point than batches of short ones (cache), so
+a long signal with a short kernel is always cut into blocks. The block method (what
+``oaconvolve`` runs: overlap-save, which gives overlap-add's result with fewer passes) always
+splits when a split exists. The direct method is torch's ``conv1d``/``conv2d``/``conv3d``
+(grouped when both inputs carry a batch).
 """
 
 import math
@@ -14,7 +19,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from research_ext.complex._fft import check_real_or_complex, next_fast_len, normalize_dims
+from research_ext.complex._fft import (
+    check_real_or_complex,
+    fast_len,
+    normalize_dims,
+    transform_cost,
+)
 from research_ext.core import check_int, check_one_of
 
 __all__ = ["convolve", "correlate", "correlation_lags", "fftconvolve", "oaconvolve"]
@@ -70,36 +80,56 @@ def _crop(full: torch.Tensor, s1: list[int], s2: list[int], dims: tuple[int, ...
     return full
 
 
-def _fft_full(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    real = not (in1.is_complex() or in2.is_complex())
-    sizes = [in1.shape[d] + in2.shape[d] - 1 for d in dims]
-    fshape = [next_fast_len(s, real) for s in sizes]
-    if real:
-        sp = torch.fft.rfftn(in1, s=fshape, dim=dims) * torch.fft.rfftn(in2, s=fshape, dim=dims)
-        out = torch.fft.irfftn(sp, s=fshape, dim=dims)
-    else:
-        sp = torch.fft.fftn(in1, s=fshape, dim=dims) * torch.fft.fftn(in2, s=fshape, dim=dims)
-        out = torch.fft.ifftn(sp, s=fshape, dim=dims)
-    for d, s in zip(dims, sizes, strict=True):
-        out = out.narrow(d, 0, s)
-    return out
+# The block path's extra ops (pad, strided windows, crop) cost about 25 us of dispatch, in
+# transform_cost's units (about 0.5 ns a point on CPU): short inputs stay in one transform.
+_BLOCK_OVERHEAD = 50_000.0
 
 
-def _oa_block(signal: int, kernel: int, real: bool) -> tuple[int, int]:
-    """(block length, FFT length) of the block method along one dim; (0, 0) means no split.
+def _candidates(kernel: int, full: int, device: torch.device, real: bool) -> list[int]:
+    """Block FFT lengths worth pricing: fast lengths from 2 kernels up to one transform."""
+    out, base = set(), 64
+    while base < full:
+        for quarters in (4, 5, 6, 7):
+            n = fast_len(max(base * quarters // 4, 2 * kernel), device, real)
+            if n < full:
+                out.add(n)
+        base *= 2
+    return sorted(out)
 
-    The FFT length is about 8 kernel lengths but at least 4096: below that, per-FFT overhead
-    dominates in practice (measured on CPU), above it the n log n growth does.
+
+def _plan(
+    signal: int, kernel: int, device: torch.device, real: bool, itemsize: int, blocks: bool
+) -> tuple[int, int]:
+    """(block length, FFT length) along one dim; block 0 means one transform of the whole.
+
+    Prices one transform of fast_len(s1 + s2 - 1) (three FFTs) against every block length (two
+    FFTs per block plus one for the kernel) with :func:`transform_cost`, plus three elementwise
+    passes (pad, spectrum product, crop) per transformed point. ``blocks=True`` (``oaconvolve``)
+    takes the cheapest split whenever one exists.
     """
-    if kernel * 4 > signal or kernel < 2:
-        return 0, 0
-    nfft = next_fast_len(max(4096, 8 * kernel), real)
-    if nfft >= signal + kernel - 1:
-        return 0, 0
-    return nfft - kernel + 1, nfft
+    full = signal + kernel - 1
+    single = fast_len(full, device, real)
+    best, plan = math.inf, (0, single)
+    if not blocks:
+        best = 3 * transform_cost(single, device, itemsize) + 3 * single
+    if kernel < 2 or 2 * kernel > signal:
+        return (0, single)
+    for nfft in _candidates(kernel, full, device, real):
+        block = nfft - kernel + 1
+        count = math.ceil(full / block)
+        if count < 2:
+            continue
+        cost = (2 * count + 1) * transform_cost(nfft, device, itemsize) + 3 * count * nfft
+        cost += 0.0 if blocks else _BLOCK_OVERHEAD
+        if cost < best:
+            best, plan = cost, (block, nfft)
+    return plan
 
 
-def _oa_full(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+def _fft_full(
+    in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...], blocks: bool
+) -> torch.Tensor:
+    """Full convolution by real (or complex) FFTs, whole or in overlap-save blocks per dim."""
     s1 = [in1.shape[d] for d in dims]
     s2 = [in2.shape[d] for d in dims]
     if sum(b > a for a, b in zip(s1, s2, strict=True)) > sum(
@@ -107,9 +137,11 @@ def _oa_full(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> tor
     ):
         in1, in2, s1, s2 = in2, in1, s2, s1
     real = not (in1.is_complex() or in2.is_complex())
-    plans = [_oa_block(a, b, real) for a, b in zip(s1, s2, strict=True)]
-    if all(block == 0 for block, _ in plans):
-        return _fft_full(in1, in2, dims)
+    itemsize = in1.element_size() // (2 if in1.is_complex() else 1)
+    plans = [
+        _plan(a, b, in1.device, real, itemsize, blocks) if a >= b else (0, 0)
+        for a, b in zip(s1, s2, strict=True)
+    ]
     # Overlap-save: along each blocked dim, windows of nfft samples of in1 (zero-padded by
     # kernel - 1 in front) start every `block` samples (a strided view); the last `block`
     # samples of each circular convolution are exact and tile the full output.
@@ -119,7 +151,7 @@ def _oa_full(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> tor
         dd = d + offset
         if block == 0:
             fft_dims.append(dd)
-            fshape.append(next_fast_len(a + b - 1, real))
+            fshape.append(nfft or fast_len(a + b - 1, in1.device, real))
             continue
         count = math.ceil((a + b - 1) / block)
         back = (count - 1) * block + nfft - (a + b - 1)
@@ -129,12 +161,16 @@ def _oa_full(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> tor
         fft_dims.append(dd + 1)
         fshape.append(nfft)
         offset += 1
-    if real:
-        sp = torch.fft.rfftn(x, s=fshape, dim=fft_dims) * torch.fft.rfftn(k, s=fshape, dim=fft_dims)
-        y = torch.fft.irfftn(sp, s=fshape, dim=fft_dims)
-    else:
-        sp = torch.fft.fftn(x, s=fshape, dim=fft_dims) * torch.fft.fftn(k, s=fshape, dim=fft_dims)
-        y = torch.fft.ifftn(sp, s=fshape, dim=fft_dims)
+    forward, inverse = (
+        (torch.fft.rfftn, torch.fft.irfftn) if real else (torch.fft.fftn, torch.fft.ifftn)
+    )
+    sp, kp = forward(x, s=fshape, dim=fft_dims), forward(k, s=fshape, dim=fft_dims)
+    # In place on the fresh spectrum unless it broadcasts or autograd needs its value for the
+    # kernel's gradient.
+    in_place = not (torch.is_grad_enabled() and kp.requires_grad)
+    in_place = in_place and torch.broadcast_shapes(sp.shape, kp.shape) == sp.shape
+    sp = sp.mul_(kp) if in_place else sp * kp
+    y = inverse(sp, s=fshape, dim=fft_dims)
     for fd, a, b, (block, _) in reversed(list(zip(fft_dims, s1, s2, plans, strict=True))):
         if block == 0:
             y = y.narrow(fd, 0, a + b - 1)
@@ -196,7 +232,10 @@ def _convolve(fn: str, in1: Any, in2: Any, mode: str, dim: Any, method: str) -> 
         method = _choose(in1, in2, dims)
     if method == "direct" and len(dims) > 3:
         method = "fft"
-    full = {"fft": _fft_full, "oa": _oa_full, "direct": _direct_full}[method](in1, in2, dims)
+    if method == "direct":
+        full = _direct_full(in1, in2, dims)
+    else:
+        full = _fft_full(in1, in2, dims, blocks=method == "oa")
     s1 = [in1.shape[d] for d in dims]
     s2 = [in2.shape[d] for d in dims]
     out = _crop(full, s1, s2, dims, mode)
@@ -217,7 +256,8 @@ def fftconvolve(
 
     Torch implementation of `scipy.signal.fftconvolve`: (in1 * in2)[n] = sum_k in1[k] in2[n - k]
     over the dims ``dim`` (all dims when None), computed as irfftn(rfftn(in1) rfftn(in2)) on
-    padded FFT-friendly lengths; the other dims broadcast. ``mode`` "full" returns every
+    lengths fast for torch's FFT on the input's device, whole or in overlap-save blocks,
+    whichever a cost model says is cheaper; the other dims broadcast. ``mode`` "full" returns every
     overlap (s1 + s2 - 1), "same" the centre part of the size of ``in1``, "valid" the part that
     needs no zero padding (|s1 - s2| + 1).
 
@@ -261,12 +301,14 @@ def oaconvolve(
 
     Torch implementation of `scipy.signal.oaconvolve`: the larger input is cut into blocks of
     length L, each block is convolved with the smaller input by FFTs of length
-    nfft = L + s_small - 1 (about 8 s_small, at least 4096) and the pieces are put back at their
-    offsets (we use the overlap-save arrangement, which needs fewer passes than overlap-add and
-    gives the same result). Faster than :func:`fftconvolve` when one input is much longer.
+    nfft = L + s_small - 1 (the cheapest by a cost model of torch's FFT on the input's device, at
+    least 2 s_small) and the pieces are put back at their offsets (we use the overlap-save
+    arrangement, which needs fewer passes than overlap-add and gives the same result).
 
     Differences from scipy: ``dim`` replaces ``axes``; the dtype follows the inputs; the block
-    length is our own choice (the result agrees to rounding). Differentiable in both inputs.
+    length is our own choice (the result agrees to rounding); :func:`fftconvolve` also splits
+    into blocks where that is cheaper, so the two differ only where one transform of the whole
+    would be cheaper. Differentiable in both inputs.
 
     Args:
         in1: real or complex tensor.
