@@ -33,6 +33,7 @@ from research_ext.hpo._study import (
     OWNER,
     StudyHandle,
     _rdb,
+    admitted,
     announce_idle,
     counts,
     n_done,
@@ -152,8 +153,11 @@ def _constraints(handle: StudyHandle, named: dict[str, float]) -> dict[str, floa
     return out
 
 
-def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard, popped: bool = True) -> str:
-    """Run the objective on popped trial ``trial_id`` and tell the outcome; return the outcome.
+def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard) -> str:
+    """Run the objective on RUNNING trial ``trial_id`` and tell the outcome; return the outcome.
+
+    A trial that :func:`admitted` refuses (more processes created or claimed trials than the
+    study needs) is failed as ``surplus`` without running.
 
     Outcomes: ``"complete"``, ``"pruned"``, ``"error"``, ``"interrupted"``, ``"terminated"``,
     ``"surplus"``.
@@ -163,7 +167,7 @@ def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard, popped: b
     storage, study, config = handle.storage, handle.study, handle.config
     if _rdb(storage) is None:  # RDB claims record the owner in the same transaction
         storage.set_trial_system_attr(trial_id, OWNER, process_identity())
-    if popped and n_done(counts(handle)) >= config.n_trials:  # only if tickets were over-issued
+    if not admitted(handle, trial_id):  # other processes already hold n_trials live trials
         storage.set_trial_system_attr(trial_id, ENDED, "surplus")
         storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
         return "surplus"
@@ -277,7 +281,7 @@ def work(
             if announced:
                 announce_idle(handle, idle=False)
                 announced = False
-            outcome = run_trial(handle, trial_id, guard, popped=not owner)
+            outcome = run_trial(handle, trial_id, guard)
             result.ran += 1
             if on_trial is not None:
                 on_trial(outcome)

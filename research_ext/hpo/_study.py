@@ -14,6 +14,7 @@ import json
 import math
 import os
 import pathlib
+import random
 import socket
 import time
 import warnings
@@ -77,9 +78,38 @@ def open_study(
         ConfigError: if the study exists with other directions, or does not exist and
             ``create`` is false.
     """
+    spec = spec or storage_spec(config)
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            return _open_study(config, create, spec)
+        except Exception as err:
+            if not create or attempt == _CREATE_ATTEMPTS - 1 or not _lost_creation_race(err):
+                raise
+            # another process is creating the same schema or study: what it made is there soon
+            time.sleep(0.05 * (attempt + 1) * (1.0 + random.random()))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+_CREATE_ATTEMPTS = 8
+
+
+def _lost_creation_race(err: BaseException) -> bool:
+    """Whether ``err`` (or what it was raised from) says another process created it first."""
+    import sqlalchemy
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.IntegrityError):
+            return True
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and "already exists" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _open_study(config: StudyConfig, create: bool, spec: StorageSpec) -> StudyHandle:
     import optuna
 
-    spec = spec or storage_spec(config)
     if not create and spec.path is not None and not spec.path.exists():
         raise ConfigError(
             f"open_study: no study named {config.name!r}: {spec.path} does not exist; "
@@ -274,6 +304,42 @@ def next_trial(handle: StudyHandle) -> int | None:
         state=optuna.trial.TrialState.RUNNING, system_attrs={OWNER: process_identity()}
     )
     return int(handle.storage.create_new_trial(handle.study_id, template_trial=template))
+
+
+_LIVE = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
+
+
+def admitted(handle: StudyHandle, trial_id: int) -> bool:
+    """Whether trial ``trial_id`` (RUNNING) may run: fewer than ``n_trials`` live trials precede it.
+
+    Live means complete, pruned, running or waiting; precede means a lower trial id. However
+    many processes create or claim trials at once, at most ``n_trials`` finish: the last of any
+    ``n_trials + 1`` live trials sees the others before it (a trial only ever leaves the live
+    states, and ids grow in commit order: SQLite and the journal write one at a time, and on
+    PostgreSQL the count first waits for every transaction still writing a trial). A refused
+    trial is failed as ``surplus`` without running.
+    """
+    rdb = _rdb(handle.storage)
+    if rdb is not None:
+        import sqlalchemy
+
+        states = ", ".join(f"'{state}'" for state in _LIVE)
+        query = sqlalchemy.text(
+            "SELECT COUNT(*) FROM trials WHERE study_id = :sid AND trial_id < :tid "
+            f"AND state IN ({states})"
+        )
+        with rdb.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # waits for writers of trials whose lower ids this count must see
+                connection.execute(sqlalchemy.text("LOCK TABLE trials IN SHARE MODE"))
+            before = connection.execute(query, {"sid": handle.study_id, "tid": trial_id})
+            return int(before.scalar_one()) < handle.n_trials
+    before = sum(
+        1
+        for t in handle.storage.get_all_trials(handle.study_id, deepcopy=False)
+        if t._trial_id < trial_id and t.state.name in _LIVE
+    )
+    return before < handle.n_trials
 
 
 def pop_ticket(handle: StudyHandle) -> int | None:

@@ -163,3 +163,56 @@ def test_worker_joins_a_running_study(tmp_path):
     pids = {t.system_attrs[OWNER]["pid"] for t in study.trials}
     assert owner.pid in pids and len(pids) == 2  # the joining worker ran trials too
     assert len(study.trials) == 10
+
+
+def _wait_for(condition, what, timeout=300.0):
+    """Poll ``condition()`` until it is true; fail naming ``what`` after a generous deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _query(db: pathlib.Path, sql: str) -> list:
+    """Rows of ``sql`` on the study database read-only (nothing if it does not exist yet)."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as connection:
+            return connection.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet, or busy
+        return []
+
+
+def test_runs_and_workers_on_one_study_finish_exactly_n_trials(tmp_path):
+    """Two `run` processes creating the study at once and a joined worker: exactly n finished."""
+    path = write_study(tmp_path, n_trials=30, args="{ sleep = 0.05 }", sampler='"random"')
+    command = [sys.executable, "-m", "research_ext.hpo"]
+    logs = [open(tmp_path / f"log{i}.txt", "w") for i in range(3)]  # noqa: SIM115
+    procs = [
+        subprocess.Popen([*command, "run", str(path)], cwd=REPO, stdout=log, stderr=log)
+        for log in logs[:2]
+    ]
+    db = tmp_path / "study.db"
+    _wait_for(lambda: _query(db, "SELECT COUNT(*) FROM trials")[:1] not in ([], [(0,)]), "a trial")
+    storage = f"sqlite:///{db}"
+    procs.append(
+        subprocess.Popen(
+            [*command, "worker", str(path), "--storage", storage],
+            cwd=REPO,
+            stdout=logs[2],
+            stderr=logs[2],
+        )
+    )
+    codes = [proc.wait(timeout=600) for proc in procs]
+    for log in logs:
+        log.close()
+    assert codes == [0, 0, 0], [(tmp_path / f"log{i}.txt").read_text()[-2000:] for i in range(3)]
+    study = _check_complete(path, 30)
+    complete = [t for t in study.trials if t.state == State.COMPLETE]
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 30
+    for t in study.trials:
+        if t.state == State.FAIL:  # only refused surplus trials fail here: they ran nothing
+            assert t.system_attrs[ENDED] == "surplus" and not t.params

@@ -94,7 +94,7 @@ def test_two_processes_with_default_options_draw_differently(tmp_path):
         for handle in (owner, joined):
             trial_id = next_trial(handle)
             assert trial_id is not None
-            assert run_trial(handle, trial_id, guard, popped=False) == "complete"
+            assert run_trial(handle, trial_id, guard) == "complete"
     trials = owner.study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [State.COMPLETE] * 6
     assert _distinct(trials) == 6
