@@ -17,7 +17,11 @@ from research_ext.core import (
     format_message,
     make_generator,
 )
-from research_ext.errors import CheckpointMismatchError, PrivacyBudgetExceededError
+from research_ext.errors import (
+    CheckpointMismatchError,
+    PrivacyBudgetExceededError,
+    UnsupportedModuleError,
+)
 from research_ext.privacy._checkpoint import read_checkpoint, write_checkpoint
 from research_ext.privacy._clipping import (
     CLIPPINGS,
@@ -31,7 +35,7 @@ from research_ext.privacy._engines import ENGINES, layer_groups, make_engine
 from research_ext.privacy._noise import add_gaussian_noise_, secure_generator
 from research_ext.privacy._per_sample import LossFn, split_batch
 from research_ext.privacy._sampling import PoissonLoader, poisson_loader, steps_per_epoch
-from research_ext.privacy._validate import raise_if_invalid
+from research_ext.privacy._validate import fingerprint, raise_if_invalid
 from research_ext.privacy.accounting import PrivacyAccountant, noise_multiplier_for
 from research_ext.privacy.accounting._epsilon import ACCOUNTANTS
 
@@ -197,6 +201,7 @@ class DPSGD:
         self.expected_batch_size = self.sample_rate * self.dataset_size
         self._adaptive_setup(adaptive_quantile, adaptive_lr, adaptive_count_noise)
         self.engine = make_engine(model, loss_fn, grad_sample_mode)
+        self._fingerprint = fingerprint(model)
         self.accountant = PrivacyAccountant(accountant)
         self.secure = bool(secure)
         device = next(iter(self.params.values())).device if self.params else torch.device("cpu")
@@ -305,6 +310,7 @@ class DPSGD:
                 f"DPSGD.step: the noise was calibrated to target_epsilon over {self.planned_steps} "
                 f"steps; step {self.steps + 1} would spend more than the target"
             )
+        self._check_model()
         micro = batch if isinstance(batch, list) else [batch]
         for p in self.params.values():
             p.grad = None  # the last step's gradients are not needed while this one is computed
@@ -325,6 +331,26 @@ class DPSGD:
         if self.clipping == "adaptive":
             self._update_clip(unclipped)
         self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+
+    def _check_model(self) -> None:
+        """Re-validate what can change after construction (modes, frozen parameters, hooks)."""
+        current = fingerprint(self.model)
+        if current == self._fingerprint:
+            return
+        raise_if_invalid("DPSGD.step", self.model, changed=True)
+        params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        if params.keys() != self.params.keys():
+            added = set(layer_groups(self.model).values()) - set(self.thresholds)
+            if self.clipping == "per_layer" and added:
+                raise UnsupportedModuleError(
+                    f"DPSGD.step: layer groups {sorted(added)} became trainable after DPSGD was "
+                    f"built and have no per-layer threshold; build a new DPSGD"
+                )
+            for p in self.params.values():
+                p.grad = None  # a parameter frozen since the last step keeps no stale update
+            self.params = params
+            self.engine = make_engine(self.model, self.loss_fn, self.grad_sample_mode)
+        self._fingerprint = current
 
     def _noise_generator(self) -> torch.Generator:
         return secure_generator(self.generator.device) if self.secure else self.generator

@@ -224,7 +224,13 @@ class HookEngine:
                 rule.module.forward = functools.partial(rule.recording_forward, rule.module.forward)
                 patched.append(rule.module)
             handles.append(
-                rule.module.register_forward_hook(self._hook(name, records), with_kwargs=True)
+                rule.module.register_forward_hook(
+                    # First among the forward hooks: the layer's own output, before any user
+                    # hook replaces it.
+                    self._hook(name, records),
+                    with_kwargs=True,
+                    prepend=True,
+                )
             )
         try:
             args = tuple(inputs) if isinstance(inputs, tuple | list) else (inputs,)

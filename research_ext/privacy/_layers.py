@@ -6,6 +6,9 @@ unknown) per-sample gradients; embeddings use the ghost norm over equal indices 
 ``index_add`` book-keeping sum. Linear, convolution and attention rules live in ``_affine.py``.
 """
 
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -194,7 +197,7 @@ class GenericRule(MaterializedRule):
         from research_ext.privacy._recurrent import unrolled_recurrent  # imports this module
 
         device = next(iter(params.values())).device
-        with quiet_vmap(), unrolled_recurrent(module):
+        with quiet_vmap(), unrolled_recurrent(module), _without_own_hooks(module):
             result = batched_vjp(args, kw_vals, grads, torch.arange(batch_size, device=device))
         return dict(result)
 
@@ -235,6 +238,26 @@ class MergedRule(GenericRule):
             self.names[n]: torch.einsum("b,b...->...", factors[self.groups[n]].to(g.dtype), g)
             for n, g in grads.items()
         }
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+@contextlib.contextmanager
+def _without_own_hooks(module: nn.Module) -> Iterator[None]:
+    """Re-run ``module`` without its own hooks (its captured calls are inside them).
+
+    Captured inputs already passed its pre-hooks; captured output gradients are taken before
+    its forward hooks replace the output.
+    """
+    saved = {name: getattr(module, name) for name in _HOOK_DICTS}
+    for name in _HOOK_DICTS:
+        setattr(module, name, OrderedDict())
+    try:
+        yield
+    finally:
+        for name, hooks in saved.items():
+            setattr(module, name, hooks)
 
 
 def _tensor_outputs(out: Any) -> tuple[torch.Tensor, ...]:

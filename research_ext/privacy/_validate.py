@@ -2,12 +2,13 @@
 
 import copy
 import math
+from typing import Any
 
 from torch import nn
 
 from research_ext.errors import UnsupportedModuleError
 
-__all__ = ["raise_if_invalid", "validate"]
+__all__ = ["fingerprint", "raise_if_invalid", "validate"]
 
 
 def _problems(model: nn.Module) -> list[tuple[str, bool]]:
@@ -117,10 +118,38 @@ def _fix(module: nn.Module) -> None:
         _fix(child)
 
 
-def raise_if_invalid(fn: str, model: nn.Module) -> None:
+def raise_if_invalid(fn: str, model: nn.Module, *, changed: bool = False) -> None:
     """Raise ``UnsupportedModuleError`` listing the fatal problems of ``model``, if any."""
     fatal = [message for message, is_fatal in _problems(model) if is_fatal]
     if fatal:
+        when = " (it changed after DPSGD was built)" if changed else ""
         raise UnsupportedModuleError(
-            f"{fn}: the model cannot be trained privately as is: " + "; ".join(fatal)
+            f"{fn}: the model cannot be trained privately as is{when}: " + "; ".join(fatal)
         )
+
+
+def fingerprint(model: nn.Module) -> tuple[Any, ...]:
+    """What can change after construction, cheaply: train/eval flags, trainable flags, hooks.
+
+    Two calls return equal tuples unless a module switched mode, a parameter was frozen or
+    unfrozen, or a hook was registered or removed (hook handles have unique ids).
+    """
+    modules = tuple(
+        (
+            m.training,
+            tuple(m._forward_hooks),
+            tuple(m._forward_pre_hooks),
+            tuple(m._backward_hooks),
+            tuple(m._backward_pre_hooks),
+        )
+        for m in model.modules()
+    )
+    trainable = tuple(p.requires_grad for p in model.parameters())
+    hooks = nn.modules.module
+    global_hooks = (
+        tuple(hooks._global_forward_hooks),
+        tuple(hooks._global_forward_pre_hooks),
+        tuple(hooks._global_backward_hooks),
+        tuple(hooks._global_backward_pre_hooks),
+    )
+    return modules, trainable, global_hooks

@@ -355,3 +355,74 @@ def test_plan_names_each_layers_method():
         "Linear: vmap (whole model)",
         "LayerNorm: vmap (whole model)",
     }
+
+
+def test_batchnorm_switched_to_train_after_construction_is_refused_at_step():
+    model = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).eval()
+    dp = _dp(model)  # BatchNorm in eval mode uses running statistics: per-sample is fine
+    X, y = _data()
+    dp.step((X[:8], y[:8]))
+    model.train()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(
+        UnsupportedModuleError,
+        match=r"DPSGD.step: the model cannot be trained privately as is \(it changed after "
+        r"DPSGD was built\): `1` \(BatchNorm1d\): BatchNorm mixes examples",
+    ):
+        dp.step((X[:8], y[:8]))
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+    assert dp.steps == 1
+
+
+@pytest.mark.parametrize("mode", ["auto", "vmap"])
+def test_parameters_frozen_after_construction_get_no_update(mode):
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+    dp = _dp(model, grad_sample_mode=mode)
+    X, y = _data()
+    model[0].requires_grad_(False)
+    frozen = model[0].weight.detach().clone()
+    head = model[2].weight.detach().clone()
+    dp.step((X[:8], y[:8]))
+    assert torch.equal(model[0].weight, frozen) and model[0].weight.grad is None
+    assert not torch.equal(model[2].weight, head)
+    model[0].requires_grad_(True)  # unfreezing brings the layer back under DP
+    dp.step((X[:8], y[:8]))
+    assert not torch.equal(model[0].weight, frozen)
+
+
+class Scaled(nn.Module):
+    """A layer without a dedicated rule."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, 5))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+@pytest.mark.parametrize("mode", ["auto", "ghost", "materialized", "vmap"])
+def test_hooks_registered_after_construction_are_part_of_the_model(mode):
+    # Forward hooks that replace outputs and pre-hooks that replace inputs change the function;
+    # the DP step (no clipping, no noise) must still be the batch gradient of the hooked model.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), Scaled(), nn.Tanh(), nn.Linear(5, 3)).double()
+    twin = make_twin(model)
+    dp = _dp(
+        model,
+        lr=1.0,
+        sample_rate=1.0,
+        dataset_size=8,
+        noise_multiplier=0.0,
+        max_grad_norm=1e12,
+        grad_sample_mode=mode,
+    )
+    for m in (model, twin):
+        m[0].register_forward_hook(lambda mod, args, out: 2 * out)
+        m[1].register_forward_hook(lambda mod, args, out: out + 1)
+        m[3].register_forward_pre_hook(lambda mod, args: (args[0] * 0.5,))
+    X, y = _data()
+    dp.step((X[:8].double(), y[:8]))
+    nn.CrossEntropyLoss()(twin(X[:8].double()), y[:8]).backward()
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p.detach(), q.detach() - q.grad, rtol=1e-10, atol=1e-12)
