@@ -12,6 +12,7 @@ import inspect
 import math
 import pathlib
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,17 @@ def _import(module_part: str, base_dir: pathlib.Path, entry: str) -> Any:
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
+        except Exception as err:
+            del sys.modules[name]
+            raise ValueError(
+                format_message(
+                    "load_objective",
+                    "entry",
+                    "a file that imports",
+                    entry,
+                    f"importing {module_part} raised {_one_line(err, path)}",
+                )
+            ) from err
         except BaseException:
             del sys.modules[name]
             raise
@@ -99,6 +111,30 @@ def _import(module_part: str, base_dir: pathlib.Path, entry: str) -> Any:
         raise ValueError(
             format_message("load_objective", "entry", "an importable module", entry, str(err))
         ) from err
+    except Exception as err:
+        raise ValueError(
+            format_message(
+                "load_objective",
+                "entry",
+                "a module that imports",
+                entry,
+                f"importing {module_part} raised {_one_line(err, None)}",
+            )
+        ) from err
+
+
+def _one_line(err: BaseException, path: pathlib.Path | None) -> str:
+    """``Type: message (file.py, line N)``: where in the user's file an import failed."""
+    where = ""
+    frames = traceback.extract_tb(err.__traceback__)
+    if path is not None:
+        frames = [f for f in frames if pathlib.Path(f.filename) == path] or frames
+    if isinstance(err, SyntaxError) and err.lineno is not None:
+        where = f" ({pathlib.Path(err.filename or '?').name}, line {err.lineno})"
+    elif frames:
+        where = f" ({pathlib.Path(frames[-1].filename).name}, line {frames[-1].lineno})"
+    message = " ".join(str(err).split()) if not isinstance(err, SyntaxError) else err.msg
+    return f"{type(err).__name__}: {message}{where}"
 
 
 def _check_signature(fn: Callable[..., Any], entry: str, args: dict[str, Any]) -> None:
@@ -259,10 +295,11 @@ def split_result(result: Any, metrics: Sequence[str]) -> tuple[tuple[float, ...]
 
 
 def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
+    # a number, a numpy scalar or a 0-d array/tensor; never a string that happens to parse
+    if isinstance(value, bool | str | bytes | bytearray) or not hasattr(type(value), "__float__"):
         return False
     try:
-        float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return False
-    return not math.isnan(float(value))
+    return not math.isnan(number)

@@ -84,7 +84,11 @@ def redact(url: str) -> str:
             query = "&".join(
                 f"{k}=***" if k.lower() == "password" else f"{k}={v}" for k, v in pairs
             )
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if netloc == parts.netloc and query == parts.query:
+        return text
+    rest = text.split("://", 1)[1][len(parts.netloc) :].split("?", 1)[0].split("#", 1)[0]
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{text.split('://', 1)[0]}://{netloc}{rest}{'?' + query if query else ''}{fragment}"
 
 
 def storage_from_env() -> str | None:

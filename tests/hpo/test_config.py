@@ -1,12 +1,15 @@
 import math
+import sys
 
+import numpy
 import optuna
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from research_ext.errors import ConfigError
-from research_ext.hpo import ParamSpec, load_config, sample_params
+from research_ext.errors import ConfigError, StudyFailedError
+from research_ext.hpo import ParamSpec, load_config, run, sample_params
 from research_ext.hpo._cli import main
+from research_ext.hpo._objective import split_result
 from tests.hpo.conftest import write_study
 
 
@@ -126,6 +129,28 @@ BAD = [
         "high = 0.5",
         "high = 0.5\nstep = -1.0",
         r"`space.y.step` must be a finite number > 0, got space.y.step=-1.0",
+    ),
+    # options are checked against the component's signature, not left to fail every trial
+    (
+        "n_startup_trials = 3",
+        'n_startup_trials = "many"',
+        r"`study.sampler.n_startup_trials` must be int \(TPESampler's `n_startup_trials`\), "
+        r"got study.sampler.n_startup_trials='many'",
+    ),
+    (
+        "n_startup_trials = 3",
+        "n_startup_trials = 3.5",
+        r"`study.sampler.n_startup_trials` must be int .*got study.sampler.n_startup_trials=3.5",
+    ),
+    (
+        "n_startup_trials = 3",
+        "multivariate = 1",
+        r"`study.sampler.multivariate` must be bool .*got study.sampler.multivariate=1",
+    ),
+    (
+        'sampler = { type = "tpe", n_startup_trials = 3 }',
+        'sampler = "random"\npruner = { type = "median", n_warmup_steps = "2" }',
+        r"`study.pruner.n_warmup_steps` must be int .*got study.pruner.n_warmup_steps='2'",
     ),
 ]
 
@@ -262,3 +287,71 @@ def test_step_must_divide_the_range(tmp_path):
         match=r"`space.y.step` must be a divisor of high - low = 0.5, got space.y.step=0.2",
     ):
         load_config(path)
+
+
+def test_well_typed_options_pass(tmp_path):
+    path = write_study(
+        tmp_path,
+        sampler='{ type = "tpe", n_startup_trials = 3, multivariate = true, gamma = "x" }',
+    )
+    with pytest.raises(ConfigError, match=r"`study.sampler.gamma` must be"):
+        load_config(path)
+    path = write_study(tmp_path, sampler='{ type = "qmc", qmc_type = "halton", scramble = true }')
+    assert load_config(path).sampler_kwargs == {"qmc_type": "halton", "scramble": True}
+    path = write_study(tmp_path, extra_study='pruner = { type = "hyperband", max_resource = 9 }')
+    assert load_config(path).pruner_kwargs == {"max_resource": 9}
+
+
+def test_component_whose_package_is_missing_is_refused_at_load(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cmaes", None)
+    path = write_study(tmp_path, sampler='"cmaes"')
+    with pytest.raises(
+        ConfigError, match=r"`study.sampler` must be .*CmaEsSampler.*`cmaes`.*pip install"
+    ):
+        load_config(path)
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    path = write_study(tmp_path, sampler='"random"', extra_study='pruner = "wilcoxon"')
+    with pytest.raises(ConfigError, match=r"`study.pruner` must be .*WilcoxonPruner.*`scipy`"):
+        load_config(path)
+
+
+def test_objective_whose_import_raises_is_one_line(tmp_path, capsys):
+    path = write_study(tmp_path)
+    (tmp_path / "broken.py").write_text(
+        "import not_a_module_anywhere\n\ndef f(params):\n    return 1.0\n"
+    )
+    path.write_text(path.read_text().replace("objectives.py:quadratic", "broken.py:f"))
+    with pytest.raises(
+        ConfigError,
+        match=r"`objective.entry` must be an importable objective.*importing broken.py raised "
+        r"ModuleNotFoundError: No module named 'not_a_module_anywhere' \(broken.py, line 1\)",
+    ):
+        load_config(path)
+    assert main(["run", str(path), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not_a_module_anywhere" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", ["1.5", b"1.5", None, ["1.0"], {"value": "2"}, float("nan")])
+def test_non_numeric_objective_values_are_refused(value):
+    with pytest.raises(TypeError, match=r"objective: `return value.*` must be .*number"):
+        split_result(value, ("value",))
+
+
+@pytest.mark.parametrize("value", [1, 1.5, numpy.float32(0.25), numpy.int64(3), numpy.array(2.0)])
+def test_numeric_objective_values_are_taken(value):
+    assert split_result(value, ("value",))[0] == (float(value),)
+
+
+def test_a_string_result_fails_the_trial_with_the_reason(tmp_path):
+    path = write_study(tmp_path, n_trials=2, sampler='"random"', extra_study="max_failures = 2")
+    (tmp_path / "strings.py").write_text("def f(params):\n    return '1.5'\n")
+    path.write_text(path.read_text().replace("objectives.py:quadratic", "strings.py:f"))
+    with pytest.raises(StudyFailedError):
+        run(path)
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 2 and not any(t.state.is_finished() and t.values for t in trials)
+    assert all(
+        "'1.5'" in t.user_attrs["error"] and "number" in t.user_attrs["error"] for t in failed
+    )
