@@ -6,6 +6,13 @@ transcendental functions use the standard recurrences from :math:`y' = g(x)\,x'`
 (Griewank & Walther, *Evaluating Derivatives*, 2nd ed., 2008, table 13.1), so every rule costs
 :math:`O(K^2)` tensor operations.
 
+Zero coefficients are absent terms. A rule at a singular point of its primitive (``log`` or
+``sqrt`` at 0, ``entr`` at ``x <= 0``) has non-finite derivative factors; a product of such a
+factor with an input coefficient that is exactly zero is taken as zero (:func:`_times`), as the
+term is absent from the truncated series. That is also the convention of torch's own nested
+derivatives (their formulas never form the absent term), so along ``x + t`` every rule gives
+torch's value: ``inf``/``nan`` exactly where ``torch.func`` nested derivatives have them.
+
 Each rule takes the already-coerced arguments (series as lists, anything else as given) and
 returns a list of coefficients. ``RULES`` maps the primitive's ``__name__`` (shared by
 ``torch.sin`` and ``Tensor.sin``) to its rule.
@@ -34,13 +41,18 @@ def cauchy(a: Series, b: Series, op: Callable[[Any, Any], Any] = torch.mul) -> S
     return out
 
 
+def _times(a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``a * z``, zero where the series coefficient ``a`` is exactly zero (an absent term)."""
+    return torch.where(a == 0, torch.zeros((), dtype=a.dtype, device=a.device), a * z)
+
+
 def _from_derivative_factor(y0: torch.Tensor, a: Series, z: Series) -> Series:
     r"""Solve :math:`y' = z\,a'`: :math:`y_k = \frac1k \sum_{j=1}^k j\,a_j z_{k-j}`."""
     y = [y0]
     for k in range(1, len(a)):
-        acc = a[1] * z[k - 1]
+        acc = _times(a[1], z[k - 1])
         for j in range(2, k + 1):
-            acc = acc + j * a[j] * z[k - j]
+            acc = acc + j * _times(a[j], z[k - j])
         y.append(acc / k)
     return y
 
@@ -53,9 +65,9 @@ def _self_referential(
     z: Series = []
     for k in range(1, len(a)):
         z.append(factor(y, k - 1))
-        acc = a[1] * z[k - 1]
+        acc = _times(a[1], z[k - 1])
         for j in range(2, k + 1):
-            acc = acc + j * a[j] * z[k - j]
+            acc = acc + j * _times(a[j], z[k - j])
         y.append(acc / k)
     return y
 
@@ -78,7 +90,7 @@ def log(a: Series) -> Series:
     for k in range(1, len(a)):
         acc = a[k]
         for j in range(1, k):
-            acc = acc - (j / k) * y[j] * a[k - j]
+            acc = acc - (j / k) * _times(a[k - j], y[j])
         y.append(acc / a[0])
     return y
 
@@ -121,12 +133,21 @@ def power(a: Series, p: Any) -> Series:
             if p:
                 base = cauchy(base, base)
         return result
-    y = [torch.pow(a[0], p)]
-    for k in range(1, len(a)):
-        acc = ((p + 1) * 1 - k) * a[1] * y[k - 1]
-        for j in range(2, k + 1):
-            acc = acc + ((p + 1) * j - k) * a[j] * y[k - j]
-        y.append(acc / (k * a[0]))
+    # (a_0 + d)^p = sum_j binom(p, j) a_0^(p - j) d^j with d = a - a_0 (d^j starts at t^j):
+    # the factors a_0^(p - j) are torch's own derivative formula, finite wherever torch's are
+    # (a recurrence dividing by a_0 is not, at a_0 = 0).
+    n = len(a)
+    y = [torch.pow(a[0], p)] + [torch.zeros_like(a[0])] * (n - 1)
+    d = [torch.zeros_like(a[0])] + a[1:]
+    d_pow = d
+    binom = 1.0
+    for j in range(1, n):
+        binom = binom * (p - j + 1) / j
+        factor = binom * torch.pow(a[0], p - j)
+        for k in range(j, n):
+            y[k] = y[k] + _times(d_pow[k], factor)
+        if j + 1 < n:
+            d_pow = cauchy(d_pow, d)
     return y
 
 
@@ -136,15 +157,33 @@ def divide(a: Series, b: Series) -> Series:
     for k in range(1, len(a)):
         acc = a[k]
         for j in range(1, k + 1):
-            acc = acc - b[j] * y[k - j]
+            acc = acc - _times(b[j], y[k - j])
         y.append(acc / b[0])
     return y
 
 
 def softplus(a: Series, beta: float = 1.0, threshold: float = 20.0) -> Series:
-    """softplus: y' = sigmoid(beta a) a'."""
+    """softplus: y' = sigmoid(beta a) a'; torch's branches at ``beta a_0`` against ``threshold``.
+
+    Where ``beta a_0 > threshold`` softplus is the identity (y = a). At ``beta a_0 = threshold``
+    torch's first derivative is ``sigmoid(beta a_0)`` but its higher derivatives are 0 (its
+    double-backward formula switches at ``>=``), so there ``y_k = sigmoid(beta a_0) a_k``.
+    """
     z = sigmoid([beta * c for c in a])
-    return _from_derivative_factor(F.softplus(a[0], beta, threshold), a, z)
+    y = _from_derivative_factor(F.softplus(a[0], beta, threshold), a, z)
+    scaled = a[0] * beta
+    linear, edge = scaled > threshold, scaled == threshold
+    return [y[0]] + [
+        torch.where(linear, c, torch.where(edge, z[0] * c, yk))
+        for c, yk in zip(a[1:], y[1:], strict=True)
+    ]
+
+
+def entr(a: Series) -> Series:
+    """special.entr = -a log a: y' = -(1 + log a) a' (torch's formula, also for a_0 <= 0)."""
+    log_a = log(a)
+    z = [-(1 + log_a[0])] + [-c for c in log_a[1:]]
+    return _from_derivative_factor(torch.special.entr(a[0]), a, z)
 
 
 def erf(a: Series) -> Series:
@@ -191,6 +230,8 @@ RULES: dict[str, Callable[..., Series]] = {
     "reciprocal": lambda a: power(a, -1.0),
     "square": lambda a: cauchy(a, a),
     "softplus": softplus,
+    "entr": entr,
+    "special_entr": entr,
     "erf": erf,
     "atan": atan,
     "arctan": atan,
