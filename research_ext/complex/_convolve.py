@@ -213,13 +213,13 @@ def _direct_full(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) ->
 
 
 def _choose(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> str:
-    """Cost model of method="auto": direct for tiny kernels, oa for long signals, else fft."""
+    """Method of method="auto": direct for tiny kernels, else fft (which prices blocks itself)."""
     s1 = math.prod(in1.shape[d] for d in dims)
     s2 = math.prod(in2.shape[d] for d in dims)
     small, big = min(s1, s2), max(s1, s2)
     if len(dims) <= 3 and (small <= 4 or small * big <= 1024):
         return "direct"
-    return "oa" if big >= 8 * small else "fft"  # "oa" itself falls back to one FFT when short
+    return "fft"
 
 
 def _convolve(fn: str, in1: Any, in2: Any, mode: str, dim: Any, method: str) -> torch.Tensor:
@@ -344,9 +344,9 @@ def convolve(
     """Convolve two n-d tensors, choosing the direct, FFT or overlap-add method.
 
     Torch implementation of `scipy.signal.convolve`: (in1 * in2)[n] = sum_k in1[k] in2[n - k].
-    ``method="auto"`` uses a cost model measured on CPU: torch's ``convNd`` only for tiny
-    kernels (<= 4 samples, or <= 1024 multiply-adds in all), the block method when one input is
-    8 times longer than the other (it splits only when that pays off), the FFT otherwise; it
+    ``method="auto"`` uses torch's ``convNd`` only for tiny kernels (<= 4 samples, or <= 1024
+    multiply-adds in all) and the FFT otherwise, which itself splits a long input into
+    overlap-save blocks where a cost model of torch's FFT says that is cheaper; it
     never runs the direct method on long kernels.
 
     Differences from scipy: the extra keyword ``dim`` limits the convolved dims (the others
