@@ -5,9 +5,10 @@ The wording is "fn: `arg` must be <rule>, got arg=<value>" (STYLE.md, error mess
 
 import math
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads with the first tensor checked, not with the checks (hpo uses them)
+    import torch
 
 __all__ = [
     "check_dtype_floating",
@@ -136,11 +137,12 @@ def check_one_of(fn: str, name: str, value: Any, allowed: Collection[Any]) -> An
 
 
 def check_dtype_floating(
-    fn: str, name: str, tensor: torch.Tensor, *, complex_ok: bool = True
+    fn: str, name: str, tensor: "torch.Tensor", *, complex_ok: bool = True
 ) -> None:
     """Raise ``TypeError`` unless ``tensor`` has a floating (or, if allowed, complex) dtype.
 
     Example:
+        >>> import torch
         >>> check_dtype_floating("dct", "x", torch.ones(3))
     """
     ok = tensor.is_floating_point() or (complex_ok and tensor.is_complex())

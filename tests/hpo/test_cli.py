@@ -9,7 +9,10 @@ import tomllib
 import research_ext.hpo as rh
 from research_ext.cli import main as top_main
 from research_ext.hpo._cli import main
+from tests.helpers import run_python
 from tests.hpo.conftest import write_study
+
+HEAVY = {"torch", "matplotlib", "pandas", "scipy", "sklearn", "opacus"}
 
 COMMANDS = ["run", "worker", "status", "best", "trials", "pareto", "importance", "export", "report"]
 
@@ -164,3 +167,18 @@ def test_storage_from_the_environment_variable(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "elsewhere.db").exists() and not (tmp_path / "study.db").exists()
     assert main(["status", str(path)]) == 0
     assert "elsewhere.db: 2/2 finished" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import research_ext.hpo",
+        "from research_ext.cli import main; assert main(['tune', '--help']) == 0",
+        "from research_ext.hpo._cli import main; assert main(['run', '--help']) == 0",
+    ],
+)
+def test_hpo_and_its_cli_start_without_torch(code):
+    # torch costs seconds; only an objective or a privacy feature may bring it in
+    result = run_python(f"import sys\n{code}\nprint(sorted({HEAVY!r} & set(sys.modules)))")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
