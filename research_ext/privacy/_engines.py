@@ -24,7 +24,7 @@ from research_ext.privacy._layers import (
     MergedRule,
     NormRule,
 )
-from research_ext.privacy._per_sample import LossFn, per_sample_grads, split_batch, summed_loss
+from research_ext.privacy._per_sample import LossFn, per_sample_grads, summed_loss, unpack_batch
 from research_ext.privacy._recurrent import RECURRENT, RecurrentRule
 
 __all__ = ["ENGINES", "HookEngine", "VmapEngine", "layer_groups", "make_engine"]
@@ -207,7 +207,7 @@ class HookEngine:
         self.rules = kept
 
     def _run(self, batch: Any) -> dict[str, torch.Tensor]:
-        inputs, targets, batch_size = split_batch("DPSGD.step", batch)
+        args, kwargs, targets, batch_size = unpack_batch("DPSGD.step", batch, self.model)
         for rule in self.rules.values():
             rule.used.clear()
         records: dict[str, list[tuple[Any, Any, tuple[torch.Tensor, ...]]]] = {}
@@ -233,9 +233,8 @@ class HookEngine:
                 )
             )
         try:
-            args = tuple(inputs) if isinstance(inputs, tuple | list) else (inputs,)
             with torch.enable_grad():
-                outputs = self.model(*args)
+                outputs = self.model(*args, **kwargs)
                 loss = summed_loss(self.loss_fn, outputs, targets, batch_size)
         finally:
             for h in handles:

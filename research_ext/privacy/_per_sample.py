@@ -1,6 +1,7 @@
 """Per-sample gradients of any model torch.func can trace (vmap over ``functional_call``)."""
 
 import contextlib
+import inspect
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
@@ -9,10 +10,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from research_ext.core import call_with_params, module_buffers, module_params, tree_map
+from research_ext.core import (
+    call_with_params,
+    module_buffers,
+    module_params,
+    tree_flatten,
+    tree_leaves,
+    tree_unflatten,
+)
 from research_ext.errors import UnsupportedModuleError
 
-__all__ = ["per_sample_grads", "quiet_vmap", "split_batch", "summed_loss"]
+__all__ = ["per_sample_grads", "quiet_vmap", "split_batch", "summed_loss", "unpack_batch"]
 
 
 @contextlib.contextmanager
@@ -25,21 +33,69 @@ def quiet_vmap() -> Iterator[None]:
         yield
 
 
-LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
+LossFn = Callable[[Any, Any], torch.Tensor]
+
+
+def _forward_kwargs(fn: str, model: nn.Module | None, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of a mapping batch that ``model.forward`` takes as keyword arguments."""
+    if model is None:
+        return dict(batch)
+    params = inspect.signature(model.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return dict(batch)
+    names = {p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+    kwargs = {k: v for k, v in batch.items() if k in names}
+    if not kwargs:
+        raise TypeError(
+            f"{fn}: a mapping `batch` must name at least one argument of "
+            f"{type(model).__name__}.forward {sorted(names)}, got keys {sorted(batch)}"
+        )
+    return kwargs
+
+
+def unpack_batch(
+    fn: str, batch: Any, model: nn.Module | None = None
+) -> tuple[tuple[Any, ...], dict[str, Any], Any, int]:
+    """``(args, kwargs, targets, batch_size)`` for ``loss_fn(model(*args, **kwargs), targets)``.
+
+    A batch is a pair ``(inputs, targets)`` with ``inputs`` a tensor, a tuple or list of tensors
+    (positional) or a mapping (keyword); or a mapping of named tensors alone, whose entries
+    ``model.forward`` names are its keyword inputs and which is handed whole to ``loss_fn`` as
+    the targets (targets inside the batch). The batch size is the first dim of the first
+    tensor among the inputs.
+    """
+    if isinstance(batch, Mapping):
+        args, kwargs, targets = (), _forward_kwargs(fn, model, batch), batch
+    elif isinstance(batch, tuple | list) and len(batch) == 2:
+        inputs, targets = batch
+        if isinstance(inputs, Mapping):
+            args, kwargs = (), dict(inputs)
+        elif isinstance(inputs, tuple | list):
+            args, kwargs = tuple(inputs), {}
+        else:
+            args, kwargs = (inputs,), {}
+    else:
+        raise TypeError(
+            f"{fn}: `batch` must be a pair (inputs, targets) or a mapping of named tensors, got "
+            f"batch of type {type(batch).__name__}"
+        )
+    first = next(
+        (t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.ndim > 0),
+        None,
+    )
+    if first is None:
+        raise TypeError(
+            f"{fn}: `inputs` must hold a tensor with a batch dim (a tensor, a tuple of tensors "
+            f"or a mapping of them), got inputs of types "
+            f"{[type(t).__name__ for t in tree_leaves((args, kwargs))]}"
+        )
+    return args, kwargs, targets, int(first.shape[0])
 
 
 def split_batch(fn: str, batch: Any) -> tuple[Any, Any, int]:
-    """Return ``(inputs, targets, batch_size)`` from a ``(inputs, targets)`` pair."""
-    if not isinstance(batch, tuple | list) or len(batch) != 2:
-        raise TypeError(
-            f"{fn}: `batch` must be a pair (inputs, targets), got batch of type "
-            f"{type(batch).__name__}"
-        )
-    inputs, targets = batch
-    first = inputs[0] if isinstance(inputs, tuple | list) else inputs
-    if not isinstance(first, torch.Tensor) or first.ndim == 0:
-        raise TypeError(f"{fn}: `inputs` must be a tensor (or tuple of tensors) with a batch dim")
-    return inputs, targets, int(first.shape[0])
+    """Return ``(inputs, targets, batch_size)`` (see :func:`unpack_batch` for the forms)."""
+    args, kwargs, targets, size = unpack_batch(fn, batch)
+    return (kwargs if kwargs else args), targets, size
 
 
 def summed_loss(loss_fn: LossFn, outputs: Any, targets: Any, batch_size: int) -> torch.Tensor:
@@ -64,7 +120,7 @@ def summed_loss(loss_fn: LossFn, outputs: Any, targets: Any, batch_size: int) ->
 def per_sample_grads(
     model: nn.Module,
     loss_fn: LossFn,
-    batch: tuple[Any, torch.Tensor],
+    batch: Any,
     *,
     params: Mapping[str, torch.Tensor] | None = None,
     chunk_size: int | None = None,
@@ -81,9 +137,14 @@ def per_sample_grads(
     Args:
         model: any module whose forward torch.func can trace and that treats examples
             independently (no BatchNorm in training mode; see :func:`validate`).
-        loss_fn: ``loss_fn(outputs, targets)``, e.g. ``nn.CrossEntropyLoss()``.
-        batch: ``(inputs, targets)``; ``inputs`` a tensor or tuple of tensors of shape
-            ``(batch, ...)``, ``targets`` of shape ``(batch, ...)``.
+        loss_fn: ``loss_fn(outputs, targets)``, e.g. ``nn.CrossEntropyLoss()``, or any function
+            of the outputs and the targets (or, for a mapping batch, of the whole batch)
+            returning per-example losses ``(batch,)`` or their mean.
+        batch: ``(inputs, targets)`` with ``inputs`` a tensor, a tuple of tensors (positional
+            arguments) or a mapping (keyword arguments, ``model(**inputs)``); or a mapping of
+            named tensors, targets inside, whose entries ``model.forward`` names are its
+            inputs and which ``loss_fn`` receives whole. Tensors whose first dim is the batch
+            size are split per example; anything else is shared.
         params: parameters to differentiate (default: the model's trainable parameters).
         chunk_size: examples per vmap chunk, to bound memory (default: all at once).
 
@@ -91,7 +152,7 @@ def per_sample_grads(
         ``{name: tensor of shape (batch, *param.shape)}``, dtype and device of the parameter.
 
     Raises:
-        TypeError: if ``batch`` is not an ``(inputs, targets)`` pair.
+        TypeError: if ``batch`` is neither an ``(inputs, targets)`` pair nor a mapping.
         UnsupportedModuleError: if torch.func cannot trace the model per example.
 
     Example:
@@ -103,17 +164,27 @@ def per_sample_grads(
         >>> resid = model(x) - y  # d/dW (w.x + b - y)^2 = 2 (w.x + b - y) x
         >>> torch.allclose(g["weight"], (2 * resid * x)[:, None, :], atol=1e-6)
         True
+        >>> def loss(out, batch):  # targets inside a mapping batch
+        ...     return (out - batch["y"]).pow(2).sum(1)
+        >>> g2 = per_sample_grads(model, loss, {"input": x, "y": y})
+        >>> torch.allclose(g2["weight"], g["weight"])
+        True
 
     References:
         Horace He, Richard Zou, "functorch: JAX-like composable function transforms for
         PyTorch", 2021 (``torch.func``).
     """
-    inputs, targets, batch_size = split_batch("per_sample_grads", batch)
+    args, kwargs, targets, batch_size = unpack_batch("per_sample_grads", batch, model)
     params = dict(module_params(model, detach=True) if params is None else params)
     if batch_size == 0:
         return {n: p.new_zeros((0, *p.shape)) for n, p in params.items()}
     buffers = module_buffers(model)
-    args = tuple(inputs) if isinstance(inputs, list) else inputs
+    # Every tensor with the batch size as its first dim is split per example, the rest shared.
+    leaves, spec = tree_flatten((args, kwargs, targets))
+    dims = [
+        0 if isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] == batch_size else None
+        for t in leaves
+    ]
     from research_ext.privacy._dropout import DropoutRecorder, DropoutReplay, MasksNeededError
     from research_ext.privacy._recurrent import unrolled_recurrent  # both import this module
 
@@ -121,24 +192,24 @@ def per_sample_grads(
 
     def run(masks: list[torch.Tensor] | None) -> dict[str, torch.Tensor]:
         def loss_one(
-            p: dict[str, torch.Tensor], x: Any, y: torch.Tensor, index: torch.Tensor
+            p: dict[str, torch.Tensor], flat: list[Any], index: torch.Tensor
         ) -> torch.Tensor:
-            x1 = tree_map(lambda t: t.unsqueeze(0), x)
+            ones = [t.unsqueeze(0) if d == 0 else t for t, d in zip(flat, dims, strict=True)]
+            a, kw, y = tree_unflatten(ones, spec)
             with DropoutReplay(masks, index, batch_size) if training else nullcontext():
-                out = call_with_params(
-                    model, p, x1 if isinstance(x1, tuple) else (x1,), buffers=buffers
-                )
-            return loss_fn(out, y.unsqueeze(0)).sum()
+                out = call_with_params(model, p, a, kw, buffers=buffers)
+            return loss_fn(out, y).sum()
 
         grad_fn = torch.func.vmap(
             torch.func.grad(loss_one),
-            in_dims=(None, 0, 0, 0),
+            in_dims=(None, dims, 0),
             randomness="different",
             chunk_size=chunk_size,
         )
-        index = torch.arange(batch_size, device=targets.device)
+        first = next(t for t, d in zip(leaves, dims, strict=True) if d == 0)
+        index = torch.arange(batch_size, device=first.device)
         with quiet_vmap(), unrolled_recurrent(model):
-            return dict(grad_fn(params, args, targets, index))
+            return dict(grad_fn(params, leaves, index))
 
     try:
         try:
@@ -148,9 +219,7 @@ def per_sample_grads(
             # them, so the gradients are those of an ordinary forward under the same seed.
             recorder = DropoutRecorder()
             with torch.no_grad(), recorder, unrolled_recurrent(model):
-                call_with_params(
-                    model, params, args if isinstance(args, tuple) else (args,), buffers=buffers
-                )
+                call_with_params(model, params, args, kwargs, buffers=buffers)
             return run(recorder.masks)
     except RuntimeError as err:
         raise UnsupportedModuleError(

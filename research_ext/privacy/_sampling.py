@@ -1,17 +1,18 @@
 """Poisson sampling: each example joins each logical batch independently with probability q."""
 
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, TensorDataset, default_collate
 
-from research_ext.core import check_int, check_probability, make_generator
+from research_ext.core import check_int, check_probability, make_generator, tree_map
 
 __all__ = ["PoissonLoader", "poisson_loader", "steps_per_epoch"]
 
-Batch = tuple[Any, Any]
+#: ``(inputs, targets)``, or a dict of named tensors for mapping datasets.
+Batch = Any
 
 
 def steps_per_epoch(sample_rate: float) -> int:
@@ -25,7 +26,7 @@ class PoissonLoader:
 
     def __init__(
         self,
-        dataset: Dataset | tuple[torch.Tensor, ...],
+        dataset: Dataset | tuple[torch.Tensor, ...] | Mapping[str, torch.Tensor],
         sample_rate: float,
         *,
         max_physical_batch_size: int | None = None,
@@ -36,7 +37,17 @@ class PoissonLoader:
         self.sample_rate = float(check_probability(fn, "sample_rate", sample_rate))
         if max_physical_batch_size is not None:
             check_int(fn, "max_physical_batch_size", max_physical_batch_size, minimum=1)
-        if isinstance(dataset, tuple):
+        self.columns: dict[str, torch.Tensor] | None = None
+        if isinstance(dataset, Mapping):
+            self.columns = dict(dataset)
+            sizes = {k: len(v) for k, v in self.columns.items()}
+            if len(set(sizes.values())) != 1:
+                raise ValueError(
+                    f"{fn}: a mapping `dataset` must hold tensors of one length, got lengths "
+                    f"{sizes}"
+                )
+            dataset = TensorDataset(*self.columns.values())
+        elif isinstance(dataset, tuple):
             dataset = TensorDataset(*dataset)
         self.dataset = dataset
         self.size = len(dataset)  # type: ignore[arg-type]
@@ -69,14 +80,19 @@ class PoissonLoader:
         return [self._collate(chunk) for chunk in chunks]
 
     def _collate(self, indices: torch.Tensor) -> Batch:
+        if self.columns is not None:
+            return {k: v[indices] for k, v in self.columns.items()}
         if isinstance(self.dataset, TensorDataset):
-            tensors = tuple(t[indices] for t in self.dataset.tensors)
+            collated: Any = tuple(t[indices] for t in self.dataset.tensors)
         elif len(indices) == 0:
             # An empty batch keeps the examples' shapes and dtypes, with batch size 0.
             example = default_collate([self.dataset[0]])
-            tensors = tuple(t[:0] for t in example)
+            collated = tree_map(lambda t: t[:0], example)
         else:
-            tensors = tuple(default_collate([self.dataset[int(i)] for i in indices]))
+            collated = default_collate([self.dataset[int(i)] for i in indices])
+        if isinstance(collated, Mapping):  # a dataset of dicts gives dict batches
+            return dict(collated)
+        tensors = tuple(collated)
         if len(tensors) != 2:
             return tuple(tensors[:-1]), tensors[-1]
         return tensors[0], tensors[1]
@@ -91,7 +107,7 @@ class PoissonLoader:
 
 
 def poisson_loader(
-    dataset: Dataset | tuple[torch.Tensor, ...],
+    dataset: Dataset | tuple[torch.Tensor, ...] | Mapping[str, torch.Tensor],
     sample_rate: float,
     *,
     max_physical_batch_size: int | None = None,
@@ -108,15 +124,17 @@ def poisson_loader(
     most that size, to bound memory; :meth:`DPSGD.step` takes the list and still adds noise once.
 
     Args:
-        dataset: a ``Dataset`` returning ``(input, target)`` pairs (a ``TensorDataset`` is indexed
-            in one call), or a tuple of tensors ``(X, y)`` sharing their first dim N.
+        dataset: a ``Dataset`` returning ``(input, target)`` pairs or dicts of named tensors (a
+            ``TensorDataset`` is indexed in one call), a tuple of tensors ``(X, y)`` sharing
+            their first dim N, or a mapping of named tensors sharing their first dim N (batches
+            are then dicts, for :meth:`DPSGD.step`'s mapping batches).
         sample_rate: q in (0, 1].
         max_physical_batch_size: split each logical batch into micro-batches of at most this size.
         generator: the ``torch.Generator`` to sample with (default: OS-seeded).
         steps: logical batches per pass (default: round(1 / q), one expected epoch).
 
     Returns:
-        A :class:`PoissonLoader`: iterate for ``(inputs, targets)`` pairs (or lists of them);
+        A :class:`PoissonLoader`: iterate for ``(inputs, targets)`` pairs or dicts (or lists);
         ``len`` gives ``steps``; ``state_dict`` / ``load_state_dict`` carry the RNG state.
 
     Raises:

@@ -426,3 +426,100 @@ def test_hooks_registered_after_construction_are_part_of_the_model(mode):
     nn.CrossEntropyLoss()(twin(X[:8].double()), y[:8]).backward()
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(p.detach(), q.detach() - q.grad, rtol=1e-10, atol=1e-12)
+
+
+class KeywordModel(nn.Module):
+    """Takes keyword inputs: token ids and a padding mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 6)
+        self.lin = nn.Linear(6, 3)
+
+    def forward(self, tokens, mask, scale=1.0):
+        h = (self.emb(tokens) * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        return self.lin(torch.tanh(h)) * scale
+
+
+def _keyword_data(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, 20, (n, 5), generator=g)
+    mask = (torch.rand(n, 5, generator=g) < 0.7).double()
+    mask[:, 0] = 1
+    labels = torch.randint(0, 3, (n,), generator=g)
+    weight = torch.rand(n, generator=g, dtype=torch.float64) + 0.5
+    return {"tokens": tokens, "mask": mask, "labels": labels, "weight": weight}
+
+
+def _weighted_loss(outputs, batch):
+    ce = nn.functional.cross_entropy(outputs, batch["labels"], reduction="none")
+    return ce * batch["weight"]
+
+
+def _keyword_loop_update(model, data, c, scale):
+    """Explicit loop: per-example gradients of the weighted loss, clipped, summed, over qN."""
+    params = list(model.parameters())
+    clipped = [torch.zeros_like(p) for p in params]
+    for i in range(len(data["labels"])):
+        one = {k: v[i : i + 1] for k, v in data.items()}
+        out = model(tokens=one["tokens"], mask=one["mask"])
+        grads = torch.autograd.grad(_weighted_loss(out, one).sum(), params)
+        norm = torch.cat([g.flatten() for g in grads]).norm()
+        factor = min(1.0, c / (float(norm) + 1e-6))
+        clipped = [s + factor * g for s, g in zip(clipped, grads, strict=True)]
+    return [s * scale for s in clipped]
+
+
+@pytest.mark.parametrize("form", ["mapping_batch", "keyword_inputs", "micro_batches"])
+@pytest.mark.parametrize("mode", ["auto", "ghost", "materialized", "vmap"])
+def test_batches_as_researchers_have_them(mode, form):
+    torch.manual_seed(0)
+    model = KeywordModel().double()
+    data = _keyword_data()
+    expected = _keyword_loop_update(make_twin(model), data, 0.3, 1 / 4)
+    before = [p.detach().clone() for p in model.parameters()]
+    if form == "keyword_inputs":
+        # (inputs, targets) with keyword inputs; the loss sees the targets it is given.
+        batch = ({"tokens": data["tokens"], "mask": data["mask"]}, data)
+    elif form == "mapping_batch":
+        batch = data  # targets inside; the model takes the entries its forward names
+    else:
+        batch = [{k: v[:3] for k, v in data.items()}, {k: v[3:] for k, v in data.items()}]
+    dp = _dp(
+        model,
+        lr=1.0,
+        loss_fn=_weighted_loss,
+        max_grad_norm=0.3,
+        sample_rate=0.1,
+        dataset_size=40,
+        noise_multiplier=0.0,
+        grad_sample_mode=mode,
+    )
+    dp.step(batch)
+    for b, p, e in zip(before, model.parameters(), expected, strict=True):
+        torch.testing.assert_close(b - p.detach(), e, rtol=1e-10, atol=1e-12)
+
+
+def test_poisson_loader_over_a_mapping_dataset_gives_dict_batches():
+    data = _keyword_data(n=40)
+    torch.manual_seed(0)
+    model = KeywordModel().double()
+    dp = _dp(model, loss_fn=_weighted_loss, sample_rate=0.2)
+    seen = 0
+    for batch in dp.loader(data, max_physical_batch_size=3):
+        assert all(isinstance(mb, dict) and set(mb) == set(data) for mb in batch)
+        seen += sum(len(mb["labels"]) for mb in batch)
+        dp.step(batch)
+    assert dp.steps == 5 and seen > 0
+
+
+def test_mapping_batch_errors():
+    dp = _dp(KeywordModel(), loss_fn=_weighted_loss)
+    with pytest.raises(
+        TypeError, match=r"DPSGD.step: a mapping `batch` must name at least one argument of"
+    ):
+        dp.step({"x": torch.zeros(4, 5)})
+    with pytest.raises(
+        TypeError, match=r"DPSGD.step: `batch` must be a pair \(inputs, targets\) or a mapping"
+    ):
+        dp.step(torch.zeros(4, 5))
