@@ -78,6 +78,21 @@ def make(name: str, dtype: torch.dtype, batch: int = 5, seed: int = 0):
             nn.Conv3d(2, 3, (3, 3, 1), padding="same"), nn.Flatten(), nn.Linear(180, 3)
         )
         x = torch.randn(batch, 2, 4, 5, 3, generator=g)
+    elif name == "generic":
+        model = Generic()
+        x = torch.randn(batch, 2, 4, 4, generator=g)
+    elif name == "batchnorm_eval":
+        # BatchNorm with running statistics (eval mode) treats examples independently.
+        model = nn.Sequential(
+            nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)
+        )
+        model[1].running_mean.uniform_(-0.5, 0.5, generator=g)
+        model[1].running_var.uniform_(0.5, 2.0, generator=g)
+        model.eval()
+        x = torch.randn(batch, 1, 6, 6, generator=g)
+    elif name == "embedding_bag":
+        model = Bags()
+        x = torch.randint(0, 30, (batch, 6), generator=g)
     elif name == "dp_attention_bias_kv":
         model = OpacusAttention()
         x = torch.randint(0, 30, (batch, 6), generator=g)
@@ -238,6 +253,37 @@ class OpacusAttention(nn.Module):
         return self.head(self.attn(h, h, h)[0].mean(1))
 
 
+class Generic(nn.Module):
+    """Layers without a dedicated rule (per-layer vmap) and a Linear called twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1)  # 4x4 -> 7x7
+        self.circular = nn.Conv2d(3, 3, 3, padding=1, padding_mode="circular")
+        self.reflect = nn.Conv2d(3, 2, 3, padding=1, padding_mode="reflect")
+        self.inorm = nn.InstanceNorm2d(2, affine=True)
+        self.prelu = nn.PReLU(2)
+        self.twice = nn.Linear(7, 7)
+        self.bilinear = nn.Bilinear(14, 14, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.prelu(self.inorm(self.reflect(torch.tanh(self.circular(self.up(x))))))
+        h = self.twice(torch.tanh(self.twice(h))).mean(2).flatten(1)  # (batch, 2 * 7)
+        return self.bilinear(h, torch.tanh(h))
+
+
+class Bags(nn.Module):
+    """EmbeddingBag (mean over each row of indices), then a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(30, 5, mode="mean")
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bag(x))
+
+
 #: Entries whose layers only "auto" (falling back per layer) and "vmap" can handle.
 HOOKS_UNSUPPORTED = ("dp_attention_bias_kv",)
 
@@ -249,6 +295,9 @@ ZOO = (
     "attention",
     "norms",
     "conv3d",
+    "generic",
+    "embedding_bag",
+    "batchnorm_eval",
     *RECURRENT_ZOO,
     *HOOKS_UNSUPPORTED,
 )
