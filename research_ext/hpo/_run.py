@@ -3,6 +3,14 @@
 With ``workers=1`` the trials run in this process; with ``workers=K`` this process starts K
 ``research-ext tune worker`` processes on the same storage, re-queues the trials of any that die,
 forwards SIGTERM/Ctrl-C to them, and returns once the study is complete and no trial is RUNNING.
+
+Owner death. The workers a ``run`` starts belong to it: when it dies, even by ``kill -9``, they
+notice within a second (their parent is gone), stop as on SIGTERM (the running trial is marked
+``terminated`` and re-queued with its parameters) and exit; the next ``run`` resumes exactly.
+A worker joined by hand (``research-ext tune worker``, on any host) is independent: it takes the
+tickets the owner issues, and when none comes for ``patience`` seconds (the owner is busy in a
+long trial, or gone) it creates trials itself, so it finishes the study rather than wait forever.
+Storage URLs reach worker processes through ``RESEARCH_EXT_STORAGE``, never a command line.
 """
 
 import dataclasses
@@ -19,12 +27,15 @@ from typing import Any
 from research_ext.core import check_int, format_message, progress
 from research_ext.hpo._config import StudyConfig, load_config
 from research_ext.hpo._runner import StudyFailedError, Terminated, _SignalGuard, work
+from research_ext.hpo._storage import STORAGE_ENV, absolute_storage
 from research_ext.hpo._study import StudyHandle, _rdb, counts, n_done, open_study, recover, top_up
 
 __all__ = ["run", "worker"]
 
 EXIT_TOO_MANY_FAILURES = 3
 EXIT_TERMINATED = 143
+#: environment variable with the pid of the ``run`` that started a worker process
+OWNER_ENV = "RESEARCH_EXT_HPO_OWNER"
 
 
 def _with_overrides(
@@ -48,14 +59,6 @@ def _with_overrides(
         )
     storage = absolute_storage(storage) if storage is not None else None
     return load_config(config, n_trials=n_trials, storage=storage, name=study_name)
-
-
-def absolute_storage(storage: str | pathlib.Path) -> str:
-    """A bare relative storage path made absolute against the current directory (URLs kept)."""
-    text = str(storage)
-    if "://" in text or text in (":memory:", "memory"):
-        return text
-    return str(pathlib.Path(text).resolve())
 
 
 def _best(handle: StudyHandle) -> str:
@@ -179,17 +182,15 @@ def _run_inline(
 
 
 def _worker_command(handle: StudyHandle, index: int, deadline: float | None) -> list[str]:
+    """The command line of a worker process (the storage URL goes in :func:`_worker_env`)."""
     config = handle.config
     assert config.path is not None
-    storage = handle.spec.url if handle.spec.kind != "journal" else str(handle.spec.path)
     command = [
         sys.executable,
         "-m",
         "research_ext.hpo",
         "worker",
         str(config.path),
-        "--storage",
-        storage,
         "--study",
         config.name,
         "--n-trials",
@@ -202,6 +203,12 @@ def _worker_command(handle: StudyHandle, index: int, deadline: float | None) -> 
     if deadline is not None:
         command += ["--time-left", f"{max(deadline - time.monotonic(), 0.0):.3f}"]
     return command
+
+
+def _worker_env(handle: StudyHandle) -> dict[str, str]:
+    """The environment of a worker process: the storage (password off the command line), us."""
+    storage = handle.spec.url if handle.spec.kind != "journal" else str(handle.spec.path)
+    return {**os.environ, STORAGE_ENV: storage, OWNER_ENV: str(os.getpid())}
 
 
 _OVERRIDABLE = ("args", "trials_dir", "max_failures", "heartbeat_interval", "grace_period")
@@ -234,7 +241,8 @@ class _ForkedWorker:
         import multiprocessing
 
         context = multiprocessing.get_context("fork")
-        self.process = context.Process(target=_forked_main, args=(config, index, time_left))
+        args = (config, index, time_left, os.getpid())
+        self.process = context.Process(target=_forked_main, args=args)
         with warnings.catch_warnings():  # Python >= 3.12 warns about fork with threads alive
             warnings.simplefilter("ignore", DeprecationWarning)
             self.process.start()
@@ -261,11 +269,18 @@ class _ForkedWorker:
         self.process.kill()
 
 
-def _forked_main(config: StudyConfig, index: int, time_left: float | None) -> None:
+def _forked_main(config: StudyConfig, index: int, time_left: float | None, owner: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
     try:
-        worker(config, index=index, time_left=time_left, poll_interval=0.05, announce=False)
+        worker(
+            config,
+            index=index,
+            time_left=time_left,
+            poll_interval=0.05,
+            announce=False,
+            owner_pid=owner,
+        )
     except StudyFailedError:
         sys.exit(EXIT_TOO_MANY_FAILURES)
     except Terminated:
@@ -281,7 +296,7 @@ def _spawn(handle: StudyHandle, index: int, deadline: float | None) -> Any:
             rdb.engine.dispose()  # no pooled connection may cross the fork
         time_left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         return _ForkedWorker(handle.config, index, time_left)
-    return subprocess.Popen(_worker_command(handle, index, deadline))
+    return subprocess.Popen(_worker_command(handle, index, deadline), env=_worker_env(handle))
 
 
 def _run_processes(
@@ -353,6 +368,8 @@ def worker(
     time_left: float | None = None,
     poll_interval: float = 0.5,
     announce: bool = True,
+    owner_pid: int | None = None,
+    patience: float = 5.0,
 ) -> int:
     """Join a study started by :func:`run` (on this or another machine) and run its trials.
 
@@ -366,7 +383,12 @@ def worker(
             to complete, to pick up re-queued trials).
         time_left: seconds after which no new trial starts.
         poll_interval: seconds between looks for a waiting trial.
-        announce: tell the run's owner this worker waits (not needed by workers ``run`` forks).
+        announce: tell the run's owner this worker waits (not needed by workers ``run`` forks);
+            with no ticket after ``patience`` seconds the worker creates trials itself.
+        owner_pid: the ``run`` process that started this worker (default: the
+            ``RESEARCH_EXT_HPO_OWNER`` environment variable, set by ``run``); the worker stops
+            within a second of its death. A worker joined by hand has no owner.
+        patience: seconds an announced worker waits for a ticket before creating a trial.
 
     Returns:
         The number of trials this worker ran.
@@ -378,12 +400,16 @@ def worker(
     config = _with_overrides(config, n_trials, storage, study_name)
     handle = open_study(config, create=False)
     deadline = None if time_left is None else time.monotonic() + time_left
+    if owner_pid is None and os.environ.get(OWNER_ENV):
+        owner_pid = int(os.environ[OWNER_ENV])
     result = work(
         handle,
         deadline=deadline,
         wait=not exit_when_idle,
         poll_interval=poll_interval,
         announce=announce,
+        owner_pid=owner_pid,
+        patience=patience,
     )
     if result.stopped == "terminated":
         raise Terminated()

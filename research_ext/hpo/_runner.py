@@ -9,6 +9,7 @@ current bookkeeping, so the storage is never left half-written.
 import dataclasses
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -37,6 +38,7 @@ from research_ext.hpo._study import (
     announce_idle,
     counts,
     n_done,
+    new_trial,
     next_trial,
     pop_ticket,
     process_identity,
@@ -120,6 +122,38 @@ class _Heartbeat:
             except Exception as err:  # a storage hiccup must not kill a healthy trial
                 logger.warning("heartbeat of trial id %s failed: %r", self.trial_id, err)
             if self.stop.wait(self.handle.config.heartbeat_interval):
+                return
+
+
+class _OwnerWatch:
+    """Sends this process SIGTERM once its parent, the ``run`` that started it, has died.
+
+    A worker that ``run`` started belongs to that run: when the run is killed (even ``kill -9``)
+    the worker stops within ``interval`` seconds, its running trial marked ``terminated`` and
+    re-queued with its parameters for the next ``run``.
+    """
+
+    def __init__(self, owner_pid: int | None, interval: float = 0.5) -> None:
+        self.owner_pid, self.interval = owner_pid, interval
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> "_OwnerWatch":
+        if self.owner_pid is not None:
+            self.thread = threading.Thread(target=self._loop, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.interval):
+            if os.getppid() != self.owner_pid:  # reparented: the owner is gone
+                logger.warning("the run that started this worker (pid %s) died", self.owner_pid)
+                os.kill(os.getpid(), signal.SIGTERM)
                 return
 
 
@@ -239,6 +273,8 @@ def work(
     poll_interval: float = 0.5,
     owner: bool = False,
     announce: bool = True,
+    owner_pid: int | None = None,
+    patience: float = 5.0,
 ) -> WorkResult:
     """Run tickets of ``handle``'s study until none is left (or the deadline, or a signal).
 
@@ -251,7 +287,12 @@ def work(
         poll_interval: seconds between polls when waiting.
         owner: this process owns the run: it creates the trials (and tickets for other
             workers); other workers only take waiting trials.
-        announce: while waiting, tell the owner (so it issues this worker tickets).
+        announce: while waiting, tell the owner (so it issues this worker tickets); a worker that
+            announced and got no ticket for ``patience`` seconds creates a trial itself (the
+            owner may be busy in a long trial, or gone), so a joined worker never waits forever.
+        owner_pid: the pid of the ``run`` that started this worker: the worker stops (SIGTERM
+            semantics) within a second of that process's death.
+        patience: see ``announce``.
 
     Returns:
         A :class:`WorkResult`.
@@ -262,7 +303,8 @@ def work(
     """
     result = WorkResult()
     announced, announced_at, recovered = False, -math.inf, -math.inf
-    with _SignalGuard() as guard:
+    idle_since: float | None = None
+    with _SignalGuard() as guard, _OwnerWatch(owner_pid):
         while guard.stop is None:
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -270,7 +312,15 @@ def work(
                 recover(handle)
                 recovered = time.monotonic()
             trial_id = next_trial(handle) if owner else pop_ticket(handle)
+            if (
+                trial_id is None
+                and announced
+                and idle_since is not None
+                and time.monotonic() - idle_since >= patience
+            ):
+                trial_id = new_trial(handle)  # no ticket came: the owner is busy or gone
             if trial_id is None:
+                idle_since = time.monotonic() if idle_since is None else idle_since
                 if not wait or n_done(counts(handle)) >= handle.n_trials:
                     break
                 if announce and time.monotonic() - announced_at > 2.0:
@@ -278,6 +328,7 @@ def work(
                     announced, announced_at = True, time.monotonic()
                 time.sleep(poll_interval)
                 continue
+            idle_since = None
             if announced:
                 announce_idle(handle, idle=False)
                 announced = False

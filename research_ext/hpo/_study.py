@@ -285,8 +285,6 @@ def next_trial(handle: StudyHandle) -> int | None:
     Alone, the owner creates each trial directly (as ``Study.ask`` does), one write per trial.
     Workers that joined and wait for a trial get tickets, which the owner leaves to them.
     """
-    import optuna
-
     idle = _idle_workers(handle)
     if idle:
         top_up(handle, limit=idle)
@@ -298,6 +296,18 @@ def next_trial(handle: StudyHandle) -> int | None:
         if trial_id is not None:
             return trial_id
         c = counts(handle)
+    return new_trial(handle, c)
+
+
+def new_trial(handle: StudyHandle, c: dict[str, int] | None = None) -> int | None:
+    """A new RUNNING trial of this process, or ``None`` if the study holds enough trials.
+
+    Enough: finished + running + waiting = ``n_trials``. Two processes may both see one missing
+    and both create a trial; :func:`admitted` then refuses the later one.
+    """
+    import optuna
+
+    c = counts(handle) if c is None else c
     if n_done(c) + c["RUNNING"] + c["WAITING"] >= handle.n_trials:
         return None
     template = optuna.trial.create_trial(

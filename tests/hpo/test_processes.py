@@ -1,6 +1,7 @@
 """Real processes: kill -9 and SIGTERM of a running study, K local workers on SQLite/PostgreSQL."""
 
 import importlib.util
+import json
 import os
 import pathlib
 import signal
@@ -14,7 +15,7 @@ import pytest
 
 import research_ext.hpo as rh
 from research_ext.hpo._cli import main
-from research_ext.hpo._study import ENDED, OWNER, RETRY_OF
+from research_ext.hpo._study import ENDED, OWNER, RETRY_OF, is_alive
 from tests.hpo.conftest import write_study
 
 pytestmark = pytest.mark.slow
@@ -216,3 +217,37 @@ def test_runs_and_workers_on_one_study_finish_exactly_n_trials(tmp_path):
     for t in study.trials:
         if t.state == State.FAIL:  # only refused surplus trials fail here: they ran nothing
             assert t.system_attrs[ENDED] == "surplus" and not t.params
+
+
+def _running_owners(db: pathlib.Path) -> list[dict]:
+    rows = _query(
+        db,
+        "SELECT a.value_json FROM trials t JOIN trial_system_attributes a "
+        "ON a.trial_id = t.trial_id AND a.key = 'research_ext:worker' WHERE t.state = 'RUNNING'",
+    )
+    return [json.loads(value) for (value,) in rows]
+
+
+def test_workers_stop_when_their_run_is_killed(tmp_path):
+    """kill -9 of `run --workers 2`: its workers stop, re-queue their trials, and exit."""
+    path = write_study(
+        tmp_path, fn="stepped", n_trials=2, args="{ steps = 40, sleep = 0.25 }", sampler='"random"'
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-m", "research_ext.hpo", "run", str(path), "--workers", "2"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    db = tmp_path / "study.db"
+    _wait_for(lambda: len(_running_owners(db)) == 2, "both workers to run a trial")
+    workers = _running_owners(db)
+    assert owner.pid not in {w["pid"] for w in workers}
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    _wait_for(lambda: not any(is_alive(w) for w in workers), "the workers to exit", timeout=60)
+    study = _load(path)
+    stopped = [t for t in study.trials if t.system_attrs.get(ENDED) == "terminated"]
+    assert len(stopped) == 2 and not [t for t in study.trials if t.state == State.RUNNING]
+    assert main(["run", str(path), "--workers", "2"]) == 0
+    _check_complete(path, 2)

@@ -1,0 +1,20 @@
+"""A worker never waits forever: joined workers carry on alone, forked ones stop with their run."""
+
+import optuna
+
+import research_ext.hpo as rh
+from research_ext.hpo._study import OWNER, open_study
+from tests.hpo.conftest import write_study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+State = optuna.trial.TrialState
+
+
+def test_a_joined_worker_without_an_owner_finishes_the_study(tmp_path):
+    path = write_study(tmp_path, n_trials=4, sampler='"random"')
+    rh.run(path, n_trials=1)  # the study exists; its run is gone
+    ran = rh.worker(path, patience=0.2, poll_interval=0.05, time_left=60)
+    assert ran == 3
+    trials = open_study(rh.load_config(path)).study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [State.COMPLETE] * 4
+    assert len({t.system_attrs[OWNER]["pid"] for t in trials}) == 1  # all in this process
