@@ -1,13 +1,15 @@
 """DP-SGD step time and memory: research_ext.privacy vs Opacus 1.6, as ratios to a non-private step.
 
-Three models (the issue's): MLP 784-512-512-10 at B=256, a GroupNorm CNN on 1x28x28 at B=128,
-a 2-layer transformer (d=128, seq 64, vocab 5000) at B=32. Methods run interleaved in one
+Four models: MLP 784-512-512-10 at B=256, a GroupNorm CNN on 1x28x28 at B=128, a 2-layer
+transformer (d=128, seq 64, vocab 5000) at B=32, and an LSTM classifier (embedding 5000x64,
+nn.LSTM 64->128 over 32 steps, linear head) at B=32 (Opacus runs its DPLSTM there). Methods run interleaved in one
 process (median of R rounds) so the shared machine's noise cancels in the ratios; step memory is
 the peak resident-memory growth (sampled) of a fresh subprocess during 3 steps of one
 method, after one warm-up step (so it counts activations, per-sample state and gradients, not
 parameters or caches).
 
-Run: python benchmarks/bench_privacy_step.py [--rounds R] [--models mlp,cnn,transformer] [--no-memory]
+Run: python benchmarks/bench_privacy_step.py [--rounds R] [--models mlp,cnn,transformer,lstm]
+[--no-memory]
 """
 
 import argparse
@@ -50,7 +52,19 @@ class TinyTransformer(nn.Module):
         return self.head(h.mean(1))
 
 
-def build(name):
+class LSTMClassifier(nn.Module):
+    def __init__(self, lstm=nn.LSTM, vocab=5000, d=64, hidden=128, classes=10):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.rnn = lstm(d, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        _, (h, _) = self.rnn(self.emb(x))
+        return self.head(h[-1])
+
+
+def build(name, opacus=False):
     torch.manual_seed(0)
     if name == "mlp":
         model = nn.Sequential(
@@ -78,6 +92,15 @@ def build(name):
         )
         b = 128
         x = torch.randn(b, 1, 28, 28)
+    elif name == "lstm":
+        if opacus:  # Opacus needs its own DPLSTM (nn.LSTM has no grad sampler there)
+            from opacus.layers import DPLSTM
+
+            model = LSTMClassifier(lstm=DPLSTM)
+        else:
+            model = LSTMClassifier()
+        b = 32
+        x = torch.randint(0, 5000, (b, 32))
     else:
         model = TinyTransformer()
         b = 32
@@ -121,7 +144,7 @@ def make_step(name, method):
     from opacus.validators import ModuleValidator
 
     mode = method.split("_", 1)[1]
-    model = ModuleValidator.fix(copy.deepcopy(model))
+    model = ModuleValidator.fix(copy.deepcopy(build(name, opacus=True)[0]))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=b)
     engine = PrivacyEngine(accountant="rdp")
@@ -220,10 +243,10 @@ def _memory_once(name, method):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--models", default="mlp,cnn,transformer")
+    parser.add_argument("--models", default="mlp,cnn,transformer,lstm")
     parser.add_argument("--no-memory", action="store_true")
     args = parser.parse_args()
-    targets = {"mlp": 2.0, "cnn": 1.5, "transformer": 1.6}
+    targets = {"mlp": 2.0, "cnn": 1.5, "transformer": 1.6, "lstm": 2.0}
     report = {}
     for name in args.models.split(","):
         med, errors = time_model(name, args.rounds)
