@@ -229,6 +229,10 @@ def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard) -> str:
             outcome = "interrupted"
         except Terminated:
             outcome = "terminated"
+        except SystemExit as err:  # the objective's exit ends its trial, never this process
+            outcome = "error"
+            error = RuntimeError(f"the objective called sys.exit({err.code!r})")
+            logger.warning("trial %d failed: %s", trial.number, error)
         except Exception as err:
             outcome, error = "error", err
             logger.warning("trial %d failed:\n%s", trial.number, traceback.format_exc())

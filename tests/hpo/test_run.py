@@ -310,3 +310,19 @@ def test_run_rejects_workers_without_shared_storage(tmp_path):
         rh.run(config, workers=2)
     with pytest.raises(ValueError, match=r"run: `workers` must be a positive int, got workers=0"):
         rh.run(config, workers=0)
+
+
+def test_sys_exit_in_the_objective_fails_the_trial_with_the_reason(tmp_path):
+    path = write_study(tmp_path, n_trials=4, sampler='"random"', extra_study="max_failures = 50")
+    objectives = tmp_path / "objectives.py"
+    objectives.write_text(
+        objectives.read_text() + "\ndef exits(params):\n    import sys\n    if params['x'] > 0.5:\n"
+        "        sys.exit(7)\n    return params['x']\n"
+    )
+    path.write_text(path.read_text().replace("objectives.py:quadratic", "objectives.py:exits"))
+    study = rh.run(path)
+    failed = [t for t in study.trials if t.state == State.FAIL]
+    assert failed and _finished(study) == 4 and "RUNNING" not in _states(study)
+    for t in failed:
+        assert t.params["x"] > 0.5 and t.system_attrs[ENDED] == "error"
+        assert "sys.exit(7)" in t.user_attrs["error"]
