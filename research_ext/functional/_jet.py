@@ -1,8 +1,9 @@
 """Taylor mode: ``jet`` pushes a truncated power series through ``f`` in one pass.
 
-Inside ``f`` each input is a :class:`_Jet`, a tensor-like object holding ``K + 1`` Taylor
-coefficients. It implements ``__torch_function__``, so ``torch.sin(x)``, ``x.sin()``, ``x @ w``,
-``F.linear``, ``nn.Module`` calls and the like dispatch to the rules of
+Inside ``f`` each input is a :class:`_Jet`, a storage-less tensor subclass holding ``K + 1``
+Taylor coefficients. It implements ``__torch_function__``, so ``torch.sin(x)``, ``x.sin()``,
+``torch.Tensor.sin(x)``, ``x @ w``, ``F.linear``, ``nn.Module`` calls and the like dispatch to
+the rules of
 :mod:`._taylor_rules` (cost :math:`O(K^2)` tensor operations per primitive). A primitive with no
 rule falls back to nested forward-mode derivatives of that one primitive along the series
 (cost :math:`O(2^K)` evaluations of it) and says so with a ``UserWarning``; with
@@ -24,34 +25,52 @@ from research_ext.functional._arguments import check_callable, forward_ad_ready
 __all__ = ["derivatives", "jet"]
 
 Series = list[torch.Tensor]
-_METADATA = frozenset("shape dtype device ndim is_cuda layout requires_grad names".split())
 _LINEAR_PROPERTIES = frozenset("T mT H mH real imag".split())
 
 
-class _Jet:
-    r"""A truncated Taylor series of tensors, :math:`x(t) = \sum_{k \le K} c_k t^k`."""
+class _Jet(torch.Tensor):
+    r"""A truncated Taylor series of tensors, :math:`x(t) = \sum_{k \le K} c_k t^k`.
 
-    __slots__ = ("coeffs", "fallback")
+    A tensor subclass without storage (a wrapper with the primal's shape, dtype and device), so
+    that C-level tensor methods called unbound (``torch.Tensor.sin(x)``) accept it too; every
+    torch function, method and property reaches :meth:`__torch_function__`, which routes it to a
+    rule, to the metadata of the primal, or to the fallback.
+    """
+
+    coeffs: Series
+    fallback: bool
+
+    @staticmethod
+    def __new__(cls, coeffs: Series, fallback: bool) -> "_Jet":
+        primal = coeffs[0]
+        jet = torch.Tensor._make_wrapper_subclass(  # type: ignore[attr-defined]
+            cls, primal.shape, dtype=primal.dtype, device=primal.device
+        )
+        jet.coeffs = coeffs
+        jet.fallback = fallback
+        return jet
 
     def __init__(self, coeffs: Series, fallback: bool):
-        self.coeffs = coeffs
-        self.fallback = fallback
+        pass
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
+        getset = getattr(func, "__self__", None) if _is_getter(func) else None
+        if getset is not None:  # a property: shape, dtype, ..., or a linear one (real, T, ...)
+            name = getset.__name__
+            jet = args[0]
+            if name in _LINEAR_PROPERTIES:
+                return _Jet([func(c) for c in jet.coeffs], jet.fallback)
+            return func(jet.coeffs[0])
         return _dispatch(func, args, kwargs or {})
 
-    def __getattr__(self, name: str) -> Any:
-        if name in _METADATA:
-            return getattr(self.coeffs[0], name)
-        if name in _LINEAR_PROPERTIES:
-            return _Jet([getattr(c, name) for c in self.coeffs], self.fallback)
-        method = getattr(torch.Tensor, name, None)
-        if method is None or not callable(method):
-            raise AttributeError(f"jet: tensors inside `f` have no attribute {name!r}")
-        return lambda *args, **kwargs: _dispatch(method, (self, *args), kwargs)
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # type: ignore[override]
+        # Reached only by code that bypasses __torch_function__ (torch internals running with
+        # torch functions disabled): the aten operator has no rule, so take the fallback.
+        return _dispatch(func, args, kwargs or {})
 
-    def __repr__(self) -> str:
+    def __repr__(self, *, tensor_contents: Any = None) -> str:
         return f"_Jet(order={len(self.coeffs) - 1}, shape={tuple(self.coeffs[0].shape)})"
 
     def __bool__(self) -> bool:
@@ -67,25 +86,8 @@ class _Jet:
         raise TypeError("jet: `f` must not convert a traced value to a Python number (float())")
 
 
-def _binary(name: str) -> Callable[..., Any]:
-    method = getattr(torch.Tensor, name)
-    return lambda self, other: _dispatch(method, (self, other), {})
-
-
-for _name in (
-    "__add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ __rtruediv__ __matmul__ "
-    "__rmatmul__ __pow__ __rpow__ __getitem__ __neg__ __pos__ __abs__ __gt__ __lt__ __ge__ "
-    "__le__ __eq__ __ne__"
-).split():
-    if _name in ("__neg__", "__pos__", "__abs__"):
-        setattr(
-            _Jet,
-            _name,
-            (lambda m: lambda self: _dispatch(m, (self,), {}))(getattr(torch.Tensor, _name)),
-        )
-    else:
-        setattr(_Jet, _name, _binary(_name))
-_Jet.__hash__ = object.__hash__  # type: ignore[method-assign,assignment]
+def _is_getter(func: Any) -> bool:
+    return getattr(func, "__name__", None) == "__get__"
 
 
 def _order(args: Any) -> tuple[int, bool]:
@@ -343,9 +345,11 @@ def jet(
     With :math:`x_1 = v` and higher terms zero, :math:`y_k` is the k-th directional derivative
     :math:`D^k f(x_0)[v, \dots, v]`. Each primitive costs :math:`O(K^2)` tensor operations
     (rules for add, sub, mul, div, matmul/mm/bmm/dot, linear, pow, exp, log, log1p, expm1, sin,
-    cos, tan, tanh, sigmoid, sqrt, rsqrt, softplus, erf, atan, relu, abs, sum, mean, logsumexp,
-    softmax, log_softmax, mse_loss, norm and shape/indexing ops); others fall back to nested
-    jvp with a ``UserWarning``.
+    cos, tan, tanh, sigmoid, sqrt, rsqrt, softplus, special.entr, erf, atan, relu, abs, sum,
+    mean, logsumexp, softmax, log_softmax, mse_loss, norm and shape/indexing ops); every other
+    torch function or tensor method (also called unbound, ``torch.Tensor.cdouble(x)``) falls
+    back to nested jvp with a ``UserWarning``. Each rule agrees with torch's own nested
+    derivatives, also at its branch points and domain edges.
 
     Args:
         f: function of tensors returning a tensor or a pytree of tensors, written with torch

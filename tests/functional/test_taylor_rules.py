@@ -152,3 +152,43 @@ def test_linearize_entr_negative_matches_jvp():
     _, jvp_fn = rf.linearize(torch.special.entr, x)
     ref = torch.func.jvp(torch.special.entr, (x,), (t,))[1]
     torch.testing.assert_close(jvp_fn(t), ref, equal_nan=True)
+
+
+# Primitives without a rule, reached three ways: torch.X(x), x.X() and the unbound method
+# torch.Tensor.X(x) (a C method descriptor that refuses anything but a tensor).
+NO_RULE = ["lgamma", "digamma", "sinh", "asinh", "cdouble", "i0", "frac", "deg2rad", "erfc"]
+POINTS = torch.tensor([0.3, 1.2, 2.5], dtype=D)
+
+
+def _spellings(name):
+    method = getattr(torch.Tensor, name)
+    out = {"method": lambda x: getattr(x, name)(), "unbound": lambda x: method(x)}
+    if callable(getattr(torch, name, None)):  # torch.cdouble is a dtype, not a function
+        out["function"] = lambda x: getattr(torch, name)(x)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "spelling"), [(n, s) for n in NO_RULE for s in _spellings(n)], ids=str
+)
+def test_fallback_reached_for_functions_and_methods(name, spelling):
+    f = _spellings(name)[spelling]
+    with pytest.warns(UserWarning, match="falling back to nested jvp"):
+        ours = rf.derivatives(f, ORDER)(POINTS)
+    ref = _nested_jvp(f, POINTS, torch.ones_like(POINTS))
+    _close(ours, ref)
+    with pytest.raises(NotImplementedError, match="no Taylor-mode rule"):
+        rf.derivatives(f, ORDER, fallback=False)(POINTS)
+
+
+@pytest.mark.parametrize("spelling", ["function", "method", "unbound"])
+def test_rules_reached_for_every_spelling(spelling):
+    f = _spellings("sin")[spelling]
+    ours = _no_fallback(rf.derivatives(f, ORDER), POINTS)
+    _close(ours, _nested_jvp(torch.sin, POINTS, torch.ones_like(POINTS)))
+    g = {
+        "function": lambda x: torch.mul(x, x),
+        "method": lambda x: x.mul(x),
+        "unbound": lambda x: torch.Tensor.mul(x, x),
+    }[spelling]
+    _close(_no_fallback(rf.derivatives(g, ORDER), POINTS), _nested_jvp(g, POINTS, POINTS**0))
