@@ -70,7 +70,7 @@ class _Jet(torch.Tensor):
         # torch functions disabled): the aten operator has no rule, so take the fallback.
         return _dispatch(func, args, kwargs or {})
 
-    def __repr__(self, *, tensor_contents: Any = None) -> str:
+    def __repr__(self, *, tensor_contents: Any = None) -> str:  # type: ignore[override]
         return f"_Jet(order={len(self.coeffs) - 1}, shape={tuple(self.coeffs[0].shape)})"
 
     def __bool__(self) -> bool:
