@@ -141,6 +141,32 @@ class VmapEngine:
         }
 
 
+def _tensors(call: tuple[Any, Any, Any]) -> list[torch.Tensor]:
+    args, kwargs, outs = call
+    found = [*args, *kwargs.values(), *outs]
+    return [t for t in found if isinstance(t, torch.Tensor)]
+
+
+class _Records(list):  # type: ignore[type-arg]
+    """A layer's captured calls, with the version counters of their tensors when captured."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.versions: list[tuple[int, ...]] = []
+
+    def append(self, call: Any) -> None:
+        """Capture one call ``(args, kwargs, outputs)``."""
+        super().append(call)
+        self.versions.append(tuple(t._version for t in _tensors(call)))
+
+    def modified(self) -> bool:
+        """Whether a captured tensor was modified in place since its call."""
+        return any(
+            tuple(t._version for t in _tensors(call)) != versions
+            for call, versions in zip(self, self.versions, strict=True)
+        )
+
+
 class _LayerFailureError(Exception):
     """A layer's rule could not handle its calls (the message names the layer)."""
 
@@ -210,13 +236,16 @@ class HookEngine:
         args, kwargs, targets, batch_size = unpack_batch("DPSGD.step", batch, self.model)
         for rule in self.rules.values():
             rule.used.clear()
-        records: dict[str, list[tuple[Any, Any, tuple[torch.Tensor, ...]]]] = {}
+        records: dict[str, _Records] = {}
         handles = []
         patched = []
         for name, rule in self.rules.items():
             if getattr(rule, "patches_forward", False):
                 # Run attention and recurrent layers as explicit projections (Linear-like blocks).
-                rule.module.forward = functools.partial(rule.forward, records.setdefault(name, []))
+                rule.module.forward = functools.partial(
+                    rule.forward,  # type: ignore[attr-defined]
+                    records.setdefault(name, _Records()),
+                )
                 patched.append(rule.module)
                 continue
             if isinstance(rule, GenericRule):
@@ -241,6 +270,16 @@ class HookEngine:
                 h.remove()
             for module in patched:
                 del module.forward
+        for name, calls in records.items():
+            if calls.modified():
+                kind = type(self.rules[name].module).__name__
+                raise _LayerFailureError(
+                    name,
+                    f"DPSGD: layer `{name}` ({kind}) had its input or output modified in place "
+                    f"after it ran (e.g. `ReLU(inplace=True)`, `x.relu_()`, `x += ...`); its "
+                    f"per-sample gradients need the values it saw: make that operation out of "
+                    f"place",
+                )
         flat = [
             (name, i, j, out)
             for name, calls in records.items()
@@ -301,7 +340,7 @@ class HookEngine:
                         f"(e.g. batch_first=True)"
                     )
 
-    def _hook(self, name: str, records: dict[str, list[Any]]) -> Callable[..., None]:
+    def _hook(self, name: str, records: dict[str, _Records]) -> Callable[..., None]:
         def hook(
             module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
         ) -> None:
@@ -313,7 +352,7 @@ class HookEngine:
             rule = self.rules[name]
             if isinstance(rule, GenericRule) and rule.pending is not None:
                 kwargs, rule.pending = {**kwargs, MASKS: rule.pending}, None
-            records.setdefault(name, []).append((args, kwargs, outs))
+            records.setdefault(name, _Records()).append((args, kwargs, outs))
 
         return hook
 

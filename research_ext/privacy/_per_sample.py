@@ -64,6 +64,7 @@ def unpack_batch(
     the targets (targets inside the batch). The batch size is the first dim of the first
     tensor among the inputs.
     """
+    args: tuple[Any, ...]
     if isinstance(batch, Mapping):
         args, kwargs, targets = (), _forward_kwargs(fn, model, batch), batch
     elif isinstance(batch, tuple | list) and len(batch) == 2:

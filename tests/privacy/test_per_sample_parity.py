@@ -103,3 +103,32 @@ def test_auto_falls_back_per_layer_and_says_so():
     assert "not the batch size 5" in plan["attn"]
     assert plan["emb"] == "Embedding: ghost" and plan["head"] == "Linear: ghost"
     assert not any(k.startswith("attn.") for k in plan)
+
+
+class InPlaceAfterLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(6, 5)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin(x)
+        h.relu_()  # rewrites the output the Linear rule would read gradients at
+        return self.head(h)
+
+
+@pytest.mark.parametrize("mode", ["auto", "ghost", "materialized"])
+def test_layer_outputs_modified_in_place_are_caught(mode):
+    torch.manual_seed(0)
+    model = InPlaceAfterLinear().double()
+    x, y = torch.randn(5, 6, dtype=torch.float64), torch.randint(0, 3, (5,))
+    engine = make_engine(model, nn.CrossEntropyLoss(), mode)
+    if mode != "auto":
+        with pytest.raises(UnsupportedModuleError, match=r"layer `lin` \(Linear\) had its input"):
+            engine.run((x, y))
+        return
+    ref = loop_grads(model, nn.CrossEntropyLoss(), x, y)
+    sq = engine.run((x, y))
+    total = sum(g.flatten(1).pow(2).sum(1) for g in ref.values())
+    _close(sum(sq.values()), total, torch.float64)
+    assert engine.plan()["<root>"].startswith("InPlaceAfterLinear: vmap (per layer, fallback")
