@@ -110,7 +110,8 @@ class DPSGD:
         model: the model (validated; BatchNorm and the like raise ``UnsupportedModuleError``).
         optimizer: any optimizer over the model's parameters; it sees ``p.grad`` = the noisy mean.
         loss_fn: ``loss_fn(outputs, targets)``: per-example losses ``(batch,)`` or a scalar mean
-            over the batch (torch's default reduction; ``reduction="sum"`` is honoured).
+            over the batch (torch's default reduction; ``reduction="sum"`` is honoured). For a
+            mapping batch, ``targets`` is the whole batch (targets inside it).
         max_grad_norm: C (> 0); for ``"per_layer"`` also a mapping layer -> C_k.
         delta: target delta in (0, 1).
         sample_rate: Poisson rate q in (0, 1].
@@ -296,14 +297,22 @@ class DPSGD:
         return loader
 
     def step(self, batch: Any) -> None:
-        """One logical DP-SGD step on ``(inputs, targets)`` or a list of micro-batches of it.
+        """One logical DP-SGD step on a batch or a list of micro-batches of it.
 
-        Clipped sums of the micro-batches accumulate; noise is drawn once; ``optimizer.step()``
-        runs with ``p.grad`` set to the noisy sum over qN; the accountant records the step.
+        A batch is ``(inputs, targets)`` with ``inputs`` a tensor, a tuple of tensors
+        (``model(*inputs)``) or a mapping (``model(**inputs)``); or a mapping of named tensors
+        with the targets inside, whose entries ``model.forward`` names are its inputs and which
+        ``loss_fn`` receives whole. Clipped sums of the micro-batches accumulate; noise is drawn
+        once; ``optimizer.step()`` runs with ``p.grad`` set to the noisy sum over qN; the
+        accountant records the step. What can change after construction (train/eval modes,
+        frozen parameters, hooks) is re-validated first, by a cheap fingerprint.
 
         Raises:
             PrivacyBudgetExceededError: when the noise was calibrated with ``target_epsilon`` and
                 the planned number of steps has been taken (nothing is changed then).
+            UnsupportedModuleError: when the model changed into one DP-SGD cannot train (e.g.
+                BatchNorm switched to ``train()``), or a layer cannot be handled by the chosen
+                ``grad_sample_mode`` (the message names it; nothing is changed then).
         """
         if self.planned_steps is not None and self.steps >= self.planned_steps:
             raise PrivacyBudgetExceededError(

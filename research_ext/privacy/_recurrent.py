@@ -152,7 +152,10 @@ def recurrent_forward(
     if isinstance(input, PackedSequence):
         assert lengths is not None
         order = input.sorted_indices
-        padded, lens = (layer_in, lengths) if order is None else (layer_in[order], lengths[order])
+        # Lengths stay on the CPU (as packing requires); the order indexes both.
+        padded, lens = (
+            (layer_in, lengths) if order is None else (layer_in[order], lengths[order.cpu()])
+        )
         data = pack_padded_sequence(padded, lens, batch_first=True).data
         output = PackedSequence(
             data, input.batch_sizes, input.sorted_indices, input.unsorted_indices
