@@ -15,6 +15,7 @@ from research_ext.core import require
 
 require("optuna", extra="hpo")
 
+from research_ext.errors import StudyFailedError  # noqa: E402
 from research_ext.hpo._config import StudyConfig, load_config  # noqa: E402
 from research_ext.hpo._inspect import (  # noqa: E402
     StudyStatus,
@@ -29,7 +30,6 @@ from research_ext.hpo._inspect import (  # noqa: E402
 from research_ext.hpo._objective import Reporter  # noqa: E402
 from research_ext.hpo._report import SearchPrivacyCost, report, search_privacy_cost  # noqa: E402
 from research_ext.hpo._run import run, worker  # noqa: E402
-from research_ext.hpo._runner import StudyFailedError  # noqa: E402
 from research_ext.hpo._space import ParamSpec, sample_params  # noqa: E402
 from research_ext.hpo._storage import StorageSpec, resolve_storage  # noqa: E402
 from research_ext.hpo._study import StudyHandle, open_study  # noqa: E402

@@ -555,8 +555,13 @@ def _open(
                 skip_table_creation=spec.read_only,
             )
 
-    if spec.kind == "sqlite":
-        return create()
-    storage = _retrying(create, spec)
-    _reconnect_with_retries(storage.engine, spec)
+    try:
+        storage = create() if spec.kind == "sqlite" else _retrying(create, spec)
+    except Exception as err:
+        if spec.read_only and any("version_info" in str(e) for e in _chain(err)):
+            # a database without Optuna's tables holds no study; reading must not create them
+            return optuna.storages.InMemoryStorage()
+        raise
+    if spec.kind != "sqlite":
+        _reconnect_with_retries(storage.engine, spec)
     return storage

@@ -130,7 +130,7 @@ def _open_study(config: StudyConfig, create: bool, spec: StorageSpec) -> StudyHa
     except KeyError:
         if not create:
             raise ConfigError(
-                f"open_study: no study named {config.name!r} in {spec.url}; "
+                f"open_study: no study named {config.name!r} in {spec.display}; "
                 "start it with `research-ext tune run`"
             ) from None
         with warnings.catch_warnings():
@@ -150,7 +150,7 @@ def _open_study(config: StudyConfig, create: bool, spec: StorageSpec) -> StudyHa
     existing = storage.get_study_directions(study_id)
     if list(existing) != directions:
         raise ConfigError(
-            f"open_study: study {config.name!r} in {spec.url} has directions "
+            f"open_study: study {config.name!r} in {spec.display} has directions "
             f"{[d.name.lower() for d in existing]}, the study file says {list(config.directions)}"
         )
     study = optuna.load_study(

@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from research_ext.errors import ConfigError, StorageError
-from research_ext.hpo import resolve_storage
+from research_ext.hpo import load_config, resolve_storage, status
 from research_ext.hpo._cli import main
 from research_ext.hpo._storage import (
     RETRY_ENV,
@@ -348,3 +348,13 @@ def test_a_long_outage_ends_run_in_one_line_and_the_next_run_recovers():
             assert rerun.returncode == 0, err
             states = _states(url)
             assert states["COMPLETE"] == 12 and set(states) <= {"COMPLETE", "FAIL"}
+
+
+def test_python_api_errors_show_the_url_redacted(tmp_path, postgres_server):
+    url = postgres_server.add_user("apiuser", "api-secret-9")
+    config = load_config(write_study(tmp_path), storage=url)
+    with pytest.raises(
+        ConfigError, match=r"no study named 's' in postgresql\+psycopg2://apiuser:\*\*\*@"
+    ) as info:
+        status(config)
+    assert "api-secret-9" not in str(info.value)
