@@ -134,22 +134,21 @@ def fingerprint(model: nn.Module) -> tuple[Any, ...]:
     Two calls return equal tuples unless a module switched mode, a parameter was frozen or
     unfrozen, or a hook was registered or removed (hook handles have unique ids).
     """
-    modules = tuple(
-        (
+    parts: list[Any] = []
+    for m in model.modules():
+        parts += (
             m.training,
             tuple(m._forward_hooks),
             tuple(m._forward_pre_hooks),
             tuple(m._backward_hooks),
             tuple(m._backward_pre_hooks),
+            tuple(p is not None and p.requires_grad for p in m._parameters.values()),
         )
-        for m in model.modules()
-    )
-    trainable = tuple(p.requires_grad for p in model.parameters())
     hooks = nn.modules.module
-    global_hooks = (
+    parts += (
         tuple(hooks._global_forward_hooks),
         tuple(hooks._global_forward_pre_hooks),
         tuple(hooks._global_backward_hooks),
         tuple(hooks._global_backward_pre_hooks),
     )
-    return modules, trainable, global_hooks
+    return tuple(parts)
