@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from research_ext.hpo._config import StudyConfig
 
-__all__ = ["Reporter", "load_objective", "split_result"]
+__all__ = ["Reporter", "load_objective", "objective_for_trial", "split_result"]
 
 INJECTED = ("reporter", "trial_dir", "trial")
 #: Trial user attribute holding ``[noise_multiplier, sample_rate, steps]`` of a private trial.
@@ -71,6 +71,25 @@ def load_objective(
         raise TypeError(format_message(fn_name, "entry", "a callable", entry))
     _check_signature(fn, entry, dict(args or {}))
     return fn
+
+
+def objective_for_trial(
+    entry: str, base_dir: str | pathlib.Path, args: Mapping[str, Any] | None = None
+) -> Callable[..., Any]:
+    """:func:`load_objective`, or (if it no longer loads) a stand-in that raises why when called.
+
+    A study file is validated when it loads; an objective that stops importing afterwards (its
+    file edited, a package gone) must fail its trials with the reason recorded, not the process.
+    """
+    try:
+        return load_objective(entry, base_dir, args)
+    except (ValueError, TypeError) as err:
+        reason = err
+
+        def unloadable(params: Any, **kwargs: Any) -> Any:
+            raise reason.with_traceback(None) from None
+
+        return unloadable
 
 
 def _import(module_part: str, base_dir: pathlib.Path, entry: str) -> Any:

@@ -23,7 +23,7 @@ from research_ext.hpo._objective import (
     DP_SGD_ATTR,
     Reporter,
     injected_arguments,
-    load_objective,
+    objective_for_trial,
     split_result,
 )
 from research_ext.hpo._seeding import reseed, sample_index, trial_seed
@@ -208,7 +208,7 @@ def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard) -> str:
     if config.seed is not None:  # the trial's draws depend on the study seed and the trial only
         reseed(study.sampler, trial_seed(config.seed, sample_index(handle, trial_id)))
     trial = optuna.trial.Trial(study, trial_id)
-    fn = load_objective(config.entry, config.base_dir, config.args)
+    fn = objective_for_trial(config.entry, config.base_dir, config.args)
     kwargs = _kwargs(handle, fn, trial, trial_id)
     reporter = kwargs.get("reporter")
     outcome, error = "complete", None
@@ -245,6 +245,7 @@ def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard) -> str:
                 trial.set_constraint(key, value)
         except KeyError as err:
             outcome, error = "error", err
+            logger.warning("trial %d failed: %s", trial.number, err.args[0])
     for key, value in metrics.items():
         if math.isfinite(value):
             trial.set_user_attr(key, value)

@@ -355,3 +355,35 @@ def test_a_string_result_fails_the_trial_with_the_reason(tmp_path):
     assert all(
         "'1.5'" in t.user_attrs["error"] and "number" in t.user_attrs["error"] for t in failed
     )
+
+
+def test_a_missing_constraint_key_is_named(tmp_path, caplog):
+    path = write_study(
+        tmp_path,
+        n_trials=2,
+        sampler='"random"',
+        extra_study="max_failures = 2",
+        extra="[constraints]\nlatency = 1.0",
+    )
+    with pytest.raises(StudyFailedError):
+        run(path)
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all("`latency`" in t.user_attrs["error"] for t in failed)
+    assert "constraint on `latency` needs the objective to return or report it" in caplog.text
+
+
+def test_an_objective_that_stops_importing_fails_its_trials_with_the_reason(tmp_path):
+    path = write_study(tmp_path, n_trials=2, sampler='"random"', extra_study="max_failures = 2")
+    (tmp_path / "later.py").write_text("def f(params):\n    return 1.0\n")
+    path.write_text(path.read_text().replace("objectives.py:quadratic", "later.py:f"))
+    config = load_config(path, validate_objective=False)
+    (tmp_path / "later.py").write_text("raise ImportError('the GPU driver is gone')\n")
+    with pytest.raises(StudyFailedError):
+        run(config)
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 2 and all(
+        "the GPU driver is gone" in t.user_attrs["error"] for t in failed
+    )
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
