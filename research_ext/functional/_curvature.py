@@ -28,6 +28,7 @@ from research_ext.core import (
     format_message,
     progress,
 )
+from research_ext.functional._hvp import batched_backward
 
 __all__ = [
     "AbstractCurvatureOperator",
@@ -79,7 +80,9 @@ def _grad(
         )
         return list(grads)
 
-    return vjp(cotangents, batched)
+    if batched:  # is_grads_batched, or one pass per vector where torch cannot batch it
+        return list(batched_backward(lambda c, v: tuple(vjp(list(c), v)), tuple(cotangents)))
+    return vjp(cotangents, False)
 
 
 def _reduction(fn: str, loss_fn: Any, reduction: str | None) -> str:

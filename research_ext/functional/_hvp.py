@@ -88,19 +88,44 @@ class HessianVectorProduct:
         if pairs:
             gs, ts = zip(*pairs, strict=True)
             create = torch.is_grad_enabled() and any(t.requires_grad for t in ts)
-            hv = torch.autograd.grad(
-                gs,
-                self._leaves,
-                ts,
-                retain_graph=True,
-                create_graph=create,
-                allow_unused=True,
-                is_grads_batched=batched,
-            )
+
+            def backward(cotangents: tuple[torch.Tensor, ...], vmapped: bool) -> tuple:
+                return torch.autograd.grad(
+                    gs,
+                    self._leaves,
+                    cotangents,
+                    retain_graph=True,
+                    create_graph=create,
+                    allow_unused=True,
+                    is_grads_batched=vmapped,
+                )
+
+            hv = batched_backward(backward, ts) if batched else backward(ts, False)
         out = [
             h if h is not None else torch.zeros_like(t) for h, t in zip(hv, t_leaves, strict=True)
         ]
         return tree_unflatten(out, self._spec)
+
+
+def batched_backward(
+    backward: Callable[[tuple[torch.Tensor, ...], bool], tuple[Any, ...]],
+    cotangents: tuple[torch.Tensor, ...],
+) -> tuple[Any, ...]:
+    """``backward`` over a leading batch dim: one vmapped pass, or one pass per vector.
+
+    torch's ``is_grads_batched`` cannot batch some double-backward formulas (a torch limitation:
+    ``group_norm``/``native_group_norm``, ``unfold`` of a 0-d tensor, ... raise inside its
+    batching rules although each product alone is fine); then the vectors go one at a time and
+    the results are stacked. Errors that are not the batching's own recur in the loop.
+    """
+    try:
+        return backward(cotangents, True)
+    except (RuntimeError, IndexError, ValueError):
+        k = cotangents[0].shape[0]
+        rows = [backward(tuple(c[i] for c in cotangents), False) for i in range(k)]
+        return tuple(
+            None if parts[0] is None else torch.stack(parts) for parts in zip(*rows, strict=True)
+        )
 
 
 def _batched_leaves(

@@ -1,6 +1,7 @@
 """hvp / vhp / hessian_vector_product against torch.autograd.functional and dense Hessians."""
 
 import re
+import warnings
 
 import pytest
 import torch
@@ -136,3 +137,36 @@ def test_hvp_errors():
         ),
     ):
         rf.hvp(torch.sum, (torch.ones(2, dtype=torch.long),), (torch.ones(2),))
+
+
+_GN_W = torch.arange(36.0, dtype=torch.float64).reshape(2, 6, 3)
+
+
+@pytest.mark.parametrize(
+    ("f", "x"),
+    [
+        (
+            lambda x: (torch.nn.functional.group_norm(x, 2) ** 2 * _GN_W).sum(),
+            torch.linspace(-1, 2, 36, dtype=torch.float64).reshape(2, 6, 3),
+        ),
+        (
+            lambda x: (
+                torch.native_group_norm(x, None, None, 2, 6, 3, 2, 1e-5)[0] ** 2 * _GN_W
+            ).sum(),
+            torch.linspace(-1, 2, 36, dtype=torch.float64).reshape(2, 6, 3),
+        ),
+        (lambda x: (x.unfold(0, 1, 1) ** 3).sum(), torch.tensor(0.7, dtype=torch.float64)),
+    ],
+    ids=["group_norm", "native_group_norm", "unfold-0d"],
+)
+def test_batched_hessian_vector_product_where_is_grads_batched_fails(f, x):
+    # torch's is_grads_batched cannot batch these double backwards; each vector is then done alone
+    gen = torch.Generator().manual_seed(0)
+    vs = torch.randn((4, *x.shape), generator=gen, dtype=torch.float64)
+    product = rf.hessian_vector_product(f, (x,))
+    expected = torch.stack([product((v,))[0] for v in vs])
+    torch.testing.assert_close(product((vs,))[0], expected)
+    with warnings.catch_warnings():  # torch: "performance drop ... batching rule" (its fallback)
+        warnings.simplefilter("ignore", UserWarning)
+        ref = torch.func.vmap(torch.func.vjp(torch.func.grad(f), x)[1])(vs)[0]
+    torch.testing.assert_close(product((vs,))[0], ref)
