@@ -145,7 +145,7 @@ def _import(module_part: str, base_dir: pathlib.Path, entry: str) -> Any:
 def _one_line(err: BaseException, path: pathlib.Path | None) -> str:
     """``Type: message (file.py, line N)``: where in the user's file an import failed."""
     where = ""
-    frames = traceback.extract_tb(err.__traceback__)
+    frames: list[traceback.FrameSummary] = list(traceback.extract_tb(err.__traceback__))
     if path is not None:
         frames = [f for f in frames if pathlib.Path(f.filename) == path] or frames
     if isinstance(err, SyntaxError) and err.lineno is not None:
