@@ -1,15 +1,45 @@
-"""Chirp z-transform and zoom FFT by Bluestein's algorithm (three FFTs of a fast length)."""
+"""Chirp z-transform and zoom FFT by Bluestein's algorithm (FFTs of a fast length).
+
+The chirps are O(n + m) constants computed on the host in float64 with scipy's formulas (the
+DFT's chirp with its exponent reduced mod 2m, the zoom chirps from their phases), so the
+results round as scipy's do; the transform itself runs on the input's device.
+"""
 
 import cmath
 import math
+import numbers
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
 from research_ext.complex._fft import check_real_or_complex, next_fast_len, normalize_dim
-from research_ext.core import check_int, check_positive, format_message
+from research_ext.core import check_positive, format_message
 
 __all__ = ["czt", "zoom_fft"]
+
+
+def _points(fn: str, name: str, value: Any, what: str) -> int:
+    """A positive integral number of points (numpy integers too); ValueError otherwise, as scipy."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            format_message(fn, name, "a positive int", value)
+            + f" (Invalid number of CZT {what} points)"
+        )
+    return int(value)
+
+
+def _checked_length(fn: str, x: torch.Tensor, dim: int) -> tuple[int, int]:
+    if x.ndim == 0:
+        raise ValueError(f"{fn}: `x` must have at least one dim, got x.shape=()")
+    d = normalize_dim(fn, dim, x.ndim)
+    if x.shape[d] < 1:
+        raise ValueError(
+            f"{fn}: `x` must not be empty along `dim`, got x.shape={tuple(x.shape)}"
+            " (Invalid number of CZT data points)"
+        )
+    return d, x.shape[d]
 
 
 def _complex_dtype(x: torch.Tensor) -> torch.dtype:
@@ -46,7 +76,8 @@ def czt(
 
     Raises:
         TypeError: ``x`` is not a float/complex tensor.
-        ValueError: ``m < 1`` or ``dim`` out of range.
+        ValueError: ``m`` is not a positive integer (a ValueError for 3.5 too, as scipy),
+            ``x`` is 0-d (scipy: IndexError) or empty along ``dim``, or ``dim`` is out of range.
 
     Example:
         >>> import torch
@@ -61,27 +92,41 @@ def czt(
     """
     fn = "czt"
     check_real_or_complex(fn, "x", x)
-    d = normalize_dim(fn, dim, max(x.ndim, 1))
-    n = x.shape[d]
-    m = n if m is None else check_int(fn, "m", m, minimum=1)
-    if n < 1:
-        raise ValueError(f"{fn}: `x` must not be empty along `dim`, got x.shape={tuple(x.shape)}")
+    d, n = _checked_length(fn, x, dim)
+    m = n if m is None else _points(fn, "m", m, "output")
+    default_w = w is None
     w = cmath.exp(-2j * math.pi / m) if w is None else complex(w)
     a = complex(a)
     if w == 0 or a == 0:
         raise ValueError(format_message(fn, "w" if w == 0 else "a", "non-zero", w if w == 0 else a))
+    k = np.arange(max(m, n), dtype=np.float64)
+    if default_w:  # the DFT's chirp, with the exponent reduced mod 2m (exact for large k)
+        wk2 = np.exp(-1j * np.pi * ((k**2) % (2 * m)) / m)
+    else:
+        wk2 = w ** (k**2 / 2.0)
+    awk2 = a ** -np.arange(n) * wk2[:n]
+    return _bluestein(x, d, m, wk2, awk2)
+
+
+def _bluestein(x: torch.Tensor, d: int, m: int, wk2: np.ndarray, awk2: np.ndarray) -> torch.Tensor:
+    """X_k = wk2[k] sum_n (awk2[n] x_n) / wk2[k - n]: one convolution with the inverse chirp.
+
+    The chirps are O(n + m) constants built on the host in float64 (scipy's formulas, so the
+    rounding matches scipy's) and moved once to ``x``'s device.
+    """
+    n = x.shape[d]
     cdtype, device = _complex_dtype(x), x.device
     length = next_fast_len(n + m - 1)
-    k = torch.arange(max(m, n), dtype=torch.float64, device=device)
-    wt = torch.tensor(w, dtype=torch.complex128, device=device)
-    wk2 = wt ** (k**2 / 2)
-    awk2 = (torch.tensor(a, dtype=torch.complex128, device=device) ** -k[:n]) * wk2[:n]
-    chirp = torch.cat([(1 / wk2[:m]), (1 / wk2[1:n]).flip(0)]) if n > 1 else 1 / wk2[:m]
-    chirp = torch.cat([chirp[:m], chirp.new_zeros(length - m - (n - 1)), chirp[m:]])
-    spectrum = torch.fft.fft(chirp.to(cdtype))
+    kernel = np.fft.fft(1 / np.hstack((wk2[n - 1 : 0 : -1], wk2[:m])), length)
+
+    def const(values: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(values, dtype=np.complex128)).to(
+            device=device, dtype=cdtype
+        )
+
     xl = x.movedim(d, -1).to(cdtype)
-    y = torch.fft.ifft(torch.fft.fft(xl * awk2.to(cdtype), n=length) * spectrum)
-    return (y[..., :m] * wk2[:m].to(cdtype)).movedim(-1, d)
+    y = torch.fft.ifft(torch.fft.fft(xl * const(awk2), n=length) * const(kernel))
+    return (y[..., n - 1 : n + m - 1] * const(wk2[:m])).movedim(-1, d)
 
 
 def zoom_fft(
@@ -115,7 +160,8 @@ def zoom_fft(
 
     Raises:
         TypeError: ``x`` is not a float/complex tensor.
-        ValueError: ``fn`` is not a scalar or pair, ``m < 1``, or ``fs <= 0``.
+        ValueError: ``fn`` is not a scalar or pair, ``m`` is not a positive integer, ``x`` is
+            0-d or empty along ``dim``, or ``fs <= 0``.
 
     Example:
         >>> import torch
@@ -126,8 +172,8 @@ def zoom_fft(
     name = "zoom_fft"
     check_real_or_complex(name, "x", x)
     check_positive(name, "fs", fs)
-    d = normalize_dim(name, dim, max(x.ndim, 1))
-    m = x.shape[d] if m is None else check_int(name, "m", m, minimum=1)
+    d, n = _checked_length(name, x, dim)
+    m = n if m is None else _points(name, "m", m, "output")
     if isinstance(fn, int | float):
         f1, f2 = 0.0, float(fn)
     elif len(fn) == 2:
@@ -135,6 +181,8 @@ def zoom_fft(
     else:
         raise ValueError(format_message(name, "fn", "a scalar or a pair (f1, f2)", fn))
     scale = (f2 - f1) * m / (fs * (m - 1)) if endpoint and m > 1 else (f2 - f1) / fs
-    w = cmath.exp(-2j * math.pi * scale / m)
-    a = cmath.exp(2j * math.pi * f1 / fs)
-    return czt(x, m, w, a, dim=d)
+    # Chirps from their phases (not powers of w and a): exact to rounding for large k.
+    k = np.arange(max(m, n), dtype=np.float64)
+    wk2 = np.exp(-(1j * np.pi * scale * k**2) / m)
+    awk2 = np.exp(-2j * np.pi * f1 / fs * k[:n]) * wk2[:n]
+    return _bluestein(x, d, m, wk2, awk2)

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from research_ext.complex._fft import check_real_or_complex, normalize_dim, real_dtype_of
@@ -29,7 +30,17 @@ def _detrend(fn: str, detrend: Any) -> Callable[[torch.Tensor], torch.Tensor] | 
     if detrend is False or detrend is None:
         return None
     if callable(detrend):
-        return detrend
+        user = detrend
+
+        def call(seg: torch.Tensor) -> torch.Tensor:
+            # scipy hands a callable numpy segments: one written for numpy (scipy.signal.detrend,
+            # say) may return an array; take it back as a tensor (no gradient through it).
+            out = user(seg)
+            if isinstance(out, torch.Tensor):
+                return out
+            return torch.as_tensor(np.asarray(out), dtype=seg.dtype, device=seg.device)
+
+        return call
     check_one_of(fn, "detrend", detrend, ("constant", "linear", False))
     if detrend == "constant":
         return _constant_detrend
@@ -131,23 +142,28 @@ def _cross(
     check_one_of(fn, "scaling", scaling, ("density", "spectrum"))
     check_one_of(fn, "average", average, ("mean", "median"))
     detrend_fn = _detrend(fn, detrend)
+    if y is x:  # scipy's same-data case: the (real) auto spectrum
+        y = None
     d = normalize_dim(fn, dim, max(x.ndim, 1))
-    xl = x.movedim(d, -1)
+    xl = x.movedim(d, -1) if x.ndim else x.reshape(1)
     yl = None
+    if y is None and x.numel() == 0:  # scipy: empty in, empty out (shaped like x)
+        empty = x.new_empty(x.shape, dtype=real_dtype_of(x.dtype))
+        return empty, empty
     if y is not None:
-        if y.ndim != x.ndim:
-            raise ValueError(
-                f"{fn}: `x` and `y` must have the same number of dims, got x.shape="
-                f"{tuple(x.shape)} and y.shape={tuple(y.shape)}"
-            )
-        yl = y.movedim(d, -1)
-        try:
-            torch.broadcast_shapes(xl.shape[:-1], yl.shape[:-1])
+        yl = y.movedim(normalize_dim(fn, dim, max(y.ndim, 1)), -1) if y.ndim else y.reshape(1)
+        try:  # the dims outside `dim` broadcast, whatever each input's number of dims
+            outer = torch.broadcast_shapes(xl.shape[:-1], yl.shape[:-1])
         except RuntimeError as err:
             raise ValueError(
                 f"{fn}: `x` and `y` must broadcast outside `dim`, got x.shape={tuple(x.shape)} "
                 f"and y.shape={tuple(y.shape)}"
             ) from err
+        if xl.numel() == 0 or yl.numel() == 0:
+            rdtype = real_dtype_of(torch.promote_types(x.dtype, y.dtype))
+            shape = (*outer, min(xl.shape[-1], yl.shape[-1]))
+            empty = x.new_empty(shape, dtype=rdtype).movedim(-1, dim if len(shape) > 1 else -1)
+            return empty, empty
         n = max(xl.shape[-1], yl.shape[-1])
         xl = (
             torch.nn.functional.pad(xl, (0, n - xl.shape[-1]))
@@ -232,14 +248,16 @@ def csd(
 
     Args:
         x: real or complex tensor, time along ``dim``.
-        y: tensor with the same number of dims, broadcasting with ``x`` outside ``dim`` (the
-            shorter signal is zero-padded).
+        y: tensor broadcasting with ``x`` outside ``dim`` (the shorter signal is zero-padded);
+            ``y`` the very tensor ``x`` gives the real auto spectrum, as scipy. An empty input
+            gives empty results, as scipy.
         fs: sampling frequency.
         window: window spec for :func:`get_window` or a 1-D window tensor.
         nperseg: segment length (default 256, shortened with a warning to the signal length).
         noverlap: overlap between segments (default nperseg // 2).
         nfft: FFT length (default nperseg).
-        detrend: "constant", "linear", False or a callable on the (..., nperseg) segments.
+        detrend: "constant", "linear", False or a callable on the (..., nperseg) segments
+            (a callable written for numpy may return an array: it is taken back as a tensor).
         return_onesided: one-sided spectrum for real input.
         scaling: "density" (V^2/Hz) or "spectrum" (V^2).
         dim: the time dim.
@@ -393,6 +411,9 @@ def periodogram(
         tensor([0., 0., 1.])
     """
     check_real_or_complex("periodogram", "x", x)
+    if x.numel() == 0:  # scipy: empty in, empty out (shaped like x)
+        empty = x.new_empty(x.shape, dtype=real_dtype_of(x.dtype))
+        return empty, empty
     d = normalize_dim("periodogram", dim, max(x.ndim, 1))
     n = x.shape[d]
     window = "boxcar" if window is None else window

@@ -2,6 +2,11 @@
 
 A window is built once on the host (cheap, O(n)) in float64 by ``scipy.signal.get_window`` and
 moved to the requested device and dtype; the spectral estimators then use it on-device.
+
+``get_window`` is a bridge, so its argument checks and their errors are scipy's own (a
+``ValueError`` whose message starts with scipy's wording, e.g. "Parameter Nx=-1 is not a
+positive integer"), not the house formula: code that already handles scipy's errors keeps
+working, and scipy's tests of those messages pass.
 """
 
 from typing import Any
@@ -9,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from research_ext.core import check_int, format_message
+from research_ext.core import format_message
 
 __all__ = ["get_window", "window_tensor"]
 
@@ -32,40 +37,34 @@ def get_window(
     as a tuple such as ``("kaiser", 8.0)`` or ``("tukey", 0.25)``. ``fftbins=True`` gives the
     periodic window (for spectral analysis), ``False`` the symmetric one (for filter design).
 
-    Differences from scipy: returns a tensor of ``dtype`` (default: torch's default dtype) on
+    Differences from scipy: returns a tensor of ``dtype`` (default float64, scipy's dtype) on
     ``device``; the values are scipy's own (computed in float64 on the host, then cast).
+
 
     Args:
         window: the window name, a (name, *params) tuple, or a float (a Kaiser beta, as scipy).
-        Nx: number of samples, a positive int.
+        Nx: number of samples, a positive integer (numpy integers too).
         fftbins: periodic (True) or symmetric (False).
-        dtype: floating dtype of the result.
+        dtype: floating dtype of the result (default float64).
         device: device of the result.
 
     Returns:
         1-D tensor of length ``Nx``.
 
     Raises:
-        TypeError: ``Nx`` is not an int.
-        ValueError: ``Nx < 1`` or an unknown window / bad window parameters.
+        ValueError: ``Nx`` is not a positive integer, ``fftbins`` is not a bool, or the
+            window is unknown or has bad parameters (scipy's own errors).
 
     Example:
-        >>> get_window("hann", 4, dtype=torch.float64)
+        >>> get_window("hann", 4)
         tensor([0.0000, 0.5000, 1.0000, 0.5000], dtype=torch.float64)
     """
     import scipy.signal
 
-    check_int("get_window", "Nx", Nx, minimum=1)
-    try:
-        values = scipy.signal.get_window(window, Nx, fftbins=fftbins)
-    except (ValueError, TypeError) as err:
-        raise ValueError(
-            format_message("get_window", "window", "a scipy window name or (name, *params)", window)
-            + f" ({err})"
-        ) from err
+    values = scipy.signal.get_window(window, Nx, fftbins=fftbins)
     return torch.as_tensor(
         np.ascontiguousarray(values, dtype=np.float64),
-        dtype=dtype or torch.get_default_dtype(),
+        dtype=dtype or torch.float64,
         device=device,
     )
 

@@ -9,7 +9,9 @@ import from, by a wrapper; the namespaces are restored right after the import, s
 internals never see a wrapper, and modules the tests hold (``from scipy import signal``) are
 swapped for proxies that hand out the wrappers. With ``--scipy-shim=scipy`` (the baseline) the
 wrapper calls scipy unchanged; with ``--scipy-shim=ours`` it converts numpy arrays (and the
-array-like data arguments: lists, scalars) to tensors, renames ``axis``/``axes`` to ``dim``,
+array-like data arguments: lists, ranges, scalars; integer data as scipy's float64; one array
+passed twice as one tensor) to tensors, renames ``axis``/``axes`` to ``dim`` (and
+``time_axis`` to ``time_dim`` and so on),
 drops scipy's performance-only knobs (``overwrite_x``, ``workers``), calls research_ext's
 function and converts tensors in the result back to numpy. A call made while one of our
 functions runs goes to real scipy (a thread-local depth counter), so an implementation that
@@ -104,7 +106,7 @@ _TORCH_FLOATS = tuple(
 def _to_torch(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value
-    if isinstance(value, np.ndarray | np.generic | list | tuple | int | float | complex):
+    if isinstance(value, np.ndarray | np.generic | list | tuple | range | int | float | complex):
         if isinstance(value, bool):
             return value
         arr = np.asarray(value)
@@ -147,11 +149,14 @@ def make_wrapper(
     target = ours if ours is not None else _missing(name)
     scalars = SCALAR_ARGS_OF.get(name, frozenset())
 
-    def convert(param: str, value: Any) -> Any:
+    def convert(param: str, value: Any, memo: dict[int, Any]) -> Any:
         if param in scalars:
             return value
         if param in DATA_ARGS or (param == "window" and isinstance(value, np.ndarray | list)):
-            return _to_torch(value)
+            # one array passed twice (csd(x, x)) becomes one tensor: scipy tests `y is x`
+            if id(value) not in memo:
+                memo[id(value)] = _to_torch(value)
+            return memo[id(value)]
         return value
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -170,13 +175,15 @@ def make_wrapper(
                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
             ]
             names = params[: len(args)]
-        new_args = [convert(n, v) for n, v in zip(names, args, strict=False)]
+        memo: dict[int, Any] = {}
+        new_args = [convert(n, v, memo) for n, v in zip(names, args, strict=False)]
         new_args += list(args[len(names) :])
         new_kwargs = {}
         for key, value in kwargs.items():
-            if key in DROPPED:
-                continue
-            new_kwargs["dim" if key in ("axis", "axes") else key] = convert(key, value)
+            if key in DROPPED or (key == "xp" and getattr(value, "__name__", "").endswith("numpy")):
+                continue  # xp=numpy picks numpy output, which the shim makes anyway
+            name_ = "dim" if key in ("axis", "axes") else key.replace("_axis", "_dim")
+            new_kwargs[name_] = convert(key, value, memo)
         _local.depth = _depth() + 1
         try:
             return _to_numpy(target(*new_args, **new_kwargs))

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import scipy.fft as sf
+import scipy.signal as ss
 import torch
 
 import research_ext.complex as rxc
-from tests.helpers import RTOL_FLOAT32, RTOL_FLOAT64
+from tests.helpers import ATOL_FLOAT64, RTOL_FLOAT32, RTOL_FLOAT64
 
 F = rxc.fft
 S = rxc.signal
@@ -44,3 +45,104 @@ def test_float16_transforms_in_float32_as_scipy(name):
     ref = getattr(sf, name)(x)
     assert ours.dtype == torch.float32 and ref.dtype == np.float32
     np.testing.assert_allclose(_np(ours), ref, RTOL_FLOAT32)
+
+
+# --- czt / zoom_fft accuracy (scipy's test_1D assertions) ------------------------------------
+
+
+def _czt_checks(x: np.ndarray) -> None:
+    t = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    n = len(x)
+    np.testing.assert_allclose(_np(S.czt(t)), sf.fft(x), rtol=1e-13)
+    np.testing.assert_allclose(_np(S.czt(t, 100 * n)), sf.fft(x, 100 * n), rtol=1e-12)
+
+
+def _zoom_checks(x: np.ndarray) -> None:
+    t = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    n = len(x)
+    y = sf.fft(x)
+    for fn, endpoint in (
+        ([0, 2 - 2.0 / n], True),
+        ([0, 2], False),
+        (2 - 2.0 / n, True),
+        (2, False),
+    ):
+        ours = _np(S.zoom_fft(t, fn, endpoint=endpoint))
+        np.testing.assert_allclose(ours, y, rtol=1e-11, atol=1e-14)
+    over = 10
+    yover = sf.fft(x, over * n)
+    ours = _np(S.zoom_fft(t, [0, 2 - 2.0 / (over * n)], m=over * n, endpoint=True))
+    np.testing.assert_allclose(ours, yover, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(_np(S.zoom_fft(t, [0, 2], m=over * n)), yover, 1e-12, 1e-10)
+    w = np.linspace(0, 2 - 2.0 / n, n)
+    ours = _np(S.zoom_fft(t, [w[3], w[6]], m=3 * over + 1, endpoint=True))
+    np.testing.assert_allclose(ours, yover[3 * over : 6 * over + 1], rtol=1e-13)
+
+
+def test_czt_and_zoom_fft_reach_scipy_accuracy():
+    rng = np.random.RandomState(0)
+    for length in rng.randint(8, 200, 20):
+        x = rng.random(length)
+        _zoom_checks(x)
+        _czt_checks(x)
+    for n in (95, 96, 97, 98, 99):
+        _zoom_checks(np.arange(n, dtype=np.float64))
+    _zoom_checks(np.exp(-(np.linspace(-2, 2, 128) ** 2) / 0.01))
+
+
+# --- windows and spectral estimators: dtype, empty input, callable detrend --------------------
+
+
+def test_get_window_is_float64_by_default_or_the_dtype_asked():
+    w = S.get_window("hann", 16)
+    assert w.dtype == torch.float64
+    np.testing.assert_array_equal(_np(w), ss.get_window("hann", 16))
+    assert S.get_window(("kaiser", 8.0), 16, dtype=torch.float32).dtype == torch.float32
+    for bad in (0, -1, 3.0):  # scipy's own errors, as scipy raises them
+        with pytest.raises(ValueError, match="^Parameter Nx="):
+            S.get_window("hann", bad)
+
+
+@pytest.mark.parametrize("shape, dim", [((0,), -1), ((3, 0), -1), ((0, 5, 2), -1), ((3, 0), 1)])
+@pytest.mark.parametrize("name", ["welch", "periodogram"])
+def test_empty_input_gives_empty_results(name, shape, dim):
+    f, p = getattr(S, name)(torch.empty(shape, dtype=torch.float64), dim=dim)
+    rf, rp = getattr(ss, name)(np.empty(shape), axis=dim)
+    assert tuple(f.shape) == rf.shape and tuple(p.shape) == rp.shape
+
+
+def test_csd_empty_and_broadcast_like_scipy():
+    for x, y in [
+        (np.empty(0), np.zeros(10)),
+        (np.ones(10), np.empty((5, 0))),
+        (np.empty((10, 10, 3)), np.zeros((10, 0, 1))),
+    ]:
+        f, p = S.csd(torch.from_numpy(x), torch.from_numpy(y), dim=1 if x.ndim == 3 else -1)
+        rf, rp = ss.csd(x, y, axis=1 if x.ndim == 3 else -1)
+        assert tuple(p.shape) == rp.shape and tuple(f.shape) == rf.shape
+    x = np.random.default_rng(3).standard_normal((4, 64))
+    y = np.random.default_rng(4).standard_normal(64)  # fewer dims: broadcast outside dim
+    _, p = S.csd(torch.from_numpy(x), torch.from_numpy(y), nperseg=16)
+    np.testing.assert_allclose(_np(p), ss.csd(x, y, nperseg=16)[1], RTOL_FLOAT64, ATOL_FLOAT64)
+
+
+def test_csd_of_a_signal_with_itself_is_real_as_scipy():
+    x = np.zeros(16, np.float32)
+    x[[0, 8]] = 1
+    t = torch.from_numpy(x)
+    f, p = S.csd(t, t, nperseg=8)
+    rf, rp = ss.csd(x, x, nperseg=8)
+    assert p.dtype == torch.float32 and rp.dtype == np.float32
+    np.testing.assert_allclose(_np(p), rp, RTOL_FLOAT32)
+
+
+def test_callable_detrend_may_work_on_numpy_arrays():
+    x = np.arange(40, dtype=np.float64).reshape(2, 2, 10) + 0.04
+    f, p = S.welch(torch.from_numpy(x), nperseg=10, detrend=lambda seg: ss.detrend(seg, type="l"))
+    assert isinstance(p, torch.Tensor)
+    np.testing.assert_allclose(_np(p), np.zeros_like(_np(p)), atol=1e-15)
+    # a torch callable keeps the graph
+    t = torch.from_numpy(x[0, 0]).requires_grad_()
+    _, p = S.welch(t, nperseg=10, detrend=lambda seg: seg - seg.mean(-1, keepdim=True))
+    p.sum().backward()
+    assert t.grad is not None
