@@ -9,7 +9,9 @@ Products with constant twiddles are done in place on fresh FFT outputs (autograd
 the constant for their backward), which saves an allocation per pass.
 
 Type II follows Makhoul (1980): reorder to even samples then reversed odd samples, take a length-n
-real FFT, rotate by exp(-i pi k / 2n). Type III inverts that; type IV uses the half-length complex
+real FFT, rotate by exp(-i pi k / 2n); the reorder and the output order are one cached-index
+gather each (torch's gather is vectorized; strided copies and flips are not). Type III inverts
+that; on CPU, large batches run about 1 MiB of rows at a time so every pass stays in cache; type IV uses the half-length complex
 FFT of (x[2m] + i x[n-1-2m]) for even n; types I use the symmetric extension. The DST of each type
 is the DCT of the same type with sign flips and reversals.
 """
@@ -42,9 +44,6 @@ def _twiddle(
     return tw.to(dtype=dtype, device=device)
 
 
-_SMALL = 2048
-
-
 @cached
 def _type2_gathers(
     n: int, reverse: bool, device: torch.device
@@ -68,20 +67,18 @@ def _type2_gathers(
 @cached
 def _type3_gathers(
     n: int, reverse: bool, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Interleaved (X[k], X[n-k]) gather with b_0 masked, and the output order of ``_type3``."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interleaved (X[k], X[n-k]) gather (b_0 is zeroed after it) and ``_type3``'s output order."""
     k = torch.arange(n // 2 + 1)
     a, b = k, (n - k) % n
     if reverse:
         a, b = n - 1 - a, n - 1 - b
-    mask = torch.ones(n // 2 + 1, 2)
-    mask[0, 1] = 0.0
     out = torch.empty(n, dtype=torch.long)
     m = torch.arange((n + 1) // 2)
     out[2 * m] = (-m) % n
     m = torch.arange(n // 2)
     out[2 * m + 1] = m + 1
-    return torch.stack([a, b], -1).reshape(-1).to(device), mask.to(device), out.to(device)
+    return torch.stack([a, b], -1).reshape(-1).to(device), out.to(device)
 
 
 @cached
@@ -113,45 +110,36 @@ def _dct4_tables(
     )
 
 
-def _type2(x: torch.Tensor, factor: float, ortho: bool, sine: bool) -> torch.Tensor:
+def _type2(
+    x: torch.Tensor, factor: float, ortho: bool, sine: bool, out: torch.Tensor | None = None
+) -> torch.Tensor:
     n = x.shape[-1]
     if sine:
         x = x * _alternate(n, x.dtype, x.device)
     # Makhoul's v = [x0, x2, ..., x3, x1] read backwards cyclically, v'[m] = v[-m mod n] =
     # [x0, x1, x3, ..., x4, x2], has spectrum conj(V): then the tail y[n-k] = +Im p[k].
     tw = _twiddle(n, 1.0, 2.0 * factor, 1 / math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
-    if n <= _SMALL:  # short transforms are dominated by per-op overhead: two gathers
-        gather_in, gather_out = _type2_gathers(n, sine, x.device)
-        p = torch.fft.rfft(x.index_select(-1, gather_in)).mul_(tw)
-        return torch.view_as_real(p).flatten(-2).index_select(-1, gather_out)
-    v = torch.cat([x[..., :1], x[..., 1::2], x[..., 2::2].flip(-1)], -1)
-    p = torch.fft.rfft(v).mul_(tw)
-    y = torch.cat([p.real, p.imag[..., 1 : (n - 1) // 2 + 1].flip(-1)], -1)
-    return y.flip(-1) if sine else y
+    # Two gathers (vectorized, unlike the strided copies and flips they replace) and one FFT.
+    gather_in, gather_out = _type2_gathers(n, sine, x.device)
+    p = torch.fft.rfft(torch.gather(x, -1, gather_in.expand(x.shape))).mul_(tw)
+    pr = torch.view_as_real(p).flatten(-2)
+    return torch.gather(pr, -1, gather_out.expand(*pr.shape[:-1], n), out=out)
 
 
-def _type3(x: torch.Tensor, factor: float, ortho: bool, sine: bool) -> torch.Tensor:
+def _type3(
+    x: torch.Tensor, factor: float, ortho: bool, sine: bool, out: torch.Tensor | None = None
+) -> torch.Tensor:
     n, half = x.shape[-1], x.shape[-1] // 2 + 1
     tw = _twiddle(n, -1.0, n * factor, math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
-    if n <= _SMALL:  # per-op overhead dominates: gather (a_k, b_k), one mask, gather the output
-        gather_in, mask, gather_out = _type3_gathers(n, sine, x.device)
-        ab = x.index_select(-1, gather_in).unflatten(-1, (half, 2)).mul_(mask.to(x.dtype))
-        v = torch.fft.irfft(torch.view_as_complex(ab).mul_(tw), n=n)
-        y = v.index_select(-1, gather_out)
-        return y * _alternate(n, x.dtype, x.device) if sine else y
-    if sine:  # DST-III(x)[k] = (-1)^k DCT-III(reversed x)[k]
-        x = x.flip(-1)
-    zero = x.new_zeros((*x.shape[:-1], 1))
-    b = torch.cat([zero, x[..., n - half + 1 :].flip(-1)], -1)
-    # The conjugate spectrum gives the time-reversed v'[m] = v[-m mod n]: y[2m] = v'[-m mod n],
-    # y[2m + 1] = v'[m + 1], which needs no index tensor.
-    v = torch.fft.irfft(torch.complex(x[..., :half], b).mul_(tw), n=n)
-    evens = torch.cat([v[..., :1], v[..., n - (n + 1) // 2 + 1 :].flip(-1)], -1)
-    odds = v[..., 1 : n // 2 + 1]
-    y = torch.stack([evens[..., : n // 2], odds], -1).flatten(-2)
-    if n % 2:
-        y = torch.cat([y, evens[..., -1:]], -1)
-    return y * _alternate(n, x.dtype, x.device) if sine else y
+    # Gather (a_k, b_k) = (X[k], X[n-k]) pairs, zero b_0, one inverse FFT, gather the output.
+    gather_in, gather_out = _type3_gathers(n, sine, x.device)
+    ab = torch.gather(x, -1, gather_in.expand(*x.shape[:-1], 2 * half)).unflatten(-1, (half, 2))
+    ab[..., 0, 1] = 0.0
+    v = torch.fft.irfft(torch.view_as_complex(ab).mul_(tw), n=n)
+    if not sine:
+        return torch.gather(v, -1, gather_out.expand(v.shape), out=out)
+    y = torch.gather(v, -1, gather_out.expand(v.shape))
+    return torch.mul(y, _alternate(n, x.dtype, x.device), out=out)
 
 
 def _type4(x: torch.Tensor, factor: float, sine: bool) -> torch.Tensor:
@@ -191,14 +179,49 @@ def _cplx(x: torch.Tensor) -> torch.dtype:
     return torch.complex64 if x.dtype == torch.float32 else torch.complex128
 
 
-def r2r_last(x: torch.Tensor, kind: str, type: int, norm: str, ortho: bool) -> torch.Tensor:
-    """Forward transform of real ``x`` along its last dim."""
+def _rows(
+    x: torch.Tensor, kind: str, type: int, norm: str, ortho: bool, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The transform of every row of ``x``, written to ``out`` when given (no autograd then)."""
     factor = _scale(kind, type, x.shape[-1], norm)
     sine = kind == "dst"
-    if type == 1:
-        return _type1(x, factor, ortho, sine)
     if type == 2:
-        return _type2(x, factor, ortho, sine)
+        return _type2(x, factor, ortho, sine, out)
     if type == 3:
-        return _type3(x, factor, ortho, sine)
-    return _type4(x, factor, sine)
+        return _type3(x, factor, ortho, sine, out)
+    y = _type1(x, factor, ortho, sine) if type == 1 else _type4(x, factor, sine)
+    return y if out is None else out.copy_(y)
+
+
+# Many rows are transformed about 1 MiB at a time: the gathers, FFT and twiddle product then run
+# on data in cache instead of streaming the whole batch through memory four times, and each
+# chunk's last op writes straight into the result (256 x 4096 float64 DCT-II on one CPU thread:
+# 1.3x faster on a quiet machine, 2-3x on a busy one, where memory bandwidth is shared).
+_CHUNK_BYTES = 1 << 20
+
+
+def _is_plain(x: torch.Tensor) -> bool:
+    """No autograd, forward-mode AD or torch.func transform to record: ``out=`` ops are safe."""
+    return (
+        not x.requires_grad
+        and not torch._C._functorch.is_functorch_wrapped_tensor(x)
+        and torch.autograd.forward_ad._current_level < 0
+    )
+
+
+def r2r_last(x: torch.Tensor, kind: str, type: int, norm: str, ortho: bool) -> torch.Tensor:
+    """Forward transform of real ``x`` along its last dim."""
+    n = x.shape[-1]
+    rows = max(1, _CHUNK_BYTES // max(1, n * x.element_size()))
+    batch = x.numel() // max(1, n)
+    if x.device.type != "cpu" or batch < 2 * rows:
+        return _rows(x, kind, type, norm, ortho)
+    flat = x.reshape(batch, n)
+    starts = range(0, batch, rows)
+    if not _is_plain(x):
+        parts = [_rows(flat[i : i + rows], kind, type, norm, ortho) for i in starts]
+        return torch.cat(parts).reshape(x.shape)
+    y = torch.empty_like(flat)
+    for i in starts:
+        _rows(flat[i : i + rows], kind, type, norm, ortho, out=y[i : i + rows])
+    return y.reshape(x.shape)

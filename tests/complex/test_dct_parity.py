@@ -81,3 +81,58 @@ def test_roundtrip_and_orthogonality():
             assert torch.allclose(inv(fwd(x, type), type), x, atol=1e-13)
             y = fwd(x, type, norm="ortho")
             assert torch.allclose(y.norm(dim=-1), x.norm(dim=-1), atol=1e-12)  # Parseval
+
+
+def _chunk_rows(n: int, dtype: torch.dtype) -> int:
+    from research_ext.complex._r2r import _CHUNK_BYTES
+
+    return _CHUNK_BYTES // (n * torch.empty(0, dtype=dtype).element_size())
+
+
+@pytest.mark.parametrize("name", FUNCS)
+def test_many_rows_in_chunks(name):
+    """Batches past two chunks run chunk by chunk (a ragged last chunk too) along any dim."""
+    n = 96
+    batch = 2 * _chunk_rows(n, torch.float64) + 5
+    x = randn((batch, n), torch.float64, 1)
+    for type, norm in itertools.product((1, 2, 3, 4), (None, "ortho", "forward")):
+        ours = getattr(rxc.fft, name)(x, type=type, norm=norm)
+        assert_close64(ours, _scipy(name, x.numpy(), type=type, norm=norm), TOL_F64_TIGHT)
+    xt = x.T.contiguous()  # transform along dim 0 of a (n, batch) tensor
+    ours = getattr(rxc.fft, name)(xt, type=2, dim=0, norm="ortho")
+    assert_close64(ours, _scipy(name, xt.numpy(), type=2, axis=0, norm="ortho"), TOL_F64_TIGHT)
+    z = randn((3, batch // 3, n), torch.complex128, 2)
+    ours = getattr(rxc.fft, name)(z, type=3)
+    assert_close64(ours, _scipy(name, z.numpy(), type=3), TOL_F64_TIGHT)
+    x32 = x.float()
+    assert_close32(
+        getattr(rxc.fft, name)(x32, type=2),
+        _scipy(name, x.numpy(), type=2),
+        _scipy(name, x32.numpy(), type=2),
+    )
+
+
+# torch's forward-mode AD loads its jit-scripted decompositions on first use, which warns.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("type", [2, 3])
+def test_chunked_rows_differentiate_like_single_rows(type):
+    """Rows are independent: the chunked batch's gradients, forward-mode derivatives and vmap
+    results match those of a few rows taken alone."""
+    n = 1024
+    batch = 2 * _chunk_rows(n, torch.float64) + 4
+    x = randn((batch, n), torch.float64, 1).requires_grad_()
+    w = randn((batch, n), torch.float64, 2)
+    (g,) = torch.autograd.grad((rxc.fft.dct(x, type=type, norm="ortho") * w).sum(), x)
+    sub = x[-3:].detach().requires_grad_()
+    (g_sub,) = torch.autograd.grad((rxc.fft.dct(sub, type=type, norm="ortho") * w[-3:]).sum(), sub)
+    assert torch.allclose(g[-3:], g_sub, rtol=1e-12, atol=1e-13)
+
+    def f(t):
+        return rxc.fft.dct(t, type=type, norm="ortho")
+
+    xd = x.detach()
+    _, tangent = torch.func.jvp(f, (xd,), (w,))
+    assert torch.allclose(tangent, f(w), rtol=1e-12, atol=1e-13)  # the transform is linear
+    pair = torch.stack([xd, w])  # vmap over 2 samples of `batch` rows each
+    batched = torch.func.vmap(f)(pair)
+    assert torch.allclose(batched, f(pair), rtol=1e-12, atol=1e-13)
