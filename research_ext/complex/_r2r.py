@@ -11,9 +11,9 @@ the constant for their backward), which saves an allocation per pass.
 Type II follows Makhoul (1980): reorder to even samples then reversed odd samples, take a length-n
 real FFT, rotate by exp(-i pi k / 2n); the reorder and the output order are one cached-index
 gather each (torch's gather is vectorized; strided copies and flips are not). Type III inverts
-that; on CPU, large batches run about 1 MiB of rows at a time so every pass stays in cache; type IV uses the half-length complex
-FFT of (x[2m] + i x[n-1-2m]) for even n; types I use the symmetric extension. The DST of each type
-is the DCT of the same type with sign flips and reversals.
+that; type IV uses the half-length complex FFT of (x[2m] + i x[n-1-2m]) for even n; types I use
+the symmetric extension. The DST of each type is the DCT of the same type with sign flips and
+reversals. On CPU, large batches run about 1 MiB of rows at a time so every pass stays in cache.
 """
 
 import math
