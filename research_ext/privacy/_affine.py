@@ -305,9 +305,10 @@ class AttentionRule(LayerRule):
         ctx = ctx.transpose(1, 2).reshape(b, tq, e)
         out = F.linear(ctx, m.out_proj.weight, m.out_proj.bias)
         records.append(((ctx,), {"rows": None}, (out,)))
-        if not m.batch_first:
-            out = out.transpose(0, 1)
-        return out, weights
+        # torch returns a time-major buffer (a transposed view when batch_first); the layout
+        # decides which elements a later dropout's mask covers, so it must match under a seed.
+        time_major = out.transpose(0, 1).contiguous()
+        return (time_major.transpose(0, 1) if m.batch_first else time_major), weights
 
     def sq_norms(self, calls: list[tuple[Any, Any, Any]], batch_size: int) -> torch.Tensor:
         blocks: dict[Any, list[tuple[torch.Tensor, torch.Tensor]]] = {}

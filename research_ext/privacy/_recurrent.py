@@ -66,19 +66,22 @@ def _cell(
     return (torch.relu if kind == "RNN_RELU" else torch.tanh)(gi + gh), None
 
 
-def _param(module: nn.Module, kind: str, suffix: str) -> torch.Tensor | None:
-    return getattr(module, f"{kind}_{suffix}" if suffix else kind, None)
+def _projection(
+    module: nn.Module, record: Recorder, block: str, suffix: str
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> W x + b`` for one projection, recording each call; parameters looked up once."""
+    name = f"{block}_{suffix}" if suffix else block
+    weight = getattr(module, f"weight_{name}")
+    bias = getattr(module, f"bias_{name}", None) if block != "hr" else None
+    key = (block, suffix)
 
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, weight, bias)
+        if record is not None:
+            record(key, x, out)
+        return out
 
-def _linear(
-    module: nn.Module, record: Recorder, block: str, suffix: str, x: torch.Tensor
-) -> torch.Tensor:
-    weight = _param(module, f"weight_{block}", suffix)
-    bias = _param(module, f"bias_{block}", suffix) if block != "hr" else None
-    out = F.linear(x, weight, bias)  # type: ignore[arg-type]
-    if record is not None:
-        record((block, suffix), x, out)
-    return out
+    return apply
 
 
 def _reverse(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -124,15 +127,16 @@ def recurrent_forward(
         for d in range(dirs):
             suffix = f"l{layer}" + ("_reverse" if d else "")
             seq = _reverse(layer_in, lengths) if d else layer_in
-            gi = _linear(m, record, "ih", suffix, seq)
+            gi = _projection(m, record, "ih", suffix)(seq)
+            hidden_proj = _projection(m, record, "hh", suffix)
+            out_proj = _projection(m, record, "hr", suffix) if m.proj_size else None
             h = h0[layer * dirs + d]
             c = None if c0 is None else c0[layer * dirs + d]
             hs = []
             for t in range(steps):
-                gh = _linear(m, record, "hh", suffix, h)
-                h_new, c_new = _cell(kind, gi[:, t], gh, h, c)
-                if m.proj_size:
-                    h_new = _linear(m, record, "hr", suffix, h_new)
+                h_new, c_new = _cell(kind, gi[:, t], hidden_proj(h), h, c)
+                if out_proj is not None:
+                    h_new = out_proj(h_new)
                 if mask is not None:
                     valid = mask[:, t, None]
                     h_new = torch.where(valid, h_new, h)
@@ -145,7 +149,9 @@ def recurrent_forward(
             c_n.append(c)
         layer_in = torch.cat(outs, -1) if dirs == 2 else outs[0]
         if m.dropout and m.training and layer < layers - 1:
-            layer_in = F.dropout(layer_in, m.dropout, training=True)
+            # On torch's time-major layout, so the mask matches its kernel's under a seed.
+            time_major = layer_in.transpose(0, 1).contiguous()
+            layer_in = F.dropout(time_major, m.dropout, training=True).transpose(0, 1)
     h_out = torch.stack(h_n)
     c_out = torch.stack(c_n) if kind == "LSTM" else None  # type: ignore[arg-type]
     output: Any
@@ -181,8 +187,8 @@ def _cell_forward(module: nn.Module, record: Recorder, input: torch.Tensor, hx: 
         h, c = hx if kind == "LSTM" else (hx, None)
         if unbatched:
             h, c = h.unsqueeze(0), None if c is None else c.unsqueeze(0)
-    gi = _linear(m, record, "ih", "", x)
-    gh = _linear(m, record, "hh", "", h)
+    gi = _projection(m, record, "ih", "")(x)
+    gh = _projection(m, record, "hh", "")(h)
     h, c = _cell(kind, gi, gh, h, c)
     if unbatched:
         h, c = h.squeeze(0), None if c is None else c.squeeze(0)

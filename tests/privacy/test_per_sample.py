@@ -124,6 +124,24 @@ def _dropout_model(name):
     elif name == "generic":
         model = nn.Sequential(nn.Linear(6, 6), NoisyGeneric(), nn.Linear(6, 3))
         x = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    elif name == "lstm":
+        from tests.privacy.zoo import Recurrent
+
+        rnn = nn.LSTM(4, 5, num_layers=3, dropout=0.5, batch_first=True, bidirectional=True)
+        model = Recurrent(rnn)
+        x = torch.randint(1, 30, (6, 5), generator=g)
+    elif name == "attention":
+        model = AttentionBiasKV()
+        model.attn = nn.MultiheadAttention(8, 2, dropout=0.5, batch_first=True)
+        x = torch.randint(0, 20, (6, 5), generator=g)
+    elif name == "transformer":
+        model = nn.Sequential(
+            nn.Embedding(20, 8),
+            nn.TransformerEncoderLayer(8, 2, 16, dropout=0.3, batch_first=True),
+            nn.Flatten(),
+            nn.Linear(40, 3),
+        )
+        x = torch.randint(0, 20, (6, 5), generator=g)
     else:
         model = AttentionBiasKV()
         x = torch.randint(0, 20, (6, 5), generator=g)
@@ -131,7 +149,9 @@ def _dropout_model(name):
 
 
 @pytest.mark.parametrize("mode", ["auto", "ghost", "materialized", "vmap"])
-@pytest.mark.parametrize("name", ["mlp", "generic", "attention_bias_kv"])
+@pytest.mark.parametrize(
+    "name", ["mlp", "generic", "attention", "transformer", "attention_bias_kv", "lstm"]
+)
 def test_dropout_masks_of_the_forward_pass_in_every_mode(name, mode):
     # Clipping off and no noise: the DP update is minus the mean of the per-sample gradients,
     # which must be the batch gradient under the same seed (the same dropout masks).
