@@ -1,9 +1,15 @@
 """research_ext.complex spectral ops vs scipy (workers=1) and torch-dct, single thread.
 
-Each case runs ours and the anchor alternately in one process and reports the medians and the
-ratio ours / anchor (lower is better), then one JSON line per case. `--quick` shrinks repeats.
+Each case runs ours and the anchors alternately in one process (torch.set_num_threads(1), scipy
+workers=1) and reports the median wall time of each and the ratio ours / anchor (lower is
+better), then one JSON line per case. On a shared machine the wall ratio swings with what else
+runs (memory-bound passes suffer most), so each line also gives the median over rounds of the
+per-round ratio of thread CPU times (`cpu`), which both sides measure the same way (every call
+here runs on the calling thread). `--quick` shrinks repeats; `--only NAME[,NAME]` runs some
+groups (dct, convolve, welch, hilbert, passthrough).
 """
 
+import itertools
 import json
 import statistics
 import sys
@@ -20,49 +26,73 @@ torch.set_num_threads(1)
 QUICK = "--quick" in sys.argv
 
 
-def interleaved(fns: dict, repeats: int) -> dict:
-    times = {name: [] for name in fns}
+class Timings(dict):
+    """Median wall seconds per name, plus `cpu`: median per-round thread-CPU ratio ours/name."""
+
+    cpu: dict
+
+
+def interleaved(fns: dict, repeats: int) -> Timings:
+    wall = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
     for fn in fns.values():  # warm-up (caches, plans)
         fn()
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            cpu[name].append(time.thread_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start)
+    out = Timings({name: statistics.median(ts) for name, ts in wall.items()})
+    out.cpu = {
+        name: statistics.median(o / max(t, 1e-9) for o, t in zip(cpu["ours"], ts, strict=True))
+        for name, ts in cpu.items()
+        if name != "ours"
+    }
+    return out
 
 
-def report(case: str, target: str, medians: dict, anchor: str) -> None:
+def report(case: str, target: str, medians: Timings, anchor: str) -> None:
     ours = medians["ours"]
     ratios = {name: ours / t for name, t in medians.items() if name != "ours"}
-    shown = "  ".join(f"ours/{k}={v:.2f}" for k, v in ratios.items())
-    print(f"{case:<44} ours={ours * 1e3:8.3f} ms  {shown}  (target {target} vs {anchor})")
-    print(json.dumps({"case": case, "median_s": medians, "ratios": ratios, "target": target}))
+    cpu = dict(getattr(medians, "cpu", {}))
+    shown = "  ".join(
+        f"ours/{k}={v:.2f}" + (f" (cpu {cpu[k]:.2f})" if k in cpu else "")
+        for k, v in ratios.items()
+    )
+    print(f"{case:<40} ours={ours * 1e3:8.3f} ms  {shown}  (target {target} vs {anchor})")
+    line = {"case": case, "median_s": dict(medians), "ratios": ratios, "cpu_ratios": cpu}
+    print(json.dumps({**line, "target": target}))
 
 
 def reps(n_elements: int) -> int:
-    base = 5 if n_elements >= 1 << 18 else 25
+    base = 15 if n_elements >= 1 << 18 else 41
     return max(3, base // 3) if QUICK else base
 
 
-def _dct_fns(x: torch.Tensor, t: int) -> dict:
-    import torch_dct
-
+def _dct_fns(x: torch.Tensor, t: int, norm: str | None) -> dict:
     xn = x.numpy()
-    return {
-        "ours": lambda: rxc.fft.dct(x, type=t),
-        "scipy": lambda: sf.dct(xn, type=t, workers=1),
-        "torch_dct": (lambda: torch_dct.dct(x)) if t == 2 else (lambda: torch_dct.idct(x)),
+    fns = {
+        "ours": lambda: rxc.fft.dct(x, type=t, norm=norm),
+        "scipy": lambda: sf.dct(xn, type=t, norm=norm, workers=1),
     }
+    try:  # the torch-dct anchor (benchmarks/requirements-complex.txt), unnormalized only
+        import torch_dct
+    except ImportError:
+        return fns
+    if norm is None:
+        fns["torch_dct"] = (lambda: torch_dct.dct(x)) if t == 2 else (lambda: torch_dct.idct(x))
+    return fns
 
 
 def bench_dct() -> None:
     targets = {(256, 4096): "<=1.3x", (512, 512): "<=1.3x", (1 << 20,): "<=1.5x", (1024,): "<=2.5x"}
     for shape, target in targets.items():
         x = torch.randn(*shape, dtype=torch.float64)
-        for t in (2, 3):
-            medians = interleaved(_dct_fns(x, t), reps(x.numel()))
-            report(f"dct type {t} {shape}", f"{target} scipy, <=0.5x torch-dct", medians, "scipy")
+        for t, norm in itertools.product((2, 3), ("ortho", None)):
+            medians = interleaved(_dct_fns(x, t, norm), reps(x.numel()))
+            case = f"dct type {t} {norm or 'backward'} {shape}"
+            report(case, f"{target} scipy, <=0.5x torch-dct", medians, "scipy")
     x = torch.randn(512, 512, dtype=torch.float64)
     fns = {"ours": lambda: rxc.fft.dctn(x), "scipy": lambda: sf.dctn(x.numpy(), workers=1)}
     report("dctn type 2 (512, 512)", "<=2x", interleaved(fns, reps(x.numel())), "scipy")
@@ -71,19 +101,21 @@ def bench_dct() -> None:
 def _conv_case(x: torch.Tensor, taps: int) -> None:
     h = torch.randn(taps, dtype=torch.float64)
     xn, hn = x.numpy(), h.numpy()
-    fns = {
-        "ours": lambda: rxc.signal.convolve(x, h),
+    anchors = {
         "scipy_fft": lambda: ss.fftconvolve(xn, hn),
         "scipy_oa": lambda: ss.oaconvolve(xn, hn),
     }
-    med = interleaved(fns, reps(x.numel()))
-    med["scipy_best"] = min(med["scipy_fft"], med["scipy_oa"])
-    report(f"convolve auto 1e6 x {taps}", "<=1.2x best of scipy fft/oa", med, "scipy_best")
-    fns = {
-        "ours": lambda: rxc.signal.fftconvolve(x, h),
-        "scipy_fft": lambda: ss.fftconvolve(xn, hn),
-    }
-    report(f"fftconvolve 1e6 x {taps}", "<=1.2x", interleaved(fns, reps(x.numel())), "scipy_fft")
+    for name, ours in (
+        ("fftconvolve", lambda: rxc.signal.fftconvolve(x, h)),
+        ("oaconvolve", lambda: rxc.signal.oaconvolve(x, h)),
+        ("convolve auto", lambda: rxc.signal.convolve(x, h)),
+    ):
+        med = interleaved({"ours": ours, **anchors}, reps(x.numel()))
+        best = min(med["scipy_fft"], med["scipy_oa"])
+        med["scipy_best"] = best
+        med.cpu["scipy_best"] = max(med.cpu["scipy_fft"], med.cpu["scipy_oa"])
+        target = "<=1.0x scipy_fft, <=1.2x best of scipy fft/oa"
+        report(f"{name} 1e6 x {taps}", target, med, "scipy_best")
 
 
 def bench_convolve() -> None:
@@ -123,8 +155,17 @@ def bench_passthrough() -> None:
     report("rfft pass-through (256, 4096)", "<=1.05x", interleaved(fns, reps(x.numel())), "torch")
 
 
+BENCHES = {
+    "dct": lambda: bench_dct(),
+    "convolve": lambda: bench_convolve(),
+    "welch": lambda: bench_welch(),
+    "hilbert": lambda: bench_hilbert(),
+    "passthrough": lambda: bench_passthrough(),
+}
+
 if __name__ == "__main__":
     np.random.seed(0)
     torch.manual_seed(0)
-    for bench in (bench_dct, bench_convolve, bench_welch, bench_hilbert, bench_passthrough):
-        bench()
+    only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else BENCHES
+    for name in only:
+        BENCHES[name]()
