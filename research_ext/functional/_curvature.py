@@ -4,7 +4,8 @@ Every operator linearizes once: at its first product (for a single batch) it run
 and keeps the autograd graph of the gradient (Hessian) or of the outputs (GGN, Fisher); each
 product ``A @ V`` is then a double-backward pass over that graph, never a fresh forward pass. The
 ``k`` columns of a block run as one vmapped pass (``is_grads_batched``) on accelerators and as a
-loop on the CPU, where the loop measured faster. Products are device-native: nothing leaves the device and nothing syncs with the
+loop on the CPU, where the loop measured faster; ``RESEARCH_EXT_VMAP_ON_CPU=1`` in the environment
+forces the vmapped branch on the CPU too (the test suite runs both). Products are device-native: nothing leaves the device and nothing syncs with the
 host. For an iterable of batches the graphs are kept only with ``cache=True`` (memory grows with the
 number of batches); otherwise each product re-runs the forward pass batch by batch and accumulates.
 
@@ -13,6 +14,7 @@ flattening and linearization machinery; about a third of it is the public factor
 """
 
 import abc
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, final
 
@@ -43,7 +45,19 @@ __all__ = [
 Batch = tuple[Any, torch.Tensor]
 #: Vectorize block products with vmap on the CPU too (on accelerators they always are). Off by
 #: default: at one CPU thread a loop over the columns was faster (vmap added ~40% per product).
+#: The environment variable ``RESEARCH_EXT_VMAP_ON_CPU=1`` (read at every product) switches it
+#: on, so the branch an accelerator runs can be run, and tested, on the CPU.
 _VMAP_ON_CPU = False
+VMAP_ON_CPU_ENV = "RESEARCH_EXT_VMAP_ON_CPU"
+
+
+def _vmap_block(device: torch.device) -> bool:
+    """Whether block products run as one vmapped pass on ``device``."""
+    if device.type != "cpu" or _VMAP_ON_CPU:
+        return True
+    return os.environ.get(VMAP_ON_CPU_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
 Apply = Callable[[list[torch.Tensor], bool], list[torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -78,6 +92,12 @@ def _grad(
             materialize_grads=True,
             is_grads_batched=vmapped,
         )
+        if vmapped:  # materialize_grads gives an unreachable input zeros without the batch dim
+            k = cots[0].shape[0]
+            grads = tuple(
+                g if g.dim() == p.dim() + 1 else g.expand((k, *p.shape))
+                for g, p in zip(grads, inputs, strict=True)
+            )
         return list(grads)
 
     if batched:  # is_grads_batched, or one pass per vector where torch cannot batch it
@@ -248,7 +268,7 @@ class AbstractCurvatureOperator(LinearOperator):
 
     def _matmat(self, matrix: torch.Tensor) -> torch.Tensor:
         k = matrix.shape[1]
-        if _VMAP_ON_CPU or matrix.device.type != "cpu":
+        if _vmap_block(matrix.device):
             block = [
                 t.reshape((k, *s))
                 for t, s in zip(matrix.mT.split(self._sizes, dim=1), self._shapes, strict=True)

@@ -7,6 +7,9 @@ from torch import nn
 import research_ext.functional as rf
 from tests.functional.test_curvature_parity import make_problem
 
+# Block products run under both branches: the CPU loop and the vmapped pass accelerators run.
+pytestmark = pytest.mark.usefixtures("curvature_branch")
+
 
 def test_model_without_trainable_parameters():
     model, loss_fn, x, y = make_problem("mse")

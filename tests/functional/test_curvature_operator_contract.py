@@ -11,6 +11,9 @@ from research_ext.functional import _curvature
 from tests.functional.test_curvature_parity import make_problem
 from tests.helpers import tolerances
 
+# Block products run under both branches: the CPU loop and the vmapped pass accelerators run.
+pytestmark = pytest.mark.usefixtures("curvature_branch")
+
 OPERATORS = {
     "hessian": lambda m, lf, d, **kw: rf.hessian_operator(m, lf, d, **kw),
     "ggn": lambda m, lf, d, **kw: rf.ggn_operator(m, lf, d, **kw),
@@ -100,14 +103,27 @@ def test_model_is_left_untouched_and_point_is_fixed(name, problem):
     torch.testing.assert_close(op.to_dense(), before, rtol=0, atol=0)
 
 
-def test_vectorized_block_products_match_loop(name, problem, monkeypatch):
+@pytest.mark.parametrize("switch", ["0", "1"])
+def test_vectorized_block_products_match_loop(name, problem, monkeypatch, switch):
     op, _ = _build(name, problem)
     block = torch.randn(
         op.shape[0], 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
     )
+    seen = []
+    inner = _curvature._grad
+
+    def spy(*args, batched, **kwargs):
+        seen.append(batched)
+        return inner(*args, batched=batched, **kwargs)
+
+    monkeypatch.setattr(_curvature, "_grad", spy)
+    monkeypatch.setenv("RESEARCH_EXT_VMAP_ON_CPU", "0")
     looped = op @ block
-    monkeypatch.setattr(_curvature, "_VMAP_ON_CPU", True)
+    assert seen and not any(seen)  # the CPU default: a loop over the columns
+    seen.clear()
+    monkeypatch.setenv("RESEARCH_EXT_VMAP_ON_CPU", switch)
     torch.testing.assert_close(op @ block, looped, **tolerances(torch.float64))
+    assert seen and all(seen) == (switch == "1")  # the switch forces the accelerators' branch
 
 
 def test_iterable_data_with_progress_bar(name, problem):

@@ -7,6 +7,9 @@ from torch import nn
 import research_ext.functional as rf
 from tests.helpers import ATOL_FLOAT64, RTOL_FLOAT64
 
+# Block products run under both branches: the CPU loop and the vmapped pass accelerators run.
+pytestmark = pytest.mark.usefixtures("curvature_branch")
+
 F64 = torch.float64
 
 

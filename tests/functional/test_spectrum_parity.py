@@ -10,6 +10,9 @@ import research_ext.functional as rf
 from research_ext.core import DenseOperator, DiagonalOperator
 from tests.functional.test_curvature_parity import dense_hessian, make_problem
 
+# Block products run under both branches: the CPU loop and the vmapped pass accelerators run.
+pytestmark = pytest.mark.usefixtures("curvature_branch")
+
 F64 = torch.float64
 
 
