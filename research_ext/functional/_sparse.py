@@ -72,6 +72,42 @@ def _to_pattern(
     )
 
 
+# Hits of the detection passes are kept on the device as boolean blocks and located by one
+# nonzero() (a host-device sync: its output size is data-dependent) once this many are stored.
+_FLUSH_ELEMENTS = 2**24
+
+
+class _Hits:
+    """Boolean ``(chunk, m)`` hit blocks, located (``nonzero``, one sync) in bulk, not per chunk."""
+
+    def __init__(self) -> None:
+        self.blocks: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.stored = 0
+        self.rows: list[torch.Tensor] = []
+        self.cols: list[torch.Tensor] = []
+
+    def add(self, hits: torch.Tensor, idx: torch.Tensor) -> None:
+        self.blocks.append((hits, idx))
+        self.stored += hits.numel()
+        if self.stored >= _FLUSH_ELEMENTS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.blocks:
+            return
+        hits = torch.cat([h for h, _ in self.blocks])
+        idx = torch.cat([i for _, i in self.blocks])
+        hit_c, hit_r = torch.nonzero(hits, as_tuple=True)
+        self.rows.append(hit_r)
+        self.cols.append(idx[hit_c])
+        self.blocks, self.stored = [], 0
+
+    def pattern(self, shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+        self.flush()
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return _to_pattern(self.rows or [empty], self.cols or [empty], shape)
+
+
 def jacobian_sparsity(
     f: Function,
     x: torch.Tensor,
@@ -90,7 +126,10 @@ def jacobian_sparsity(
     can hide a dependency; use ``method="probe"`` for such functions. ``method="probe"`` takes the
     union of the nonzeros of the dense Jacobian at ``num_probes`` random perturbations of ``x``
     (exact unless an entry vanishes at every probe). Both evaluate ``f`` (or JVPs) on ``chunk_size``
-    inputs at a time with ``torch.func.vmap``; the pattern is computed once and reused.
+    inputs at a time with ``torch.func.vmap``; the pattern is computed once and reused. Host-device
+    syncs: none per chunk; the hits stay on the device and are located by one ``nonzero`` per
+    2^24 stored hit flags (once for most problems), plus, for ``"nan"``, one NaN check of ``f(x)``
+    before the passes.
 
     Args:
         f: a function of one tensor returning one tensor, vmappable (no ``.item()``, no
@@ -123,19 +162,17 @@ def jacobian_sparsity(
     n = flat.numel()
     base = g(flat)
     m = base.numel()
-    rows: list[torch.Tensor] = []
-    cols: list[torch.Tensor] = []
+    hits = _Hits()
     if method == "nan":
+        # One host sync per call, before the passes (none inside the loop).
         if torch.isnan(base).any():
             raise ValueError(f"{fn}: `f(x)` must be NaN-free for method='nan', got NaN outputs")
         for start in range(0, n, chunk_size):
             idx = torch.arange(start, min(start + chunk_size, n), device=flat.device)
             inputs = flat.expand(idx.numel(), n).clone()
             inputs[torch.arange(idx.numel(), device=flat.device), idx] = float("nan")
-            hit_c, hit_r = torch.isnan(torch.func.vmap(g)(inputs)).nonzero(as_tuple=True)
-            rows.append(hit_r)
-            cols.append(idx[hit_c])
-        return _to_pattern(rows, cols, (m, n))
+            hits.add(torch.isnan(torch.func.vmap(g)(inputs)), idx)
+        return hits.pattern((m, n), flat.device)
     _forward_mode_ready()
     scale = flat.abs().amax().clamp_min(1.0)
     for _ in range(num_probes):
@@ -146,10 +183,8 @@ def jacobian_sparsity(
             idx = torch.arange(start, min(start + chunk_size, n), device=flat.device)
             block = torch.zeros((idx.numel(), n), dtype=flat.dtype, device=flat.device)
             block[torch.arange(idx.numel(), device=flat.device), idx] = 1
-            hit_c, hit_r = (jvp(block) != 0).nonzero(as_tuple=True)
-            rows.append(hit_r)
-            cols.append(idx[hit_c])
-    return _to_pattern(rows, cols, (m, n))
+            hits.add(jvp(block) != 0, idx)
+    return hits.pattern((m, n), flat.device)
 
 
 def hessian_sparsity(f: Function, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:

@@ -5,7 +5,9 @@ basis and reorthogonalizes every new vector against it twice (classical Gram-Sch
 enough"), which costs ``O(m n)`` memory for ``m`` steps but removes the ghost eigenvalues of plain
 Lanczos. A breakdown (an invariant subspace) is handled without a host sync by continuing with a
 fresh random direction, so repeated eigenvalues and tiny operators are handled too. The host is
-consulted only every ``check_every`` steps, to test convergence.
+consulted only every ``check_every`` steps, to test convergence: one small ``eigh`` of the
+tridiagonal matrix and one ``bool`` of its residual test per check, never per step (a test pins
+this); ``spectral_density`` runs its fixed number of steps without any.
 """
 
 import math

@@ -169,3 +169,25 @@ def test_empty_pattern_gives_an_all_zero_jacobian():
     jac = rf.sparse_jacobian(f, torch.zeros(2, 3))
     out = jac(x)
     assert out.shape == (2, 3) and out._nnz() == 0 and jac.plan.num_colors <= 1
+
+
+@pytest.mark.parametrize("method", ["nan", "probe"])
+def test_sparsity_detection_syncs_once_not_per_chunk(method, monkeypatch):
+    # nonzero() needs its output size on the host (a host-device sync on accelerators): the
+    # chunks' hits are gathered on the device and located once, not once per chunk.
+    calls = []
+    nonzero = torch.nonzero
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return nonzero(*args, **kwargs)
+
+    def f(u):
+        return u[1:] * u[:-1]
+
+    x = torch.linspace(0.5, 1.5, 300, dtype=torch.float64)
+    expected = rf.jacobian_sparsity(f, x, method=method).to_dense()
+    monkeypatch.setattr(torch, "nonzero", counting)
+    got = rf.jacobian_sparsity(f, x, method=method, chunk_size=16, num_probes=2)
+    assert len(calls) == 1
+    torch.testing.assert_close(got.to_dense(), expected)

@@ -136,3 +136,20 @@ def test_plot_spectral_density(tmp_path):
     assert linear.get_yscale() == "linear"
     fig.savefig(tmp_path / "density.png")
     plt.close("all")
+
+
+def test_convergence_is_tested_once_per_check_every(monkeypatch):
+    # each test is one small eigh and one host sync; between tests Lanczos runs without the host
+    a = torch.diag(torch.linspace(1.0, 100.0, 60, dtype=torch.float64))
+    calls = []
+    eigh = torch.linalg.eigh
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return eigh(*args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "eigh", counting)
+    with pytest.warns(RuntimeWarning, match="did not reach"):  # tol unreachable: all 40 steps
+        res = rf.eigvalsh(a, k=2, check_every=5, max_iter=40, tol=1e-300)
+    assert res.num_matvecs == 40
+    assert len(calls) == 40 // 5
