@@ -1,4 +1,4 @@
-"""Epsilon of the Poisson-subsampled Gaussian mechanism: RDP and PRV (Opacus), PLD (dp-accounting)."""
+"""Epsilon of the Poisson-subsampled Gaussian mechanism: RDP (``_rdp``), PRV (Opacus), PLD."""
 
 import functools
 import math
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from research_ext.core import check_int, check_one_of, check_positive, check_probability
+from research_ext.privacy.accounting._rdp import history_rdp_epsilon
 
 __all__ = ["ACCOUNTANTS", "epsilon", "epsilon_of_history"]
 
@@ -46,7 +47,9 @@ def epsilon(
 
     * ``"prv"``: Opacus's PRV accountant (numerical composition of privacy random variables,
       Gopi et al. 2021) with absolute error <= 0.25% of epsilon (at most 0.01); tight.
-    * ``"rdp"``: Opacus's Rényi-DP accountant (Mironov et al. 2019); looser, never below PRV.
+    * ``"rdp"``: Rényi DP (Mironov et al. 2019) over integer orders up to 8192 (exact closed
+      form, vectorised) and Opacus's fractional orders below 11; looser than PRV, never looser
+      than Opacus's or dp-accounting's RDP accountants.
     * ``"pld"``: Google's dp-accounting privacy-loss-distribution accountant (needs the ``pld``
       extra); tight.
 
@@ -104,7 +107,13 @@ def _epsilon_cached(history: History, delta: float, accountant: str) -> float:
 
 
 def rdp_epsilon(history: History, delta: float, orders: Sequence[float] | None = None) -> float:
-    """RDP epsilon through Opacus's accountant (its default orders unless ``orders`` is given)."""
+    """RDP epsilon: integer orders to 8192 plus fractional ones (``_rdp``), or Opacus at ``orders``.
+
+    The default orders reach far beyond Opacus's 63, so small epsilons are not capped by the
+    order range (at 63 the bound can be several times too large).
+    """
+    if orders is None:
+        return history_rdp_epsilon(history, delta)
     from opacus.accountants import RDPAccountant
 
     acc = RDPAccountant()
@@ -112,37 +121,22 @@ def rdp_epsilon(history: History, delta: float, orders: Sequence[float] | None =
     with warnings.catch_warnings():
         # "Optimal order is the largest alpha": the bound stays valid, only less tight.
         warnings.simplefilter("ignore", UserWarning)
-        return float(acc.get_epsilon(delta, alphas=None if orders is None else list(orders)))
-
-
-#: Integer Rényi orders for the PRV truncation bound (a subset of Opacus's default orders).
-_DOMAIN_ORDERS = tuple(range(2, 64))
-
-
-@functools.lru_cache(maxsize=256)
-def _rdp_one_step(sigma: float, q: float) -> Any:
-    from opacus.accountants.analysis.rdp import compute_rdp
-
-    return compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=list(_DOMAIN_ORDERS))
-
-
-def _rdp_bound(history: History, delta: float) -> float:
-    from opacus.accountants.analysis.rdp import get_privacy_spent
-
-    rdp = sum(t * _rdp_one_step(s, q) for s, q, t in history)
-    return float(get_privacy_spent(orders=list(_DOMAIN_ORDERS), rdp=rdp, delta=delta)[0])
+        return float(acc.get_epsilon(delta, alphas=list(orders)))
 
 
 def _prv_accountant(history: History) -> Any:
     """Opacus's PRV accountant whose truncation domain is bounded with integer Rényi orders.
 
     The domain half-width follows Gopi et al. (2021, remark 5.6): the RDP epsilon of the whole
-    run at delta_error / 4, of one step at delta_error / (8 T), and eps_error, plus 3. Opacus
-    evaluates it with its 150 default orders, which is most of the PRV's cost; integer orders are
-    a subset, so the bound, hence the domain, is never smaller (no less safe), and ~10x cheaper.
+    run at delta_error / 4, of one step at delta_error / (8 T), and eps_error, plus 3. Any valid
+    RDP bound serves; the vectorised integer orders of ``_rdp`` (to 8192) give a smaller, still
+    valid, domain than Opacus's 150 orders, at a fraction of the cost. The grid is then widened
+    to the next length with small prime factors, so the FFTs of the composition stay fast (a
+    wider domain only truncates less).
     """
     from opacus.accountants import PRVAccountant
     from opacus.accountants.analysis.prv import Domain
+    from scipy.fft import next_fast_len
 
     class _Accountant(PRVAccountant):
         def _get_domain(
@@ -153,16 +147,36 @@ def _prv_accountant(history: History) -> Any:
                 (p.noise_multiplier, p.sample_rate, n)
                 for p, n in zip(prvs, num_self_compositions, strict=True)
             )
-            bound = _rdp_bound(phases, delta_error / 4)
+            bound = history_rdp_epsilon(phases, delta_error / 4, fractional=False)
             for sigma, q, _ in phases:
-                bound = max(bound, _rdp_bound(((sigma, q, 1),), delta_error / (8 * total)))
+                one = ((sigma, q, 1),)
+                bound = max(
+                    bound, history_rdp_epsilon(one, delta_error / (8 * total), fractional=False)
+                )
             half_width = max(bound, eps_error) + 3
             mesh = eps_error / math.sqrt(total * math.log(12 / delta_error) / 2)
-            return Domain.create_aligned(-half_width, half_width, mesh)
+            # Opacus's aligned domain is [-k dt, (k + 1) dt] with 2k + 2 points (the Fourier
+            # composition relies on that centring); pick k so that 2k + 2 is a fast length.
+            size = next_fast_len(2 * math.ceil(half_width / mesh) + 2, real=True)
+            while size % 2:
+                size = next_fast_len(size + 1, real=True)
+            k = size // 2 - 1
+            return Domain(t_min=-k * mesh, t_max=(k + 1) * mesh, size=size)
 
     acc = _Accountant()
     acc.history = [(s, q, t) for s, q, t in history]
     return acc
+
+
+def prv_bounds(history: History, delta: float, eps_error: float) -> tuple[float, float, float]:
+    """PRV ``(lower, estimate, upper)`` of epsilon; upper - lower <= 2 * eps_error."""
+    acc = _prv_accountant(history)
+    delta_error = delta / 1000  # Opacus's default
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dprv = acc._get_dprv(eps_error=eps_error, delta_error=delta_error)
+        low, estimate, high = dprv.compute_epsilon(delta, delta_error, eps_error)
+    return float(low), float(estimate), float(high)
 
 
 def prv_epsilon(history: History, delta: float, eps_error: float | None = None) -> float:
@@ -175,11 +189,7 @@ def prv_epsilon(history: History, delta: float, eps_error: float | None = None) 
     """
 
     def run(error: float) -> float:
-        acc = _prv_accountant(history)
-        with warnings.catch_warnings():
-            # RDP warns when the best order is at the end of the range; the bound stays valid.
-            warnings.simplefilter("ignore", UserWarning)
-            return float(acc.get_epsilon(delta, eps_error=error))
+        return prv_bounds(history, delta, error)[2]
 
     if eps_error is not None:
         return run(eps_error)
