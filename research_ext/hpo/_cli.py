@@ -280,9 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 143
     except Exception as err:
-        if (storage_err := _storage_error(err, args)) is None:
-            raise
-        return fail(storage_err, EXIT_STORAGE)
+        if (storage_err := _storage_error(err, args)) is not None:
+            return fail(storage_err, EXIT_STORAGE)
+        if isinstance(err, OSError):  # e.g. a report's or an export's output path
+            return fail(err, 1)
+        raise
 
 
 def _storage_url(args: argparse.Namespace) -> str:

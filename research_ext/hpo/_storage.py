@@ -321,6 +321,11 @@ _CAUSES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        "the storage's directory does not exist and cannot be created",
+        "create it, or point --storage at a file in a directory that exists",
+        ("no such file or directory", "not a directory"),
+    ),
+    (
         "the disk is full or failing",
         "free space on the disk that holds the study and run again",
         ("disk i/o error", "no space left", "database or disk is full"),
@@ -343,20 +348,22 @@ def _chain(err: BaseException) -> list[BaseException]:
     return seen
 
 
-def _is_storage_exception(err: BaseException) -> bool:
+def _is_storage_exception(err: BaseException, os_errors: bool) -> bool:
     module = type(err).__module__.split(".", 1)[0]
     if module in _DRIVER_MODULES or isinstance(err, sqlite3.Error):
         return True
     if type(err).__name__ == "StorageInternalError":  # optuna.exceptions, not imported here
         return True
-    return isinstance(err, PermissionError | IsADirectoryError) or (
-        isinstance(err, OSError) and err.errno in (28, 30)  # ENOSPC, EROFS
-    )
+    return os_errors and isinstance(err, OSError)
 
 
-def _classify(err: BaseException) -> tuple[str, str, str] | None:
-    """(cause, what to do, the driver's own first line) for a storage failure, else ``None``."""
-    chain = [e for e in _chain(err) if _is_storage_exception(e)]
+def _classify(err: BaseException, os_errors: bool = False) -> tuple[str, str, str] | None:
+    """(cause, what to do, the driver's own first line) for a storage failure, else ``None``.
+
+    ``os_errors``: count an ``OSError`` as the storage's (true while opening it; elsewhere it may
+    be, e.g., a report's output directory).
+    """
+    chain = [e for e in _chain(err) if _is_storage_exception(e, os_errors)]
     if not chain:
         return None
     driver = chain[-1]  # the innermost: the database driver's own words
@@ -383,11 +390,21 @@ def _secrets(url: str) -> list[str]:
     return [s for s in found if s]
 
 
-def storage_error(err: BaseException, spec: "StorageSpec | str") -> StorageError | None:
+def storage_error(
+    err: BaseException, spec: "StorageSpec | str", *, os_errors: bool = False
+) -> StorageError | None:
     """One-line :class:`StorageError` for a storage failure ``err`` of ``spec``; else ``None``.
 
     The message names the storage (password redacted), the likely cause, what to do, and the
     database driver's own words.
+
+    Args:
+        err: the exception raised while using the storage.
+        spec: the storage (its URL may hold a password: it is redacted).
+        os_errors: count an ``OSError`` as a storage failure (when it was raised opening it).
+
+    Returns:
+        The error to raise, or ``None`` when ``err`` is not a storage failure.
 
     Example:
         >>> err = sqlite3.DatabaseError("file is not a database")
@@ -397,7 +414,7 @@ def storage_error(err: BaseException, spec: "StorageSpec | str") -> StorageError
     """
     if isinstance(err, StorageError):
         return err
-    found = _classify(err)
+    found = _classify(err, os_errors)
     if found is None:
         return None
     url = spec.url if isinstance(spec, StorageSpec) else str(spec)
@@ -507,7 +524,7 @@ def open_storage(
     try:
         return _open(spec, heartbeat_interval, grace_period, on_stale)
     except Exception as err:
-        translated = storage_error(err, spec)
+        translated = storage_error(err, spec, os_errors=True)
         if translated is None or translated is err:
             raise
         raise translated from err

@@ -358,3 +358,22 @@ def test_python_api_errors_show_the_url_redacted(tmp_path, postgres_server):
     ) as info:
         status(config)
     assert "api-secret-9" not in str(info.value)
+
+
+def test_a_storage_directory_that_cannot_exist_is_one_line(tmp_path, capsys):
+    path = write_study(tmp_path, n_trials=2, sampler='"random"')
+    (tmp_path / "afile").write_text("")
+    target = f"sqlite:///{tmp_path / 'afile' / 'sub' / 's.db'}"
+    assert main(["run", str(path), "--storage", target, "--no-progress"]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be created" in err and "afile" in err
+
+
+def test_an_unwritable_output_is_one_line_not_a_storage_fault(tmp_path, capsys):
+    path = write_study(tmp_path, n_trials=2, sampler='"random"')
+    assert main(["run", str(path), "--no-progress"]) == 0
+    (tmp_path / "afile").write_text("")
+    capsys.readouterr()
+    assert main(["export", str(path), "-o", str(tmp_path / "afile" / "best.toml")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Not a directory" in err and "storage" not in err
