@@ -220,6 +220,7 @@ def attention_supported(m: nn.Module) -> bool:
     """MultiheadAttention configurations the attention rule re-implements exactly."""
     return (
         isinstance(m, nn.MultiheadAttention)
+        and type(m).forward is nn.MultiheadAttention.forward  # a subclass may change it
         and m._qkv_same_embed_dim
         and m.bias_k is None
         and not m.add_zero_attn

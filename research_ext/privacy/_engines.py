@@ -25,7 +25,7 @@ from research_ext.privacy._layers import (
     NormRule,
 )
 from research_ext.privacy._per_sample import LossFn, per_sample_grads, summed_loss, unpack_batch
-from research_ext.privacy._recurrent import RECURRENT, RecurrentRule
+from research_ext.privacy._recurrent import RecurrentRule, is_torch_recurrent
 
 __all__ = ["ENGINES", "HookEngine", "VmapEngine", "layer_groups", "make_engine"]
 
@@ -57,7 +57,7 @@ def rule_for(module: nn.Module, names: dict[str, str], mode: str) -> LayerRule:
         return NormRule(module, names, mode)
     if attention_supported(module):
         return AttentionRule(module, names, mode)
-    if isinstance(module, RECURRENT):
+    if is_torch_recurrent(module):
         return RecurrentRule(module, names, mode)
     return GenericRule(module, names, mode)
 
@@ -167,6 +167,19 @@ class _Records(list):  # type: ignore[type-arg]
         )
 
 
+def _guarded_forward(name: str, rule: Any, records: "_Records", *args: Any, **kwargs: Any) -> Any:
+    """A rule's replacement forward; what it cannot compute is a failure of that layer."""
+    try:
+        return rule.forward(records, *args, **kwargs)
+    except _LayerFailureError:
+        raise
+    except Exception as err:
+        kind = type(rule.module).__name__
+        raise _LayerFailureError(
+            name, f"DPSGD: layer `{name}` ({kind}) failed in its per-sample rule's forward: {err}"
+        ) from err
+
+
 class _LayerFailureError(Exception):
     """A layer's rule could not handle its calls (the message names the layer)."""
 
@@ -243,8 +256,7 @@ class HookEngine:
             if getattr(rule, "patches_forward", False):
                 # Run attention and recurrent layers as explicit projections (Linear-like blocks).
                 rule.module.forward = functools.partial(
-                    rule.forward,  # type: ignore[attr-defined]
-                    records.setdefault(name, _Records()),
+                    _guarded_forward, name, rule, records.setdefault(name, _Records())
                 )
                 patched.append(rule.module)
                 continue

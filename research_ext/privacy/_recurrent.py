@@ -18,7 +18,6 @@ The unrolled forward is plain tensor code, so ``torch.func.vmap`` runs it too; t
 """
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,7 +30,13 @@ from research_ext.errors import UnsupportedModuleError
 from research_ext.privacy._affine import block_clipped, block_norms
 from research_ext.privacy._layers import LayerRule
 
-__all__ = ["RECURRENT", "RecurrentRule", "recurrent_forward", "unrolled_recurrent"]
+__all__ = [
+    "RECURRENT",
+    "RecurrentRule",
+    "is_torch_recurrent",
+    "recurrent_forward",
+    "unrolled_recurrent",
+]
 
 RECURRENT: tuple[type, ...] = (nn.RNNBase, nn.RNNCellBase)
 
@@ -205,17 +210,41 @@ def _refuse_packed(module: nn.Module, input: Any, hx: Any = None) -> tuple[Any, 
     return recurrent_forward(module, None, input, hx)
 
 
+_TORCH_RECURRENT = (nn.RNN, nn.GRU, nn.LSTM, nn.RNNCell, nn.GRUCell, nn.LSTMCell)
+_ORIGINAL_FORWARDS = {cls: cls.forward for cls in _TORCH_RECURRENT}
+_DEPTH = [0]
+
+
+def is_torch_recurrent(module: nn.Module) -> bool:
+    """A recurrent layer running torch's own ``forward`` (a subclass may override it)."""
+    return type(module).forward in _ORIGINAL_FORWARDS.values()
+
+
+def _unrolled(self: nn.Module, input: Any, hx: Any = None) -> tuple[Any, Any]:
+    return _refuse_packed(self, input, hx)
+
+
 @contextlib.contextmanager
 def unrolled_recurrent(model: nn.Module) -> Iterator[None]:
-    """Run every recurrent layer of ``model`` by :func:`recurrent_forward` (vmap-compatible)."""
-    patched = [m for m in model.modules() if isinstance(m, RECURRENT)]
-    for m in patched:
-        m.forward = functools.partial(_refuse_packed, m)  # type: ignore[method-assign]
+    """Run torch's recurrent layers by :func:`recurrent_forward` (vmap-compatible).
+
+    The classes' ``forward`` is swapped while the context is open, so a subclass whose own
+    ``forward`` calls ``super().forward`` is covered too (not thread-safe, like any patch).
+    """
+    if not any(isinstance(m, RECURRENT) for m in model.modules()):
+        yield
+        return
+    if _DEPTH[0] == 0:
+        for cls in _TORCH_RECURRENT:
+            cls.forward = _unrolled  # type: ignore[method-assign,assignment]
+    _DEPTH[0] += 1
     try:
         yield
     finally:
-        for m in patched:
-            del m.forward
+        _DEPTH[0] -= 1
+        if _DEPTH[0] == 0:
+            for cls, forward in _ORIGINAL_FORWARDS.items():
+                cls.forward = forward  # type: ignore[method-assign]
 
 
 class RecurrentRule(LayerRule):

@@ -132,3 +132,48 @@ def test_layer_outputs_modified_in_place_are_caught(mode):
     total = sum(g.flatten(1).pow(2).sum(1) for g in ref.values())
     _close(sum(sq.values()), total, torch.float64)
     assert engine.plan()["<root>"].startswith("InPlaceAfterLinear: vmap (per layer, fallback")
+
+
+class ResidualAttention(nn.MultiheadAttention):
+    """A subclass whose own forward adds a residual around torch's attention."""
+
+    def forward(self, x):  # type: ignore[override]
+        return super().forward(x, x, x, need_weights=False)[0] + 0.5 * x
+
+
+class LastStateLSTM(nn.LSTM):
+    """A subclass whose own forward returns only the last layer's final state."""
+
+    def forward(self, x):  # type: ignore[override]
+        return super().forward(x)[1][0][-1]
+
+
+class Subclassed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(30, 8)
+        self.attn = ResidualAttention(8, 2, batch_first=True)
+        self.rnn = LastStateLSTM(8, 4, num_layers=2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(self.attn(self.emb(x))))
+
+
+@pytest.mark.parametrize("mode", ENGINES)
+def test_subclasses_overriding_forward_keep_their_forward(mode):
+    # A dedicated rule re-implements torch's forward; a subclass's own forward must not be
+    # replaced by it (it runs as a layer without a rule, by per-layer vmap, instead).
+    torch.manual_seed(0)
+    model = Subclassed().double()
+    x, y = torch.randint(0, 30, (5, 6)), torch.randint(0, 3, (5,))
+    ref = loop_grads(model, nn.CrossEntropyLoss(), x, y)
+    engine = make_engine(model, nn.CrossEntropyLoss(), mode)
+    sq = engine.run((x, y))
+    groups = layer_groups(model)
+    for k in sq:
+        want = sum(g.flatten(1).pow(2).sum(1) for n, g in ref.items() if groups[n] == k)
+        _close(sq[k], want, torch.float64)
+    if mode != "vmap":
+        assert engine.plan()["attn"] == "ResidualAttention: vmap (per layer)"
+        assert engine.plan()["rnn"] == "LastStateLSTM: vmap (per layer)"
