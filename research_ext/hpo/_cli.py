@@ -134,9 +134,13 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.verbose:
         logging.basicConfig(level=logging.INFO)
+    from research_ext.hpo._storage import checkpoint
+    from research_ext.hpo._study import storage_spec
+
     config = _config(args, validate_objective=True)
     study = run(config, workers=args.workers, show_progress=args.progress)
     del study
+    checkpoint(storage_spec(config))
     print(status(config))
     return 0
 

@@ -38,6 +38,7 @@ __all__ = [
     "STORAGE_ENV",
     "StorageSpec",
     "absolute_storage",
+    "checkpoint",
     "open_storage",
     "redact",
     "resolve_storage",
@@ -474,6 +475,24 @@ def _enable_wal(path: pathlib.Path) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
     finally:
         connection.close()
+
+
+def checkpoint(spec: StorageSpec) -> None:
+    """Fold an SQLite study's write-ahead log into its file, so the file alone holds the study.
+
+    Called when a run ends: a process that exits without closing its connections leaves the
+    last trials in ``<db>-wal``, which a copy of the database file alone would lose.
+    """
+    if spec.kind != "sqlite" or spec.read_only or spec.path is None or not spec.path.exists():
+        return
+    try:
+        connection = sqlite3.connect(spec.path, timeout=60)
+        try:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            connection.close()
+    except sqlite3.Error as err:  # other processes still reading: they checkpoint later
+        logger.info("checkpoint of %s skipped: %s", spec.path, err)
 
 
 def _connect_sqlite(path: str) -> sqlite3.Connection:

@@ -182,3 +182,16 @@ def test_hpo_and_its_cli_start_without_torch(code):
     result = run_python(f"import sys\n{code}\nprint(sorted({HEAVY!r} & set(sys.modules)))")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_database_file_alone_holds_the_whole_study_after_run(tmp_path, capsys):
+    # An archived copy of study.db (without -wal/-shm) must not lose the last trials.
+    path = write_study(tmp_path, n_trials=5, sampler='"random"')
+    assert main(["run", str(path), "--no-progress"]) == 0
+    wal = tmp_path / "study.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "study.db").write_bytes((tmp_path / "study.db").read_bytes())
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{archive / 'study.db'}")
+    assert len([t for t in study.trials if t.state.is_finished()]) == 5
