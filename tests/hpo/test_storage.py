@@ -377,3 +377,11 @@ def test_an_unwritable_output_is_one_line_not_a_storage_fault(tmp_path, capsys):
     assert main(["export", str(path), "-o", str(tmp_path / "afile" / "best.toml")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Not a directory" in err and "storage" not in err
+
+
+def test_a_missing_postgresql_database_is_one_line(postgres_url, tmp_path, capsys):
+    path = write_study(tmp_path)
+    missing = postgres_url.rsplit("/", 1)[0] + "/no_such_db"
+    assert main(["status", str(path), "--storage", missing]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err and "createdb" in err
