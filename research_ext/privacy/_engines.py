@@ -41,19 +41,24 @@ _NORMS: tuple[type, ...] = (nn.LayerNorm, nn.GroupNorm) + (
 )
 
 
+def _is(module: nn.Module, classes: tuple[type, ...]) -> bool:
+    """An instance of one of ``classes`` that runs that class's own ``forward``."""
+    return any(isinstance(module, c) and type(module).forward is c.forward for c in classes)
+
+
 def rule_for(module: nn.Module, names: dict[str, str], mode: str) -> LayerRule:
-    """The per-layer rule for ``module``; ``mode`` is "auto", "ghost" or "materialized"."""
-    if isinstance(module, nn.Linear) and not names.keys() - {"weight", "bias"}:
+    """The per-layer rule for ``module``; ``mode`` is "auto", "ghost" or "materialized".
+
+    A dedicated rule re-implements torch's forward of its layer, so a subclass that overrides
+    ``forward`` (e.g. a scaled or low-rank Linear) gets the generic per-layer vmap rule.
+    """
+    if _is(module, (nn.Linear,)) and not names.keys() - {"weight", "bias"}:
         return LinearRule(module, names, mode)
-    if isinstance(module, _CONV) and module.padding_mode == "zeros":
+    if _is(module, _CONV) and module.padding_mode == "zeros":
         return ConvRule(module, names, mode)
-    if (
-        isinstance(module, nn.Embedding)
-        and not module.scale_grad_by_freq
-        and module.max_norm is None
-    ):
+    if _is(module, (nn.Embedding,)) and not module.scale_grad_by_freq and module.max_norm is None:
         return EmbeddingRule(module, names, mode)
-    if isinstance(module, _NORMS):
+    if _is(module, _NORMS):
         return NormRule(module, names, mode)
     if attention_supported(module):
         return AttentionRule(module, names, mode)

@@ -177,3 +177,24 @@ def test_subclasses_overriding_forward_keep_their_forward(mode):
     if mode != "vmap":
         assert engine.plan()["attn"] == "ResidualAttention: vmap (per layer)"
         assert engine.plan()["rnn"] == "LastStateLSTM: vmap (per layer)"
+
+
+class ScaledLinear(nn.Linear):
+    """A Linear subclass whose forward scales its weight (a dedicated rule would miss it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, 1.5 * self.weight.tanh(), self.bias)
+
+
+@pytest.mark.parametrize("mode", ["auto", "ghost", "materialized"])
+def test_layer_subclass_with_its_own_forward_is_not_taken_for_its_base(mode):
+    torch.manual_seed(0)
+    model = nn.Sequential(ScaledLinear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    x, y = torch.randn(5, 6, dtype=torch.float64), torch.randint(0, 3, (5,))
+    ref = loop_grads(model, nn.CrossEntropyLoss(), x, y)
+    sq = make_engine(model, nn.CrossEntropyLoss(), mode).run((x, y))
+    _close(
+        sq["0"],
+        ref["0.weight"].flatten(1).pow(2).sum(1) + ref["0.bias"].pow(2).sum(1),
+        torch.float64,
+    )
