@@ -431,6 +431,20 @@ def study_file_reference() -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _origin(member: Any, name: str) -> str:
+    """The public dotted name of a re-exported torch/scipy object (its own module's if none)."""
+    import importlib
+
+    for candidate in ("torch.fft", "torch", "torch.nn", "scipy.fft", "scipy.signal", "numpy"):
+        try:
+            module = importlib.import_module(candidate)
+        except ImportError:
+            continue
+        if getattr(module, name, None) is member:
+            return f"{candidate}.{name}"
+    return f"{getattr(member, '__module__', '?')}.{getattr(member, '__name__', name)}"
+
+
 def public_names(module_name: str) -> list[str]:
     """The ``__all__`` of a public module (imported, so it is the list callers see)."""
     import importlib
@@ -450,8 +464,8 @@ def api_page(module_name: str) -> str:
     lines += [first.replace("``", "`"), ""]
     for name in module.__all__:
         member = getattr(module, name)
-        if inspect.ismodule(member):
-            short = member.__name__.removeprefix("research_ext.").replace(".", ".")
+        if inspect.ismodule(member) and member.__name__ in PUBLIC_MODULES:
+            short = member.__name__.removeprefix("research_ext.")
             lines += [
                 f"## `{name}`",
                 "",
@@ -459,14 +473,32 @@ def api_page(module_name: str) -> str:
                 "",
             ]
             continue
-        target = _documented_path(module_name, name, member)
-        lines += [f"::: {target}", "    options:", "      show_root_full_path: false", ""]
+        if inspect.ismodule(member):  # a namespace inside this module (complex.nn.init)
+            lines += [
+                f"::: {module_name}.{name}",
+                "    options:",
+                "      show_root_full_path: false",
+                "",
+            ]
+            continue
+        defined_in = getattr(member, "__module__", None) or ""
+        if not defined_in.startswith("research_ext"):
+            # Re-exported from torch/scipy as they are (the same object): say so and link out.
+            lines += [
+                f"## `{name}`",
+                "",
+                f"`{_origin(member, name)}`, re-exported unchanged so that the namespace is "
+                "complete (see its own documentation).",
+                "",
+            ]
+            continue
+        lines += [
+            f"::: {module_name}.{name}",
+            "    options:",
+            "      show_root_full_path: false",
+            "",
+        ]
     return "\n".join(lines)
-
-
-def _documented_path(module_name: str, name: str, member: Any) -> str:
-    """Where griffe finds ``name``: the public alias when it resolves, else its definition."""
-    return f"{module_name}.{name}"
 
 
 @functools.cache
@@ -557,10 +589,9 @@ def error_page(class_name: str) -> str:
         "",
         f"`from research_ext.errors import {class_name}`; subclass of {bases}.",
         "",
-        f"::: research_ext.errors.{class_name}",
-        "    options:",
-        "      show_root_heading: false",
-        "      heading_level: 3",
+        (inspect.getdoc(cls) or "").replace("``", "`"),
+        "",
+        f"API entry: [`research_ext.errors.{class_name}`](../api/errors.md#research_ext.errors.{class_name}).",
         "",
         notes.read_text(encoding="utf-8").rstrip(),
         "",
@@ -617,7 +648,8 @@ def executed_notebook(
     """``path`` executed at the small size (``RESEARCH_EXT_NOTEBOOK_SIZE=small``), as JSON bytes.
 
     Cached under ``cache_dir`` by the notebook's content and the library's and examples'
-    sources, so a rebuild after a docs-only change executes nothing.
+    sources, so a rebuild after a docs-only change executes nothing. While writing docs,
+    ``RESEARCH_EXT_DOCS_NOTEBOOKS=reuse`` takes any earlier run of the notebook from the cache.
     """
     import tempfile
 
@@ -629,6 +661,10 @@ def executed_notebook(
     cached = cache_dir / f"{path.stem}-{key}.ipynb"
     if cached.is_file():
         return cached.read_bytes()
+    if os.environ.get("RESEARCH_EXT_DOCS_NOTEBOOKS") == "reuse":  # writing docs: any cached run
+        for stale in sorted(cache_dir.glob(f"{path.stem}-*.ipynb")):
+            log(f"{path.name}: reusing {stale.name} (RESEARCH_EXT_DOCS_NOTEBOOKS=reuse)")
+            return stale.read_bytes()
     log(f"executing {path.name} (small size) for the docs")
     notebook = nbformat.reads(raw.decode("utf-8"), as_version=4)
     env = {"RESEARCH_EXT_NOTEBOOK_SIZE": "small", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
