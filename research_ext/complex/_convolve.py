@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from research_ext.complex._fft import (
     check_real_or_complex,
     fast_len,
+    is_functorch_wrapped,
     normalize_dims,
     transform_cost,
 )
@@ -165,9 +166,10 @@ def _fft_full(
         (torch.fft.rfftn, torch.fft.irfftn) if real else (torch.fft.fftn, torch.fft.ifftn)
     )
     sp, kp = forward(x, s=fshape, dim=fft_dims), forward(k, s=fshape, dim=fft_dims)
-    # In place on the fresh spectrum unless it broadcasts or autograd needs its value for the
-    # kernel's gradient.
+    # In place on the fresh spectrum unless it broadcasts, autograd needs its value for the
+    # kernel's gradient, or a torch.func transform batches one factor only.
     in_place = not (torch.is_grad_enabled() and kp.requires_grad)
+    in_place = in_place and not is_functorch_wrapped(sp, kp)
     in_place = in_place and torch.broadcast_shapes(sp.shape, kp.shape) == sp.shape
     sp = sp.mul_(kp) if in_place else sp * kp
     y = inverse(sp, s=fshape, dim=fft_dims)

@@ -18,6 +18,7 @@ __all__ = [
     "cached",
     "check_real_or_complex",
     "fast_len",
+    "is_functorch_wrapped",
     "next_fast_len",
     "normalize_dim",
     "normalize_dims",
@@ -80,6 +81,14 @@ def pad_or_trim(x: torch.Tensor, n: int, dim: int) -> torch.Tensor:
     shape = list(x.shape)
     shape[dim] = n - size
     return torch.cat([x, x.new_zeros(shape)], dim=dim)
+
+
+def is_functorch_wrapped(*tensors: torch.Tensor) -> bool:
+    """Whether any tensor is seen through a torch.func transform (vmap, grad, jvp).
+
+    Such a tensor may not be multiplied in place by an unwrapped one, nor written with ``out=``.
+    """
+    return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
 def cached(builder: Callable[..., Any]) -> Callable[..., Any]:

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from research_ext.complex._fft import cached
+from research_ext.complex._fft import cached, is_functorch_wrapped
 
 __all__ = ["r2r_last"]
 
@@ -204,7 +204,7 @@ def _is_plain(x: torch.Tensor) -> bool:
     """No autograd, forward-mode AD or torch.func transform to record: ``out=`` ops are safe."""
     return (
         not x.requires_grad
-        and not torch._C._functorch.is_functorch_wrapped_tensor(x)
+        and not is_functorch_wrapped(x)
         and torch.autograd.forward_ad._current_level < 0
     )
 

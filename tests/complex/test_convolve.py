@@ -123,3 +123,20 @@ def test_block_path_gradients():
     x2 = x.detach().requires_grad_()
     (g,) = torch.autograd.grad((S.fftconvolve(x2, h.detach()) * w).sum(), (x2,))
     assert torch.allclose(g, g_fft[0], rtol=1e-12, atol=1e-11)
+
+
+# torch's forward-mode AD loads its jit-scripted decompositions on first use, which warns.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_block_path_under_torch_func():
+    x, h = randn((20_000,), torch.float64, 1), randn((31,), torch.float64, 2)
+    dx, dh = randn((20_000,), torch.float64, 3), randn((31,), torch.float64, 4)
+    assert _plan(20_000, 31, CPU, True, 8, False)[0] > 0
+    _, tangent = torch.func.jvp(S.fftconvolve, (x, h), (dx, dh))
+    expected = S.fftconvolve(dx, h) + S.fftconvolve(x, dh)
+    assert torch.allclose(tangent, expected, rtol=1e-12, atol=1e-12)
+    kernels = randn((3, 31), torch.float64, 5)
+    batched = torch.func.vmap(lambda k: S.fftconvolve(x, k))(kernels)
+    assert torch.allclose(batched, S.fftconvolve(x[None], kernels, dim=-1), rtol=1e-12, atol=1e-12)
+    signals = torch.stack([x, dx])
+    batched = torch.func.vmap(lambda s: S.oaconvolve(s, h))(signals)
+    assert torch.allclose(batched, S.oaconvolve(signals, h[None], dim=-1), rtol=1e-12, atol=1e-12)
