@@ -45,9 +45,10 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow and not gpu" -q
 	$(BIN)/python -m pytest -m "slow and not gpu" -q
 
-# The documentation site, built with warnings as errors (mkdocs.yml; site/ is the output).
+# The documentation site, built with warnings as errors (mkdocs.yml; site/ is the output). The
+# notebooks are executed at a small size for it, cached in build/docs-notebooks by content.
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --quiet
 
 test: lint typecheck imports pytest docs
 
