@@ -257,7 +257,29 @@ _STALE = [0]  # trials this process failed as stale through Optuna's heartbeat c
 
 def _on_stale(study: Any, frozen: Any) -> None:
     _STALE[0] += 1
+    rdb = _rdb(study._storage)
+    if rdb is not None:  # Optuna failed it already: its attributes are closed to the API
+        with rdb.engine.begin() as connection:
+            _put_attr(connection, frozen._trial_id, ENDED, "stale heartbeat")
     requeue(study, frozen, "stale heartbeat")
+
+
+def _put_attr(connection: Any, trial_id: int, key: str, value: Any) -> None:
+    """Set a trial system attribute in an open RDB transaction (also on a finished trial)."""
+    import sqlalchemy
+
+    params = {"tid": trial_id, "key": key}
+    connection.execute(
+        sqlalchemy.text("DELETE FROM trial_system_attributes WHERE trial_id = :tid AND key = :key"),
+        params,
+    )
+    connection.execute(
+        sqlalchemy.text(
+            "INSERT INTO trial_system_attributes (trial_id, key, value_json) "
+            "VALUES (:tid, :key, :value)"
+        ),
+        {**params, "value": json.dumps(value)},
+    )
 
 
 def announce_idle(handle: StudyHandle, idle: bool = True) -> None:
@@ -486,18 +508,15 @@ def is_alive(owner: dict[str, Any]) -> bool | None:
 def recover(handle: StudyHandle) -> int:
     """Fail every dead RUNNING trial once and re-queue it with its parameters; return how many.
 
-    A trial is dead when its process on this host is gone (detected at once), or its heartbeat is
-    older than the grace period (Optuna's RDB heartbeat; ours on the journal).
+    A trial is dead when its process on this host is gone (``crashed``: checked first, so the
+    outcome never depends on how long a restart took), or its heartbeat is older than the grace
+    period (``stale heartbeat``: Optuna's RDB heartbeat; ours on the journal). Each dead trial
+    is failed by one atomic RUNNING -> FAIL transition, so however many processes recover at
+    once, it is re-queued once.
     """
     import optuna
 
     recovered = 0
-    if handle.spec.has_native_heartbeat:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            before = _STALE[0]
-            optuna.storages.fail_stale_trials(handle.study)
-            recovered += _STALE[0] - before
     now = time.time()
     for trial_id, owner, beat in _running_owners(handle):
         alive = is_alive(owner) if owner else None
@@ -505,19 +524,44 @@ def recover(handle: StudyHandle) -> int:
         stale = beat is not None and now - float(beat) > handle.config.grace_period
         if alive is None and handle.spec.kind == "journal" and stale:
             reason = "stale heartbeat"
-        if reason is None:
-            continue
-        try:
-            handle.storage.set_trial_system_attr(trial_id, ENDED, reason)
-            if not handle.storage.set_trial_state_values(
-                trial_id, state=optuna.trial.TrialState.FAIL
-            ):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another process recovered it first
+        if reason is None or not _fail_running(handle, trial_id, reason):
+            continue  # alive, or another process recovered it first
         requeue(handle.study, handle.storage.get_trial(trial_id), reason)
         recovered += 1
+    if handle.spec.has_native_heartbeat:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            before = _STALE[0]
+            optuna.storages.fail_stale_trials(handle.study)
+            recovered += _STALE[0] - before
     return recovered
+
+
+def _fail_running(handle: StudyHandle, trial_id: int, reason: str) -> bool:
+    """RUNNING -> FAIL with ``reason`` recorded, atomically; whether this call made it."""
+    import optuna
+
+    rdb = _rdb(handle.storage)
+    if rdb is not None:  # one conditional UPDATE: Optuna's read-then-write races on SQLite
+        import sqlalchemy
+
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        fail = sqlalchemy.text(
+            "UPDATE trials SET state = 'FAIL', datetime_complete = :now "
+            "WHERE trial_id = :tid AND state = 'RUNNING'"
+        )
+        with rdb.engine.begin() as connection:
+            if connection.execute(fail, {"now": now, "tid": trial_id}).rowcount != 1:
+                return False
+            _put_attr(connection, trial_id, ENDED, reason)
+        return True
+    try:
+        handle.storage.set_trial_system_attr(trial_id, ENDED, reason)
+        return bool(
+            handle.storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+        )
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
 
 
 def dump_json(value: Any) -> str:
