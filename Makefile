@@ -12,7 +12,7 @@ RUNTIME_EXTRAS ?= hpo,privacy,examples
 STAMP_RUN := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck imports pytest docs bench venv clean
+.PHONY: demo test lint typecheck imports pytest docs bench conformance venv clean
 
 venv: $(STAMP)
 
@@ -58,6 +58,11 @@ bench: $(STAMP)
 	@set -e; for req in benchmarks/requirements-*.txt; do \
 		[ -f "$$req" ] && $(BIN)/python -m pip install -q --no-deps -r "$$req"; done; \
 		for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script; done
+
+# Conformance against external test suites, outside `make test` (long): one command a line,
+# each module adding its own; every line prints its counts and fails on any failure.
+conformance: $(STAMP)
+	$(BIN)/python -m tests.functional.opinfo_conformance --jobs 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
