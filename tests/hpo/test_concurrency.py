@@ -45,6 +45,7 @@ def _open_at_once(path, barrier, results):
         results.put(("error", repr(err)))
 
 
+@pytest.mark.slow  # six processes (and a PostgreSQL server): ~10 s on a busy machine
 @pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
 def test_processes_creating_a_new_study_at_once(tmp_path, request, storage):
     extra = ""
