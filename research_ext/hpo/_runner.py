@@ -211,7 +211,8 @@ def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard) -> str:
     fn = objective_for_trial(config.entry, config.base_dir, config.args)
     kwargs = _kwargs(handle, fn, trial, trial_id)
     reporter = kwargs.get("reporter")
-    outcome, error = "complete", None
+    outcome = "complete"
+    error: Exception | None = None
     values: tuple[float, ...] = ()
     extra: dict[str, float] = {}
     with _Heartbeat(handle, trial_id):

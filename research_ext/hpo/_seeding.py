@@ -38,12 +38,9 @@ def reseed(sampler: Any, seed: int) -> None:
     """Reseed ``sampler``'s random generators in place, as ``type(sampler)(seed=seed)`` would."""
     import optuna
 
-    try:
-        from optuna.samplers._lazy_random_state import LazyRandomState
-    except ImportError:  # pragma: no cover - Optuna moved it; fall back to duck typing
-        LazyRandomState = ()  # noqa: N806
     for value in vars(sampler).values():
-        if isinstance(value, LazyRandomState) or type(value).__name__ == "LazyRandomState":
+        # Optuna's private LazyRandomState, recognized by name so a moved class still matches
+        if type(value).__name__ == "LazyRandomState":
             value.rng.seed(seed)
         elif isinstance(value, np.random.RandomState):
             value.seed(seed)
