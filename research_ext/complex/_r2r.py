@@ -110,6 +110,18 @@ def _dct4_tables(
     )
 
 
+# Below this many elements index_select's lower fixed cost wins; above it gather's vectorized
+# loop does (32 x 4096 float64: 95 us against 273 us; 1024 points: 6 us against 2.5 us).
+_GATHER_MIN = 4096
+
+
+def _take(x: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``x[..., index]``, written to ``out`` when given."""
+    if out is None and x.numel() <= _GATHER_MIN:
+        return x.index_select(-1, index)
+    return torch.gather(x, -1, index.expand(*x.shape[:-1], index.shape[0]), out=out)
+
+
 def _type2(
     x: torch.Tensor, factor: float, ortho: bool, sine: bool, out: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -121,9 +133,8 @@ def _type2(
     tw = _twiddle(n, 1.0, 2.0 * factor, 1 / math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
     # Two gathers (vectorized, unlike the strided copies and flips they replace) and one FFT.
     gather_in, gather_out = _type2_gathers(n, sine, x.device)
-    p = torch.fft.rfft(torch.gather(x, -1, gather_in.expand(x.shape))).mul_(tw)
-    pr = torch.view_as_real(p).flatten(-2)
-    return torch.gather(pr, -1, gather_out.expand(*pr.shape[:-1], n), out=out)
+    p = torch.fft.rfft(_take(x, gather_in)).mul_(tw)
+    return _take(torch.view_as_real(p).flatten(-2), gather_out, out)
 
 
 def _type3(
@@ -133,13 +144,12 @@ def _type3(
     tw = _twiddle(n, -1.0, n * factor, math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
     # Gather (a_k, b_k) = (X[k], X[n-k]) pairs, zero b_0, one inverse FFT, gather the output.
     gather_in, gather_out = _type3_gathers(n, sine, x.device)
-    ab = torch.gather(x, -1, gather_in.expand(*x.shape[:-1], 2 * half)).unflatten(-1, (half, 2))
+    ab = _take(x, gather_in).unflatten(-1, (half, 2))
     ab[..., 0, 1] = 0.0
     v = torch.fft.irfft(torch.view_as_complex(ab).mul_(tw), n=n)
     if not sine:
-        return torch.gather(v, -1, gather_out.expand(v.shape), out=out)
-    y = torch.gather(v, -1, gather_out.expand(v.shape))
-    return torch.mul(y, _alternate(n, x.dtype, x.device), out=out)
+        return _take(v, gather_out, out)
+    return torch.mul(_take(v, gather_out), _alternate(n, x.dtype, x.device), out=out)
 
 
 def _type4(x: torch.Tensor, factor: float, sine: bool) -> torch.Tensor:
