@@ -217,10 +217,17 @@ class HookEngine:
         run as one per-layer ``vmap`` unit, and the step is recomputed; the plan then keeps
         the merged unit. Other modes raise ``UnsupportedModuleError`` naming the layer.
         """
+        # A retry after a fallback redraws the forward's randomness from where this step began,
+        # so the step's dropout masks do not depend on whether the plan was already settled.
+        devices = {p.device for p in self.model.parameters() if p.device.type == "cuda"}
+        states = (torch.get_rng_state(), [(d, torch.cuda.get_rng_state(d)) for d in devices])
         while True:
             try:
                 return self._run(batch)
             except _LayerFailureError as failure:
+                torch.set_rng_state(states[0])
+                for device, state in states[1]:
+                    torch.cuda.set_rng_state(state, device)
                 if self.mode != "auto":
                     raise UnsupportedModuleError(
                         f"{failure}; grad_sample_mode='auto' falls back per layer (see "

@@ -142,16 +142,26 @@ def _dropout_model(name):
             nn.Linear(40, 3),
         )
         x = torch.randint(0, 20, (6, 5), generator=g)
+    elif name == "dp_attention_fallback":
+        from tests.privacy.zoo import OpacusAttention
+
+        model = OpacusAttention()  # auto merges it into one per-layer vmap unit at step one
+        model.attn.dropout.p = 0.5
+        x = torch.randint(0, 30, (6, 5), generator=g)
     else:
         model = AttentionBiasKV()
         x = torch.randint(0, 20, (6, 5), generator=g)
     return model.double().train(), x, torch.randint(0, 3, (6,), generator=g)
 
 
-@pytest.mark.parametrize("mode", ["auto", "ghost", "materialized", "vmap"])
-@pytest.mark.parametrize(
-    "name", ["mlp", "generic", "attention", "transformer", "attention_bias_kv", "lstm"]
-)
+_DROPOUT_CASES = [
+    (name, mode)
+    for name in ("mlp", "generic", "attention", "transformer", "attention_bias_kv", "lstm")
+    for mode in ("auto", "ghost", "materialized", "vmap")
+] + [("dp_attention_fallback", "auto"), ("dp_attention_fallback", "vmap")]
+
+
+@pytest.mark.parametrize(("name", "mode"), _DROPOUT_CASES)
 def test_dropout_masks_of_the_forward_pass_in_every_mode(name, mode):
     # Clipping off and no noise: the DP update is minus the mean of the per-sample gradients,
     # which must be the batch gradient under the same seed (the same dropout masks).
