@@ -137,7 +137,8 @@ def _fir(up: int, down: int, window: Any, dtype: torch.dtype, device: torch.devi
     import scipy.signal
 
     if isinstance(window, list | np.ndarray | torch.Tensor):
-        h = torch.as_tensor(window, dtype=torch.float64)
+        h = torch.as_tensor(np.asarray(window) if isinstance(window, list) else window)
+        h = h.to(torch.float64)
         if h.ndim != 1:
             raise ValueError("resample_poly: `window` must be 1-D when given as taps")
     else:
@@ -170,7 +171,8 @@ def resample_poly(
     (times ``up``), delayed so the output is centred, giving ceil(n up / down) samples.
 
     Differences from scipy: ``dim`` replaces ``axis`` (default 0, as in scipy); the dtype follows
-    the input; ``padtype`` supports "constant" (with ``cval`` None or 0), "mean", "median",
+    the input (with taps given as ``window``, the input and the taps together, as scipy: float64
+    taps make a float32 input float64); ``padtype`` supports "constant" (with ``cval`` None or 0), "mean", "median",
     "minimum" and "maximum" (the edge-extension modes raise ``NotImplementedError``).
     Differentiable in ``x``.
 
@@ -221,6 +223,10 @@ def resample_poly(
     d = normalize_dim(fn, dim, max(x.ndim, 1))
     if up == down == 1:
         return x.clone()
+    if isinstance(window, list | np.ndarray | torch.Tensor):  # given taps: scipy's result dtype
+        taps = window.dtype if isinstance(window, torch.Tensor) else np.asarray(window).dtype
+        if str(taps).removeprefix("torch.") in ("float64", "complex128", "int64", "int32"):
+            x = x.to(torch.complex128 if x.is_complex() else torch.float64)
     xl = x.movedim(d, -1)
     n_in = xl.shape[-1]
     n_out = -(-n_in * up // down)

@@ -318,7 +318,8 @@ def istft(
         scaling: "spectrum" or "psd".
 
     Returns:
-        (t, x): sample times and the signal, time in the last dim.
+        (t, x): sample times and the signal; time in the last dim, or, as scipy, at
+            ``time_dim`` (counted without ``freq_dim``) when ``time_dim`` is not the last dim.
 
     Raises:
         TypeError: ``Zxx`` is not a float/complex tensor.
@@ -395,4 +396,6 @@ def istft(
         )
     x = x / torch.where(norm > 1e-10, norm, torch.ones_like(norm))
     times = torch.arange(x.shape[-1], dtype=rdtype, device=z.device) / fs
+    if x.ndim > 1 and td != Zxx.ndim - 1:  # scipy puts the time axis back where it was
+        x = x.movedim(-1, td - 1 if fd < td else td)
     return times, x

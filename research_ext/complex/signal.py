@@ -4,8 +4,8 @@ Analytic signals (``hilbert``, ``hilbert2``, ``envelope``), convolution and corr
 (``convolve``, ``correlate``, ``fftconvolve``, ``oaconvolve``, ``correlation_lags``), spectral
 estimation (``periodogram``, ``welch``, ``csd``, ``coherence``, ``spectrogram``, ``stft``,
 ``istft``), windows (``get_window``), chirp z-transforms (``czt``, ``zoom_fft``), resampling
-(``resample``, ``resample_poly``) and IIR filtering (``lfilter``, ``lfilter_zi``, ``sosfilt``,
-``filtfilt``). Names, positional order and semantics follow scipy, with
+(``resample``, ``resample_poly``) and IIR filtering (``lfilter``, ``lfilter_zi``, ``lfiltic``,
+``sosfilt``, ``sosfilt_zi``, ``sosfiltfilt``, ``filtfilt``). Names, positional order and semantics follow scipy, with
 ``dim=`` for ``axis=``; results are tensors whose dtype follows the input.
 
 Example:
@@ -24,7 +24,15 @@ from research_ext.complex._convolve import (
 )
 from research_ext.complex._czt import czt, zoom_fft
 from research_ext.complex._hilbert import envelope, hilbert, hilbert2
-from research_ext.complex._iir import filtfilt, lfilter, lfilter_zi, sosfilt
+from research_ext.complex._iir import (
+    filtfilt,
+    lfilter,
+    lfilter_zi,
+    lfiltic,
+    sosfilt,
+    sosfilt_zi,
+    sosfiltfilt,
+)
 from research_ext.complex._resample import resample, resample_poly
 from research_ext.complex._spectral import coherence, csd, periodogram, welch
 from research_ext.complex._stft import istft, spectrogram, stft
@@ -46,11 +54,14 @@ __all__ = [
     "istft",
     "lfilter",
     "lfilter_zi",
+    "lfiltic",
     "oaconvolve",
     "periodogram",
     "resample",
     "resample_poly",
     "sosfilt",
+    "sosfilt_zi",
+    "sosfiltfilt",
     "spectrogram",
     "stft",
     "welch",

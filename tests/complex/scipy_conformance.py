@@ -74,7 +74,7 @@ NAMESPACES = {
 }
 # Names of array-like data arguments, converted to tensors (other arguments pass unchanged, so
 # the tests also check that we accept scipy's argument forms: numpy ints, tuples, windows).
-DATA_ARGS = frozenset({"x", "y", "in1", "in2", "b", "a", "zi", "sos", "Zxx", "y_ic", "x_ic"})
+DATA_ARGS = frozenset({"x", "y", "z", "in1", "in2", "b", "a", "zi", "sos", "Zxx"})
 SCALAR_ARGS_OF = {"czt": frozenset({"a", "w"}), "zoom_fft": frozenset({"fn"})}
 DROPPED = ("overwrite_x", "workers")
 

@@ -146,3 +146,113 @@ def test_callable_detrend_may_work_on_numpy_arrays():
     _, p = S.welch(t, nperseg=10, detrend=lambda seg: seg - seg.mean(-1, keepdim=True))
     p.sum().backward()
     assert t.grad is not None
+
+
+# --- IIR: the missing pieces, dtype rules and validation --------------------------------------
+
+BUTTER = ss.butter(4, 0.2)
+SOS = ss.butter(6, 0.15, output="sos")
+
+
+def _x(shape=(2, 3, 300), seed=5) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def test_sosfiltfilt_and_sosfilt_zi_match_scipy():
+    x = _x()
+    for kwargs in ({}, {"padtype": "even", "padlen": 20}, {"padtype": None}):
+        ours = S.sosfiltfilt(SOS, torch.from_numpy(x), **kwargs)
+        np.testing.assert_allclose(_np(ours), ss.sosfiltfilt(SOS, x, **kwargs), RTOL_FLOAT64, 1e-12)
+    ours = S.sosfiltfilt(SOS, torch.from_numpy(x.transpose(0, 2, 1).copy()), dim=1)
+    ref = ss.sosfiltfilt(SOS, x.transpose(0, 2, 1), axis=1)
+    np.testing.assert_allclose(_np(ours), ref, RTOL_FLOAT64, 1e-12)
+    np.testing.assert_allclose(_np(S.sosfilt_zi(SOS)), ss.sosfilt_zi(SOS), RTOL_FLOAT64)
+    assert S.sosfilt_zi(SOS.astype(np.float32)).dtype == torch.float32
+
+
+def test_lfiltic_matches_scipy():
+    b, a = BUTTER
+    y, x = [0.3, -1.0, 2.0, 0.5], [1.0, 0.2]
+    np.testing.assert_allclose(_np(S.lfiltic(b, a, y, x)), ss.lfiltic(b, a, y, x), RTOL_FLOAT64)
+    np.testing.assert_allclose(_np(S.lfiltic(b, a, y)), ss.lfiltic(b, a, y), RTOL_FLOAT64)
+    np.testing.assert_allclose(
+        _np(S.lfiltic([2.0, 1.0], [2.0, -0.5], [1.0])), ss.lfiltic([2.0, 1.0], [2.0, -0.5], [1.0])
+    )
+    f32 = np.float32
+    assert S.lfiltic(f32([1, 2]), f32([1, -0.5]), torch.ones(1)).dtype == torch.float32
+    with pytest.raises(ValueError):
+        S.lfiltic([1, 2], [[1], [2]], [0, 0], [0, 1])
+
+
+@pytest.mark.parametrize("irlen", [None, 40])
+def test_filtfilt_gust_matches_scipy(irlen):
+    b, a = BUTTER
+    x = _x((2, 400))
+    ours = S.filtfilt(b, a, torch.from_numpy(x), method="gust", irlen=irlen)
+    ref = ss.filtfilt(b, a, x, method="gust", irlen=irlen)
+    np.testing.assert_allclose(_np(ours), ref, RTOL_FLOAT64, 1e-11)
+    ours = S.filtfilt(b, a, torch.from_numpy(x.T.copy()), dim=0, method="gust", irlen=irlen)
+    np.testing.assert_allclose(
+        _np(ours), ss.filtfilt(b, a, x.T, axis=0, method="gust", irlen=irlen), RTOL_FLOAT64, 1e-11
+    )
+
+
+def test_new_iir_pieces_are_differentiable():
+    from torch.autograd import gradcheck
+
+    b, a = ss.butter(2, 0.3)
+    x = torch.randn(2, 40, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda t: S.filtfilt(b, a, t, method="gust"), (x,))
+    assert gradcheck(lambda t: S.filtfilt(b, a, t, method="gust", irlen=8), (x,))
+    assert gradcheck(lambda t: S.sosfiltfilt(ss.butter(4, 0.3, output="sos"), t), (x,))
+    y = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda t: S.lfiltic(b, a, t, t[:2] * 2), (y,))
+
+
+def test_iir_result_dtypes_follow_scipy():
+    x32 = np.ones(30, np.float32)
+    t32 = torch.from_numpy(x32)
+    b32, a32 = np.float32([1, 2]), np.float32([1, -0.5])
+    cases = [
+        (S.lfilter(b32, a32, t32), ss.lfilter(b32, a32, x32)),
+        (S.lfilter([1.0, 2.0], [1.0, -0.5], t32), ss.lfilter([1.0, 2.0], [1.0, -0.5], x32)),
+        (S.lfilter_zi(b32, a32), ss.lfilter_zi(b32, a32)),
+        (S.lfilter_zi([1.0, 2.0], [1.0, -0.5]), ss.lfilter_zi([1.0, 2.0], [1.0, -0.5])),
+        (S.sosfilt(SOS, t32), ss.sosfilt(SOS, x32)),
+        (S.sosfilt(SOS.astype(np.float32), t32), ss.sosfilt(SOS.astype(np.float32), x32)),
+        (S.filtfilt(b32, a32, t32), ss.filtfilt(b32, a32, x32)),
+        (
+            S.resample_poly(t32, 1, 2, window=np.ones(5)),
+            ss.resample_poly(x32, 1, 2, window=np.ones(5)),
+        ),
+    ]
+    for ours, ref in cases:
+        assert str(ours.dtype).removeprefix("torch.") == str(ref.dtype)
+
+
+def test_lfilter_zi_shape_is_checked_not_broadcast():
+    b, a = BUTTER  # order 4
+    x = torch.from_numpy(_x((3, 50)))
+    with pytest.raises(ValueError, match=r"lfilter: `zi` must be of shape \(3, 4\)"):
+        S.lfilter(b, a, x, zi=torch.zeros(4, dtype=torch.float64))  # scipy: too few dims
+    with pytest.raises(ValueError, match=r"lfilter: `zi` must be of shape"):
+        S.lfilter(b, a, x, zi=torch.zeros(3, 5, dtype=torch.float64))  # wrong size: no RuntimeError
+    y, _ = S.lfilter(b, a, x, zi=torch.zeros(1, 4, dtype=torch.float64))  # size 1 broadcasts
+    ref, _ = ss.lfilter(b, a, x.numpy(), zi=np.zeros((1, 4)))
+    np.testing.assert_allclose(_np(y), ref, 1e-10)
+
+
+def test_sosfilt_checks_zi_shape_and_a0():
+    x = torch.from_numpy(_x((3, 15, 3)))
+    bad = SOS.copy()
+    bad[1, 3] = 2.0
+    with pytest.raises(ValueError, match=r"sosfilt: `sos` must be sections whose a0 is 1"):
+        S.sosfilt(bad, x, dim=1)
+    zi = torch.zeros(SOS.shape[0], 3, 3, 2, dtype=torch.float64)  # right: (n, 3, 2, 3)
+    with pytest.raises(ValueError, match=r"sosfilt: `zi` must be of shape \(3, 3, 2, 3\)"):
+        S.sosfilt(SOS, x, dim=1, zi=zi)
+    zi = torch.zeros(SOS.shape[0], 3, 2, 3, dtype=torch.float64)
+    y, zf = S.sosfilt(SOS, x, dim=1, zi=zi)
+    ry, rzf = ss.sosfilt(SOS, x.numpy(), axis=1, zi=zi.numpy())
+    np.testing.assert_allclose(_np(y), ry, 1e-10, 1e-12)
+    np.testing.assert_allclose(_np(zf), rzf, 1e-10, 1e-12)
