@@ -43,7 +43,8 @@ _NORMS: tuple[type, ...] = (nn.LayerNorm, nn.GroupNorm) + (
 
 def _is(module: nn.Module, classes: tuple[type, ...]) -> bool:
     """An instance of one of ``classes`` that runs that class's own ``forward``."""
-    return any(isinstance(module, c) and type(module).forward is c.forward for c in classes)
+    own = type(module).forward
+    return any(isinstance(module, c) and own is getattr(c, "forward", None) for c in classes)
 
 
 def rule_for(module: nn.Module, names: dict[str, str], mode: str) -> LayerRule:
