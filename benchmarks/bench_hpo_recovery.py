@@ -21,7 +21,8 @@ import time
 import optuna
 
 import research_ext.hpo as rh
-from research_ext.hpo._study import OWNER, open_study, recover
+from research_ext.hpo._queue import recover
+from research_ext.hpo._study import OWNER, open_study
 
 STUDY = """
 [study]

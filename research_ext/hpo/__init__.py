@@ -28,11 +28,12 @@ from research_ext.hpo._inspect import (  # noqa: E402
     trials_table,
 )
 from research_ext.hpo._objective import Reporter  # noqa: E402
+from research_ext.hpo._owner_loop import run  # noqa: E402
 from research_ext.hpo._report import SearchPrivacyCost, report, search_privacy_cost  # noqa: E402
-from research_ext.hpo._run import run, worker  # noqa: E402
 from research_ext.hpo._space import ParamSpec, sample_params  # noqa: E402
 from research_ext.hpo._storage import StorageSpec, resolve_storage  # noqa: E402
 from research_ext.hpo._study import StudyHandle, open_study  # noqa: E402
+from research_ext.hpo._worker_loop import worker  # noqa: E402
 
 __all__ = [
     "ParamSpec",

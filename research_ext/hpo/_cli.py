@@ -130,7 +130,7 @@ def _config(args: argparse.Namespace, validate_objective: bool = False):  # type
 
 def _run(args: argparse.Namespace) -> int:
     from research_ext.hpo._inspect import status
-    from research_ext.hpo._run import run
+    from research_ext.hpo._owner_loop import run
 
     if args.verbose:
         logging.basicConfig(level=logging.INFO)
@@ -146,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from research_ext.hpo._run import apply_overrides, worker
+    from research_ext.hpo._worker_loop import apply_overrides, worker
 
     config = _config(args, validate_objective=True)
     if args.overrides:
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     from research_ext.errors import ConfigError, StorageError, StudyFailedError
-    from research_ext.hpo._runner import Terminated
+    from research_ext.hpo._worker_loop import Terminated
 
     parser = _parser()
     try:

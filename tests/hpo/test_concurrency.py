@@ -7,9 +7,10 @@ import optuna
 import pytest
 
 import research_ext.hpo as rh
-from research_ext.hpo import _study
-from research_ext.hpo._runner import _SignalGuard, run_trial
-from research_ext.hpo._study import ENDED, counts, n_done, next_trial, open_study
+from research_ext.hpo import _queue
+from research_ext.hpo._queue import next_trial
+from research_ext.hpo._study import ENDED, counts, n_done, open_study
+from research_ext.hpo._worker_loop import _SignalGuard, run_trial
 from tests.hpo.conftest import write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -24,7 +25,7 @@ def test_two_owners_racing_for_the_last_trial_finish_exactly_n(tmp_path, monkeyp
     guard = _SignalGuard()
     assert run_trial(first, next_trial(first), guard) == "complete"
     stale = counts(first)
-    monkeypatch.setattr(_study, "counts", lambda handle: dict(stale))
+    monkeypatch.setattr(_queue, "counts", lambda handle: dict(stale))
     ids = [next_trial(first), next_trial(second)]
     monkeypatch.undo()
     assert None not in ids and ids[0] != ids[1]

@@ -15,7 +15,8 @@ import pytest
 
 import research_ext.hpo as rh
 from research_ext.hpo._cli import main
-from research_ext.hpo._study import ENDED, OWNER, RETRY_OF, is_alive
+from research_ext.hpo._liveness import is_alive
+from research_ext.hpo._study import ENDED, OWNER, RETRY_OF
 from tests.hpo.conftest import write_study
 
 pytestmark = pytest.mark.slow

@@ -7,16 +7,9 @@ import optuna
 import pytest
 
 import research_ext.hpo as rh
+from research_ext.hpo._queue import pop_ticket, top_up
 from research_ext.hpo._seeding import trial_seed
-from research_ext.hpo._study import (
-    ENDED,
-    OWNER,
-    RETRY_OF,
-    TRIAL_DIR,
-    open_study,
-    pop_ticket,
-    top_up,
-)
+from research_ext.hpo._study import ENDED, OWNER, RETRY_OF, TRIAL_DIR, open_study
 from tests.hpo.conftest import write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

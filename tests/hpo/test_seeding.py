@@ -4,9 +4,10 @@ import optuna
 import pytest
 
 import research_ext.hpo as rh
-from research_ext.hpo._runner import Terminated, _SignalGuard, run_trial
+from research_ext.hpo._queue import next_trial
 from research_ext.hpo._seeding import reseed, trial_seed
-from research_ext.hpo._study import RETRY_OF, next_trial, open_study
+from research_ext.hpo._study import RETRY_OF, open_study
+from research_ext.hpo._worker_loop import Terminated, _SignalGuard, run_trial
 from tests.hpo.conftest import write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,0 +1,374 @@
+"""The ticket queue and crash recovery: exactly ``n_trials`` finished, however many processes.
+
+``run`` tops the study up with *tickets* (empty WAITING trials) for the workers that wait, and
+creates its own trials directly; workers pop tickets (an atomic WAITING -> RUNNING transition),
+and a joined worker that gets none for a while creates trials too. Whoever created or claimed a
+trial, it runs only if :func:`admitted`: fewer than ``n_trials`` live trials precede it, so racing
+processes never finish more than ``n_trials`` (the refused trial is failed as ``surplus``).
+
+A trial that dies (its process killed, its heartbeat stale, SIGTERM, Ctrl-C) is failed once and
+replaced by a WAITING copy with the same parameters and checkpoint directory, which keeps the
+count unchanged; a trial whose objective raised is replaced by a fresh ticket.
+"""
+
+import datetime
+import json
+import pathlib
+import time
+import warnings
+from typing import Any
+
+from research_ext.hpo._liveness import is_alive, process_identity
+from research_ext.hpo._study import (
+    ENDED,
+    HEARTBEAT,
+    IDLE,
+    OWNER,
+    RETRY_OF,
+    RETRY_REASON,
+    TICKET,
+    TRIAL_DIR,
+    StudyHandle,
+    _rdb,
+    counts,
+    n_done,
+)
+
+__all__ = [
+    "admitted",
+    "announce_idle",
+    "new_trial",
+    "next_trial",
+    "on_stale",
+    "pop_ticket",
+    "recover",
+    "requeue",
+    "top_up",
+    "trial_dir",
+]
+
+
+def top_up(handle: StudyHandle, limit: int | None = None) -> int:
+    """Add empty tickets toward finished + running + waiting = ``n_trials``; return how many.
+
+    ``limit`` caps the waiting tickets: Optuna re-reads every unfinished trial on each access, so
+    a short queue keeps the per-trial cost flat. Only one process (``run``) tops a study up.
+    """
+    import optuna
+
+    c = counts(handle)
+    need = handle.n_trials - n_done(c) - c["RUNNING"] - c["WAITING"]
+    if limit is not None:
+        need = min(need, limit - c["WAITING"])
+    for _ in range(max(need, 0)):
+        handle.study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.WAITING, system_attrs={TICKET: True}
+            )
+        )
+    return max(need, 0)
+
+
+def requeue(study: Any, frozen: Any, reason: str, *, same_params: bool = True) -> None:
+    """Add the WAITING replacement of failed trial ``frozen`` (same parameters and directory)."""
+    import optuna
+
+    system_attrs = {
+        TICKET: True,
+        RETRY_OF: frozen.number,
+        RETRY_REASON: reason,
+        TRIAL_DIR: frozen.system_attrs.get(TRIAL_DIR, _trial_dir_name(frozen.number)),
+    }
+    if not same_params:
+        system_attrs.pop(TRIAL_DIR)
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=dict(frozen.params) if same_params else None,
+            distributions=dict(frozen.distributions) if same_params else None,
+            system_attrs=system_attrs,
+        )
+    )
+
+
+def _trial_dir_name(number: int) -> str:
+    return f"trial-{number:05d}"
+
+
+def trial_dir(handle: StudyHandle, frozen: Any) -> pathlib.Path:
+    """The per-trial checkpoint directory (a retried trial inherits its predecessor's)."""
+    name = frozen.system_attrs.get(TRIAL_DIR, _trial_dir_name(frozen.number))
+    return handle.config.trials_dir / name
+
+
+_STALE = [0]  # trials this process failed as stale through Optuna's heartbeat callback
+
+
+def on_stale(study: Any, frozen: Any) -> None:
+    """Re-queue a trial that Optuna's heartbeat check failed as stale (its storage callback)."""
+    _STALE[0] += 1
+    rdb = _rdb(study._storage)
+    if rdb is not None:  # Optuna failed it already: its attributes are closed to the API
+        with rdb.engine.begin() as connection:
+            _put_attr(connection, frozen._trial_id, ENDED, "stale heartbeat")
+    requeue(study, frozen, "stale heartbeat")
+
+
+def _put_attr(connection: Any, trial_id: int, key: str, value: Any) -> None:
+    """Set a trial system attribute in an open RDB transaction (also on a finished trial)."""
+    import sqlalchemy
+
+    params = {"tid": trial_id, "key": key}
+    connection.execute(
+        sqlalchemy.text("DELETE FROM trial_system_attributes WHERE trial_id = :tid AND key = :key"),
+        params,
+    )
+    connection.execute(
+        sqlalchemy.text(
+            "INSERT INTO trial_system_attributes (trial_id, key, value_json) "
+            "VALUES (:tid, :key, :value)"
+        ),
+        {**params, "value": json.dumps(value)},
+    )
+
+
+def announce_idle(handle: StudyHandle, idle: bool = True) -> None:
+    """Tell the process that owns the run that this worker waits for a trial (or no longer)."""
+    me = process_identity()
+    key = f"{IDLE}{me['host']}:{me['pid']}"
+    handle.storage.set_study_system_attr(handle.study_id, key, time.time() if idle else 0.0)
+
+
+def _idle_workers(handle: StudyHandle, window: float = 5.0) -> int:
+    """Workers that announced they wait for a trial in the last ``window`` s (looked up <= 1/s)."""
+    checked, count = handle.idle
+    if time.monotonic() - checked < 1.0:
+        return count
+    now = time.time()
+    attrs = handle.storage.get_study_system_attrs(handle.study_id)
+    count = sum(1 for k, v in attrs.items() if k.startswith(IDLE) and now - float(v) < window)
+    handle.idle = (time.monotonic(), count)
+    return count
+
+
+def next_trial(handle: StudyHandle) -> int | None:
+    """The owning run's next trial: a waiting one, else a new RUNNING trial; ``None`` when done.
+
+    Alone, the owner creates each trial directly (as ``Study.ask`` does), one write per trial.
+    Workers that joined and wait for a trial get tickets, which the owner leaves to them.
+    """
+    idle = _idle_workers(handle)
+    if idle:
+        top_up(handle, limit=idle)
+    c = counts(handle)
+    if n_done(c) >= handle.n_trials:
+        return None
+    if c["WAITING"] and not idle:
+        trial_id = pop_ticket(handle)
+        if trial_id is not None:
+            return trial_id
+        c = counts(handle)
+    return new_trial(handle, c)
+
+
+def new_trial(handle: StudyHandle, c: dict[str, int] | None = None) -> int | None:
+    """A new RUNNING trial of this process, or ``None`` if the study holds enough trials.
+
+    Enough: finished + running + waiting = ``n_trials``. Two processes may both see one missing
+    and both create a trial; :func:`admitted` then refuses the later one.
+    """
+    import optuna
+
+    c = counts(handle) if c is None else c
+    if n_done(c) + c["RUNNING"] + c["WAITING"] >= handle.n_trials:
+        return None
+    template = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.RUNNING, system_attrs={OWNER: process_identity()}
+    )
+    return int(handle.storage.create_new_trial(handle.study_id, template_trial=template))
+
+
+_LIVE = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
+
+
+def admitted(handle: StudyHandle, trial_id: int) -> bool:
+    """Whether trial ``trial_id`` (RUNNING) may run: fewer than ``n_trials`` live trials precede it.
+
+    Live means complete, pruned, running or waiting; precede means a lower trial id. However
+    many processes create or claim trials at once, at most ``n_trials`` finish: the last of any
+    ``n_trials + 1`` live trials sees the others before it (a trial only ever leaves the live
+    states, and ids grow in commit order: SQLite and the journal write one at a time, and on
+    PostgreSQL the count first waits for every transaction still writing a trial). A refused
+    trial is failed as ``surplus`` without running.
+    """
+    rdb = _rdb(handle.storage)
+    if rdb is not None:
+        import sqlalchemy
+
+        states = ", ".join(f"'{state}'" for state in _LIVE)
+        query = sqlalchemy.text(
+            "SELECT COUNT(*) FROM trials WHERE study_id = :sid AND trial_id < :tid "
+            f"AND state IN ({states})"
+        )
+        with rdb.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # waits for writers of trials whose lower ids this count must see
+                connection.execute(sqlalchemy.text("LOCK TABLE trials IN SHARE MODE"))
+            before = connection.execute(query, {"sid": handle.study_id, "tid": trial_id})
+            return int(before.scalar_one()) < handle.n_trials
+    before = sum(
+        1
+        for t in handle.storage.get_all_trials(handle.study_id, deepcopy=False)
+        if t._trial_id < trial_id and t.state.name in _LIVE
+    )
+    return before < handle.n_trials
+
+
+def pop_ticket(handle: StudyHandle) -> int | None:
+    """Atomically take one WAITING trial (WAITING -> RUNNING); its id, or ``None`` if none left.
+
+    On RDB storages the transition is one conditional ``UPDATE ... WHERE state = 'WAITING'``:
+    Optuna's read-then-write is not atomic on SQLite (the driver reads outside a transaction),
+    so two workers could both take the same trial.
+    """
+    import optuna
+
+    rdb = _rdb(handle.storage)
+    if rdb is not None:
+        for trial_id in _ids_in_state(rdb, handle.study_id, "WAITING"):
+            if _claim_sql(rdb, trial_id):
+                # let Optuna's trial cache learn the trial it will write parameters to
+                handle.storage.get_all_trials(
+                    handle.study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+                )
+                return trial_id
+        return None
+    waiting = handle.storage.get_all_trials(
+        handle.study_id, deepcopy=False, states=(optuna.trial.TrialState.WAITING,)
+    )
+    for trial in waiting:
+        trial_id = int(trial._trial_id)
+        try:
+            if handle.storage.set_trial_state_values(
+                trial_id, state=optuna.trial.TrialState.RUNNING
+            ):
+                return trial_id
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def _ids_in_state(rdb: Any, study_id: int, state: str) -> list[int]:
+    import sqlalchemy
+
+    query = sqlalchemy.text(
+        "SELECT trial_id FROM trials WHERE study_id = :sid AND state = :state ORDER BY trial_id"
+    )
+    with rdb.engine.connect() as connection:
+        return [int(r[0]) for r in connection.execute(query, {"sid": study_id, "state": state})]
+
+
+def _running_owners(handle: StudyHandle) -> list[tuple[int, dict[str, Any] | None, float | None]]:
+    """(trial id, owner, last heartbeat or start time) of every RUNNING trial."""
+    import optuna
+
+    rdb = _rdb(handle.storage)
+    if rdb is not None:  # one query instead of loading every unfinished trial
+        import sqlalchemy
+
+        query = sqlalchemy.text(
+            "SELECT t.trial_id, a.value_json FROM trials t LEFT JOIN trial_system_attributes a "
+            "ON a.trial_id = t.trial_id AND a.key = :key "
+            "WHERE t.study_id = :sid AND t.state = 'RUNNING'"
+        )
+        with rdb.engine.connect() as connection:
+            rows = connection.execute(query, {"sid": handle.study_id, "key": OWNER}).fetchall()
+        return [(int(tid), json.loads(value) if value else None, None) for tid, value in rows]
+    out = []
+    for trial in handle.storage.get_all_trials(
+        handle.study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+    ):
+        beat = trial.system_attrs.get(HEARTBEAT)
+        if beat is None and trial.datetime_start is not None:
+            beat = trial.datetime_start.timestamp()
+        out.append((int(trial._trial_id), trial.system_attrs.get(OWNER), beat))
+    return out
+
+
+def _claim_sql(rdb: Any, trial_id: int) -> bool:
+    """WAITING -> RUNNING and the owner recorded, in one transaction (one commit per claim)."""
+    import sqlalchemy
+
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    claim = sqlalchemy.text(
+        "UPDATE trials SET state = 'RUNNING', datetime_start = :now "
+        "WHERE trial_id = :tid AND state = 'WAITING'"
+    )
+    owner = sqlalchemy.text(
+        "INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES (:tid, :key, :value)"
+    )
+    with rdb.engine.begin() as connection:
+        if connection.execute(claim, {"now": now, "tid": trial_id}).rowcount != 1:
+            return False
+        value = json.dumps(process_identity())
+        connection.execute(owner, {"tid": trial_id, "key": OWNER, "value": value})
+        return True
+
+
+def recover(handle: StudyHandle) -> int:
+    """Fail every dead RUNNING trial once and re-queue it with its parameters; return how many.
+
+    A trial is dead when its process on this host is gone (``crashed``: checked first, so the
+    outcome never depends on how long a restart took), or its heartbeat is older than the grace
+    period (``stale heartbeat``: Optuna's RDB heartbeat; ours on the journal). Each dead trial
+    is failed by one atomic RUNNING -> FAIL transition, so however many processes recover at
+    once, it is re-queued once.
+    """
+    import optuna
+
+    recovered = 0
+    now = time.time()
+    for trial_id, owner, beat in _running_owners(handle):
+        alive = is_alive(owner) if owner else None
+        reason = "crashed" if alive is False else None
+        stale = beat is not None and now - float(beat) > handle.config.grace_period
+        if alive is None and handle.spec.kind == "journal" and stale:
+            reason = "stale heartbeat"
+        if reason is None or not _fail_running(handle, trial_id, reason):
+            continue  # alive, or another process recovered it first
+        requeue(handle.study, handle.storage.get_trial(trial_id), reason)
+        recovered += 1
+    if handle.spec.has_native_heartbeat:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            before = _STALE[0]
+            optuna.storages.fail_stale_trials(handle.study)
+            recovered += _STALE[0] - before
+    return recovered
+
+
+def _fail_running(handle: StudyHandle, trial_id: int, reason: str) -> bool:
+    """RUNNING -> FAIL with ``reason`` recorded, atomically; whether this call made it."""
+    import optuna
+
+    rdb = _rdb(handle.storage)
+    if rdb is not None:  # one conditional UPDATE: Optuna's read-then-write races on SQLite
+        import sqlalchemy
+
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        fail = sqlalchemy.text(
+            "UPDATE trials SET state = 'FAIL', datetime_complete = :now "
+            "WHERE trial_id = :tid AND state = 'RUNNING'"
+        )
+        with rdb.engine.begin() as connection:
+            if connection.execute(fail, {"now": now, "tid": trial_id}).rowcount != 1:
+                return False
+            _put_attr(connection, trial_id, ENDED, reason)
+        return True
+    try:
+        handle.storage.set_trial_system_attr(trial_id, ENDED, reason)
+        return bool(
+            handle.storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+        )
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
