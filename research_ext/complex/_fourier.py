@@ -17,6 +17,16 @@ layer is resolution-independent: the same weights act on any grid with at least
 :math:`2m_j - 1` points per dim (:math:`m_j` rfft bins along the last dim of real data), and a
 band-limited input gives the same function sampled on the finer grid.
 
+**The reference FNO keeps one more row.** The original FNO code (Li et al.) keeps
+:math:`2m_j` frequencies along every fully transformed dim, :math:`-m_j, \dots, m_j - 1` (the
+rows ``[:m]`` and ``[-m:]`` of the spectrum, with the unpaired :math:`-m_j`), where the default
+layout here (``modes_layout="symmetric"``) keeps the :math:`2m_j - 1` frequencies
+:math:`|k| < m_j`, a set closed under negation, so a real band-limited input stays band-limited
+and the layer's action does not depend on the grid's parity. ``modes_layout="fno"`` keeps the
+reference's :math:`2m_j` rows instead (the last dim of real data keeps :math:`m_j` rfft bins in
+both layouts), so FNO results and checkpoints carry over: :meth:`load_fno_weights` copies the
+reference's ``weights1``, ``weights2`` (and, in 3-d, ``weights3``, ``weights4``) into the layer.
+
 Weights are complex of the data's precision (complex128 for float64/complex128 data), start
 with Rayleigh magnitudes and uniform phases with :math:`E|W|^2 = 1/(C_{in}C_{out})`, and need no
 tensorly.
@@ -35,7 +45,7 @@ from torch import Tensor, nn
 from research_ext.complex._activations import CGELU
 from research_ext.complex._init import complex_rayleigh_
 from research_ext.complex._layer_checks import complex_dtype_for
-from research_ext.core import check_int, format_message
+from research_ext.core import check_int, check_one_of, format_message
 
 __all__ = ["FNOBlock", "SpectralConv1d", "SpectralConv2d", "SpectralConv3d"]
 
@@ -51,20 +61,26 @@ def _normalise_modes(name: str, n_modes: Any, ndim: int) -> tuple[int, ...]:
     return modes
 
 
-def _keep_low(x: Tensor, dim: int, m: int, full: bool) -> Tensor:
+def _negative(m: int, fno: bool) -> int:
+    """How many negative frequencies a fully transformed dim keeps: m (reference FNO) or m - 1."""
+    return m if fno else m - 1
+
+
+def _keep_low(x: Tensor, dim: int, m: int, full: bool, fno: bool = False) -> Tensor:
     if not full:
         return x.narrow(dim, 0, m)
-    n = x.shape[dim]
-    return torch.cat([x.narrow(dim, 0, m), x.narrow(dim, n - m + 1, m - 1)], dim)
+    n, neg = x.shape[dim], _negative(m, fno)
+    return torch.cat([x.narrow(dim, 0, m), x.narrow(dim, n - neg, neg)], dim)
 
 
-def _zero_fill(y: Tensor, dim: int, m: int, n: int, full: bool) -> Tensor:
+def _zero_fill(y: Tensor, dim: int, m: int, n: int, full: bool, fno: bool = False) -> Tensor:
+    neg = _negative(m, fno) if full else 0
     shape = list(y.shape)
-    shape[dim] = n - (2 * m - 1 if full else m)
+    shape[dim] = n - m - neg
     zeros = y.new_zeros(shape)
     if not full:
         return torch.cat([y, zeros], dim)
-    return torch.cat([y.narrow(dim, 0, m), zeros, y.narrow(dim, m, m - 1)], dim)
+    return torch.cat([y.narrow(dim, 0, m), zeros, y.narrow(dim, m, neg)], dim)
 
 
 class _AbstractSpectralConv(nn.Module):
@@ -76,18 +92,21 @@ class _AbstractSpectralConv(nn.Module):
         out_channels: int,
         n_modes: int | tuple[int, ...],
         *,
+        modes_layout: str = "symmetric",
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        check_one_of(name, "modes_layout", modes_layout, ("symmetric", "fno"))
+        self.modes_layout = modes_layout
         self.in_channels = check_int(name, "in_channels", in_channels, minimum=1)
         self.out_channels = check_int(name, "out_channels", out_channels, minimum=1)
         self.n_modes = _normalise_modes(name, n_modes, self._ndim)
         data_dtype = torch.get_default_dtype() if dtype is None else dtype
         self.complex_data = data_dtype.is_complex
         weight_dtype = complex_dtype_for(name, data_dtype)
-        kept = [2 * m - 1 for m in self.n_modes]
+        kept = [m + _negative(m, modes_layout == "fno") for m in self.n_modes]
         if not self.complex_data:
             kept[-1] = self.n_modes[-1]
         self.weight = nn.Parameter(
@@ -115,7 +134,7 @@ class _AbstractSpectralConv(nn.Module):
             )
         for j, (m, n) in enumerate(zip(self.n_modes, x.shape[2:], strict=True)):
             last_half = j == self._ndim - 1 and not self.complex_data
-            smallest = 2 * m - 2 if last_half else 2 * m - 1
+            smallest = 2 * m - 2 if last_half else m + _negative(m, self.modes_layout == "fno")
             if n < smallest:
                 raise ValueError(
                     f"{name}: `n_modes` must fit the grid (at least {smallest} points along "
@@ -136,18 +155,55 @@ class _AbstractSpectralConv(nn.Module):
         full = [True] * self._ndim
         if not self.complex_data:
             full[-1] = False
+        fno = self.modes_layout == "fno"
         for d, m, f in zip(dims, self.n_modes, full, strict=True):
-            spectrum = _keep_low(spectrum, d, m, f)
+            spectrum = _keep_low(spectrum, d, m, f, fno)
         mixed = torch.einsum("bi...,io...->bo...", spectrum, self.weight)
         for d, m, f, n in zip(dims, self.n_modes, full, sizes, strict=True):
-            mixed = _zero_fill(mixed, d, m, n if f else n // 2 + 1, f)
+            mixed = _zero_fill(mixed, d, m, n if f else n // 2 + 1, f, fno)
         if self.complex_data:
             return torch.fft.ifftn(mixed, dim=dims)
         return torch.fft.irfftn(mixed, s=sizes, dim=dims)
 
+    @torch.no_grad()
+    def load_fno_weights(self, *weights: Tensor) -> None:
+        """Copy the reference FNO's corner weights into this layer (``modes_layout="fno"``).
+
+        The reference FNO code (real data) holds one (C_in, C_out, m_1, ..., m_d) complex tensor
+        per corner of the kept spectrum: ``weights1`` (1-d), ``weights1, weights2`` for the rows
+        ``[:m1]`` and ``[-m1:]`` (2-d), ``weights1..weights4`` for ``[:m1, :m2]``,
+        ``[-m1:, :m2]``, ``[:m1, -m2:]``, ``[-m1:, -m2:]`` (3-d), the last dim always ``[:m_d]``.
+
+        Raises:
+            ValueError: the layer is not ``modes_layout="fno"`` with real data, or the number
+                or shapes of ``weights`` do not match.
+        """
+        name = f"{type(self).__name__}.load_fno_weights"
+        if self.modes_layout != "fno" or self.complex_data:
+            raise ValueError(
+                f"{name}: the layer must have modes_layout='fno' and real data, got "
+                f"modes_layout={self.modes_layout!r}, complex data={self.complex_data}"
+            )
+        count = 2 ** (self._ndim - 1)
+        corner = (self.in_channels, self.out_channels, *self.n_modes)
+        if len(weights) != count or any(tuple(w.shape) != corner for w in weights):
+            got = [tuple(w.shape) for w in weights]
+            raise ValueError(
+                f"{name}: `weights` must be {count} tensors of shape {corner}, got shapes {got}"
+            )
+        # Corner c holds the negative rows of full dim j when bit j of c is set (reference order).
+        for c, w in enumerate(weights):
+            index: list[slice] = [slice(None), slice(None)]
+            for j, m in enumerate(self.n_modes[:-1]):
+                index.append(slice(m, 2 * m) if c >> j & 1 else slice(0, m))
+            self.weight[tuple(index)] = w.to(self.weight.dtype)
+
     def extra_repr(self) -> str:
         kind = "complex" if self.complex_data else "real"
-        return f"{self.in_channels}, {self.out_channels}, n_modes={self.n_modes}, data={kind}"
+        layout = "" if self.modes_layout == "symmetric" else ", modes_layout='fno'"
+        return (
+            f"{self.in_channels}, {self.out_channels}, n_modes={self.n_modes}{layout}, data={kind}"
+        )
 
 
 _SPECTRAL_DOC = r"""{n}-d spectral convolution (Fourier layer) with ``n_modes`` kept per dim.
@@ -159,13 +215,17 @@ Args:
     in_channels: input channels ``C_in``.
     out_channels: output channels ``C_out``.
     n_modes: :math:`m` (int, or a {n}-tuple): frequencies :math:`|k| < m` are kept per dim.
+    modes_layout: "symmetric" (the :math:`2m - 1` frequencies :math:`|k| < m` per fully
+        transformed dim) or "fno" (the reference FNO's :math:`2m`, :math:`-m \le k < m`; see
+        the module docstring and :meth:`load_fno_weights`).
     dtype: the *data* dtype. Real (float32/float64; default ``torch.get_default_dtype()``)
         uses rfft and returns real output; complex (complex64/complex128) uses fft. The weights
         are complex of the same precision.
     device: where the weights live.
 
 Shape: input ``(N, C_in, {spatial})`` of the layer's dtype; output ``(N, C_out, {spatial})``,
-same dtype. Any grid with at least :math:`2m - 1` points per dim works (resolution-independent).
+same dtype. Any grid with at least :math:`2m - 1` points per dim (:math:`2m` with ``modes_layout="fno"``)
+works (resolution-independent).
 
 Raises:
     TypeError: if the input dtype is not the layer's dtype.
@@ -210,6 +270,7 @@ class FNOBlock(nn.Module):
         n_modes: tuple with one :math:`m` per spatial dim (1 to 3 dims); an int means 1-d.
         activation: module applied last; ``None`` picks the default, ``torch.nn.Identity()``
             removes it (e.g. for the final block).
+        modes_layout: "symmetric" or "fno", as for :class:`SpectralConv1d`.
         dtype: data dtype, real or complex, as for :class:`SpectralConv1d`.
         device: where the parameters live.
 
@@ -236,6 +297,7 @@ class FNOBlock(nn.Module):
         n_modes: int | tuple[int, ...],
         *,
         activation: nn.Module | None = None,
+        modes_layout: str = "symmetric",
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
@@ -246,7 +308,9 @@ class FNOBlock(nn.Module):
         data_dtype = torch.get_default_dtype() if dtype is None else dtype
         spectral: Any = {1: SpectralConv1d, 2: SpectralConv2d, 3: SpectralConv3d}[len(modes)]
         conv: Any = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[len(modes)]
-        self.spectral = spectral(channels, channels, modes, dtype=data_dtype, device=device)
+        self.spectral = spectral(
+            channels, channels, modes, modes_layout=modes_layout, dtype=data_dtype, device=device
+        )
         self.pointwise = conv(channels, channels, 1, dtype=data_dtype, device=device)
         if activation is None:
             activation = CGELU() if data_dtype.is_complex else nn.GELU()
