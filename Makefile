@@ -63,6 +63,7 @@ bench: $(STAMP)
 # each module adding its own; every line prints its counts and fails on any failure.
 conformance: $(STAMP)
 	$(BIN)/python -m tests.functional.opinfo_conformance --jobs 2
+	$(BIN)/python -m tests.complex.scipy_conformance_run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
