@@ -59,14 +59,21 @@ def blocks(text: str) -> list[Block]:
 
 def script(page_blocks: list[Block], source: str) -> str:
     """A Python script that writes the page's files and runs its Python blocks in order."""
-    lines = ["import pathlib, sys", "sys.dont_write_bytecode = True", ""]
+    lines = [
+        "import pathlib, sys, time",
+        "sys.dont_write_bytecode = True",
+        "_t0 = time.perf_counter()",
+    ]
     for block in page_blocks:
         if block.title is not None:
             lines.append(
                 f"pathlib.Path({block.title!r}).write_text({block.body!r}, encoding='utf-8')"
             )
         elif block.lang in ("python", "py"):
-            lines.append(f"print('--- {source}, line {block.line}', flush=True)")
+            lines.append(
+                f"print(f'--- {source}, line {block.line} "
+                "({time.perf_counter() - _t0:.1f} s so far)', flush=True)"
+            )
             lines.append(
                 f"exec(compile({block.body!r}, {f'{source}:{block.line}'!r}, 'exec'), globals())"
             )
