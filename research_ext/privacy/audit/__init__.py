@@ -14,7 +14,13 @@ Example:
 """
 
 from research_ext.privacy.audit._audit import AuditResult, audit, plot_audit
-from research_ext.privacy.audit._canaries import Canaries, dirac_canaries, input_canaries
+from research_ext.privacy.audit._canaries import (
+    Canaries,
+    FeatureCanaryModel,
+    dirac_canaries,
+    feature_canaries,
+    input_canaries,
+)
 from research_ext.privacy.audit._estimators import (
     clopper_pearson_epsilon,
     one_run_epsilon,
@@ -24,9 +30,11 @@ from research_ext.privacy.audit._estimators import (
 __all__ = [
     "AuditResult",
     "Canaries",
+    "FeatureCanaryModel",
     "audit",
     "clopper_pearson_epsilon",
     "dirac_canaries",
+    "feature_canaries",
     "input_canaries",
     "one_run_epsilon",
     "one_run_p_value",
