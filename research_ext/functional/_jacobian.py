@@ -82,7 +82,15 @@ def _basis(start: int, stop: int, sizes: Sequence[int], like: Sequence[torch.Ten
 
 
 def _to_real(x: torch.Tensor) -> torch.Tensor:
-    return torch.stack((x.real, x.imag), dim=-1) if x.is_complex() else x
+    # resolve_conj first: a lazy conjugate's imaginary part is a negative view, which vmap
+    # cannot batch (torch.conj, Tensor.conj, ... return them)
+    return torch.view_as_real(x.resolve_conj()) if x.is_complex() else x
+
+
+def _from_real(x: torch.Tensor) -> torch.Tensor:
+    # view_as_complex, not torch.complex(re, im): the latter's backward takes .imag of the
+    # incoming gradient, a negative view (vmap cannot batch it) when that gradient is a conj
+    return torch.view_as_complex(x.contiguous())
 
 
 class _Problem:
@@ -109,8 +117,7 @@ class _Problem:
     def __call__(self, *leaves: torch.Tensor) -> Any:
         """The output leaves (a bare tensor when there is one), plus ``aux`` with has_aux."""
         leaves = tuple(
-            torch.complex(x[..., 0], x[..., 1]) if c else x
-            for x, c in zip(leaves, self.complex_in, strict=False)
+            _from_real(x) if c else x for x, c in zip(leaves, self.complex_in, strict=False)
         )
         diff = leaves[0] if self.in_spec is None else tree_unflatten(list(leaves), self.in_spec)
         diff = diff if self.is_tuple else (diff,)
@@ -344,28 +351,44 @@ def _lean(f, args: tuple, positions: tuple[int, ...], mode: str, cache: OrderedD
         else:
             state = _vjp(call, x)
             chosen = _decide(cache, key, x.numel(), state[0].numel())
-    if chosen == "rev":
-        res: Any = state if state is not None else _vjp(call, x)
-        out, vjp_fn = res[0], res[1]
-        m = out.numel()
-        if m == 0 or x.numel() == 0:  # an empty Jacobian: nothing to batch
-            return out.new_zeros((*out.shape, *x.shape))
-        if m == 1:
-            rows = vjp_fn(torch.ones_like(out))[0].unsqueeze(0)
-        else:
-            eye = torch.eye(m, dtype=out.dtype, device=out.device).view(m, *out.shape)
-            rows = vmap(vjp_fn)(eye)[0]
-        return rows.reshape((*out.shape, *x.shape))
+    if chosen == "fwd":
+        try:
+            return _lean_fwd(call, x)
+        except NotImplementedError as err:
+            if mode != "auto" or not _no_forward_ad(err):
+                raise
+            # an op without a forward-mode formula: reverse mode, from now on
+            key = _signature(args, positions)
+            cache[key] = ("rev", cache[key][1])
+    res: Any = state if state is not None else _vjp(call, x)
+    out, vjp_fn = res[0], res[1]
+    m = out.numel()
+    if m == 0 or x.numel() == 0:  # an empty Jacobian: nothing to batch
+        return out.new_zeros((*out.shape, *x.shape))
+    if m == 1:
+        rows = vjp_fn(torch.ones_like(out))[0].unsqueeze(0)
+    else:
+        eye = torch.eye(m, dtype=out.dtype, device=out.device).view((m, *out.shape))
+        rows = vmap(vjp_fn)(eye)[0]
+    return rows.reshape((*out.shape, *x.shape))
+
+
+def _lean_fwd(call: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     forward_ad_ready()
     n = x.numel()
     if n == 0:  # an empty Jacobian: evaluate once for the output shape
         out = call(x)
         return out.new_zeros((*out.shape, *x.shape))
-    eye = torch.eye(n, dtype=x.dtype, device=x.device).view(n, *x.shape)
+    eye = torch.eye(n, dtype=x.dtype, device=x.device).view((n, *x.shape))
     cols = vmap(lambda t: _jvp(call, (x,), (t,))[1])(eye)
     out_dims = cols.dim() - 1
     cols = cols.reshape((*x.shape, *cols.shape[1:]))
     return cols.movedim(tuple(range(x.dim())), tuple(range(out_dims, out_dims + x.dim())))
+
+
+def _no_forward_ad(err: NotImplementedError) -> bool:
+    """Whether ``err`` is torch's "no forward-mode formula for this op"."""
+    return "forward AD" in str(err) or "forward-mode" in str(err)
 
 
 def _transform(name, f, argnums, mode, chunk_size, has_aux, holomorphic) -> Callable[..., Any]:
@@ -400,7 +423,14 @@ def _transform(name, f, argnums, mode, chunk_size, has_aux, holomorphic) -> Call
         if chosen == "rev":
             result, aux = _rev(problem, chunk_size, state)
         else:
-            result, aux = _fwd(problem, chunk_size, m_hint)
+            try:
+                result, aux = _fwd(problem, chunk_size, m_hint)
+            except NotImplementedError as err:
+                if mode != "auto" or not _no_forward_ad(err):
+                    raise
+                # an op without a forward-mode formula: reverse mode, from now on
+                cache[_signature(args, positions)] = ("rev", m_hint)
+                result, aux = _rev(problem, chunk_size, state)
         return (result, aux) if has_aux else result
 
     jac_fn.__doc__ = f"Jacobian of {getattr(f, '__name__', 'f')} (mode={mode!r})."

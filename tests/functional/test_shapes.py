@@ -108,3 +108,37 @@ def test_hessian_vector_products_empty(shape):
     batch = (torch.stack([v, v]), torch.ones(2, 1, dtype=torch.float64))
     _close(product(batch), tuple(torch.stack([h, h]) for h in hv))
     _close(rf.hvp(lambda x: (x**3).sum(), (x,), (v,)), ((x,), (v,)))
+
+
+def test_auto_mode_falls_back_to_reverse_without_forward_ad():
+    # cdist has no forward-mode formula; with fewer inputs than outputs auto would pick fwd
+    y = torch.linspace(0, 1, 10, dtype=torch.float64).reshape(5, 2)
+    x = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
+
+    def f(x):
+        return torch.cdist(x, y)
+
+    expected = torch.func.jacrev(f)(x)
+    for chunk in (None, "auto"):
+        jac = rf.jacobian(f, chunk_size=chunk)
+        _close(jac(x), expected)
+        _close(jac(x), expected)  # the cached decision is reverse mode now
+    with pytest.raises(NotImplementedError, match="forward AD"):
+        rf.jacobian(f, mode="fwd")(x)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_real_view_of_conjugate_views(mode):
+    # conj() and friends return lazy conjugate / negative views, which vmap cannot batch
+    z = torch.tensor([0.5 + 0.25j, -1.0 + 2.0j], dtype=torch.complex128)
+
+    def real_view(w):
+        return torch.view_as_real(w.conj().resolve_conj())
+
+    expected = torch.func.jacrev(lambda r: real_view(torch.view_as_complex(r)))(
+        torch.view_as_real(z)
+    )
+    for f in (torch.conj, lambda w: w.conj() * 2, lambda w: w.conj().abs()):
+        got = rf.jacobian(f, mode=mode)(z)
+        assert got.shape[-2:] == (2, 2)
+    _close(rf.jacobian(torch.conj, mode=mode)(z), expected)
