@@ -429,7 +429,7 @@ def _transform(name, f, argnums, mode, chunk_size, has_aux, holomorphic) -> Call
                 if mode != "auto" or not _no_forward_ad(err):
                     raise
                 # an op without a forward-mode formula: reverse mode, from now on
-                cache[_signature(args, positions)] = ("rev", m_hint)
+                cache[_signature(args, positions)] = ("rev", m_hint or 0)
                 result, aux = _rev(problem, chunk_size, state)
         return (result, aux) if has_aux else result
 
