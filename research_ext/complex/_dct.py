@@ -25,6 +25,8 @@ def _as_index(value: Any) -> Any:
     """Integer forms scipy takes (numpy integers, 0-d int tensors) as an int; others as given."""
     if value is None or isinstance(value, bool | int) or not hasattr(value, "__index__"):
         return value
+    if getattr(value, "ndim", 0) > 0 and hasattr(value, "tolist"):  # a 1-d numpy array of sizes
+        return tuple(operator.index(v) for v in value.tolist())
     return operator.index(value)
 
 

@@ -256,3 +256,10 @@ def test_sosfilt_checks_zi_shape_and_a0():
     ry, rzf = ss.sosfilt(SOS, x.numpy(), axis=1, zi=zi.numpy())
     np.testing.assert_allclose(_np(y), ry, 1e-10, 1e-12)
     np.testing.assert_allclose(_np(zf), rzf, 1e-10, 1e-12)
+
+
+def test_nd_transforms_take_sizes_and_axes_as_numpy_arrays():
+    x = np.random.default_rng(6).standard_normal((4, 5, 6))
+    s, axes = np.take(x.shape, (0, 2)), np.array([0, 2])
+    ours = F.idctn(torch.from_numpy(x), 2, s, axes)
+    np.testing.assert_allclose(_np(ours), sf.idctn(x, 2, s, axes), RTOL_FLOAT64)
