@@ -246,3 +246,31 @@ def test_distributed_all_reduce_sensitivity_and_noise(tmp_path):
         # the noise is drawn once over the group: std sigma C, as accounted (not sqrt(W) sigma C)
         assert float(result["noise"].std()) == pytest.approx(sigma * c, rel=RTOL_NOISE_STD)
     torch.testing.assert_close(results[0]["noise"], results[1]["noise"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("clipping", "max_grad_norm", "bound"),
+    [("flat", 0.3, 0.3), ("per_layer", {"0": 0.2, "1": 0.5}, math.sqrt(0.29))],
+)
+def test_gradient_noise_std_is_sigma_times_the_sensitivity(clipping, max_grad_norm, bound):
+    sigma = 2.0
+    model = nn.Sequential(nn.Linear(60, 40, bias=False), nn.Linear(40, 40, bias=False)).double()
+    dp = privacy.DPSGD(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        loss_fn=nn.CrossEntropyLoss(),
+        max_grad_norm=max_grad_norm,
+        delta=1e-5,
+        sample_rate=RATE,
+        dataset_size=N_DATA,
+        noise_multiplier=sigma,
+        accountant="rdp",
+        clipping=clipping,
+        generator=torch.Generator().manual_seed(6),
+    )
+    empty = (torch.zeros(0, 60, dtype=torch.float64), torch.zeros(0, dtype=torch.long))
+    dp.step(empty)  # nothing clipped: the released sum is the noise alone
+    noise = torch.cat([p.grad.detach().flatten() for p in model.parameters()])
+    std = float(noise.std()) * dp.expected_batch_size
+    assert std == pytest.approx(sigma * bound, rel=RTOL_NOISE_STD)
+    assert dp.accountant.history == [[sigma, RATE, 1]]
