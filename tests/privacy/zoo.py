@@ -228,6 +228,15 @@ def make_recurrent(name: str, batch: int, g: torch.Generator):
         return Packed(), tokens * (torch.arange(6)[None] < lengths[:, None])
     if name == "cells":
         return Cells(), torch.randn(batch, 4, 4, generator=g)
+    if name == "opacus_dplstm":
+        from opacus.layers import DPLSTM
+
+        rnn = DPLSTM(4, 5, num_layers=2, batch_first=True, bidirectional=True)
+        return Recurrent(rnn), tokens
+    if name == "opacus_dpgru_time_first":
+        from opacus.layers import DPGRU
+
+        return Recurrent(DPGRU(4, 5), time_first=True), tokens
     raise KeyError(name)
 
 
@@ -284,8 +293,9 @@ class Bags(nn.Module):
         return self.head(self.bag(x))
 
 
-#: Entries whose layers only "auto" (falling back per layer) and "vmap" can handle.
-HOOKS_UNSUPPORTED = ("dp_attention_bias_kv",)
+#: Entries whose layers only "auto" (falling back per layer, or to whole-model vmap for
+#: Opacus's recurrent layers, which register each parameter twice) and "vmap" can handle.
+HOOKS_UNSUPPORTED = ("dp_attention_bias_kv", "opacus_dplstm", "opacus_dpgru_time_first")
 
 ZOO = (
     "mlp",
