@@ -329,9 +329,11 @@ def test_api_page_lists_every_public_name(module):
 def test_every_error_class_has_a_page():
     import research_ext.errors as errors
 
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     for name in errors.__all__:
         page = reference.error_page(name)
         assert f"research_ext.errors.{name}" in page
+        assert f"errors/{name}.md" in nav, f"{name}'s page is not in mkdocs.yml's nav"
 
 
 def test_raised_by_finds_real_raise_sites():
