@@ -403,3 +403,20 @@ def test_coming_from_tables_name_real_calls():
                 _resolve(name)
             except (ImportError, AttributeError) as err:
                 pytest.fail(f"coming-from.md names {name!r}, which does not exist: {err}")
+
+
+def test_house_docstrings_render_examples_and_keep_indexing_literal():
+    pytest.importorskip("griffe")
+    import griffe_docstrings
+
+    assert griffe_docstrings._escape_line("X[f, m][0] at `a[0][1]`") == "X[f, m]\\[0] at `a[0][1]`"
+    assert griffe_docstrings._escape_line("    >>> x[0][0]") == "    >>> x[0][0]"
+
+    class Doc:
+        value = "Summary.\n\nExample:\n    >>> eigsh(A)[0][0]\n    5.0\n"
+
+    class Obj:
+        docstring = Doc()
+
+    griffe_docstrings.HouseDocstrings().on_instance(obj=Obj())
+    assert "Examples:\n    >>> eigsh(A)[0][0]" in Obj.docstring.value
