@@ -11,7 +11,7 @@ Recipe for auditing a DP-SGD engine end to end (what the tests run): plant 300
 audit with ``method="one_run"``. Each canary owns a column of a zero-initialised head, so its
 signal is isolated from the data and from the input scaling: on standardised or 1/16-scaled
 digits (sigma 4, rate 0.1, 10 epochs, claimed epsilon 1.08 at delta 1e-5) a noise-off or
-clipping-off engine gives lower bounds of 3.4 to 4.1, a correct one 0.0 to 0.2. Input canaries
+clipping-off engine gives lower bounds of 3.0 to 4.1, a correct one 0.0 to 0.2. Input canaries
 (random inputs and labels, scored by loss) are the black-box audit and far weaker: with the same
 run a noise-off engine gave lower bounds of 1.09 to 1.84 on standardised digits (thin margins)
 and was flagged in 1 of 4 seeds on 1/16-scaled ones. Dirac canaries (:func:`dirac_canaries`) audit an explicit training loop that adds their
