@@ -349,7 +349,11 @@ def _lean(f, args: tuple, positions: tuple[int, ...], mode: str, cache: OrderedD
             chosen = cache[key][0]
             cache.move_to_end(key)
         else:
-            state = _vjp(call, x)
+            try:
+                state = _vjp(call, x)
+            except RuntimeError as err:  # no reverse-mode derivative: forward mode only
+                cache[key] = ("fwd", x.numel())
+                return _forward_or_raise(err, lambda: _lean_fwd(call, x))
             chosen = _decide(cache, key, x.numel(), state[0].numel())
     if chosen == "fwd":
         try:
@@ -386,6 +390,18 @@ def _lean_fwd(call: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> 
     return cols.movedim(tuple(range(x.dim())), tuple(range(out_dims, out_dims + x.dim())))
 
 
+def _forward_or_raise(err: RuntimeError, forward: Callable[[], Any]) -> Any:
+    """``forward()`` for mode="auto" where reverse mode failed, else re-raise ``err``.
+
+    Reverse mode fails where an op is not differentiable in reverse mode with respect to an
+    argument (batch norm's running statistics) or torch.func cannot trace an autograd.Function.
+    """
+    try:
+        return forward()
+    except Exception:
+        raise err from None
+
+
 def _no_forward_ad(err: NotImplementedError) -> bool:
     """Whether ``err`` is torch's "no forward-mode formula for this op"."""
     return "forward AD" in str(err) or "forward-mode" in str(err)
@@ -417,9 +433,15 @@ def _transform(name, f, argnums, mode, chunk_size, has_aux, holomorphic) -> Call
                 chosen, m_hint = cache[key]
                 cache.move_to_end(key)
             else:
-                state = problem.vjp()
+                n = sum(x.numel() for x in problem.leaves)
+                try:
+                    state = problem.vjp()
+                except RuntimeError as err:  # no reverse-mode derivative: forward mode only
+                    cache[key] = ("fwd", n)
+                    result, aux = _forward_or_raise(err, lambda: _fwd(problem, chunk_size, None))
+                    return (result, aux) if has_aux else result
                 m_hint = sum(y.numel() for y in state[0])
-                chosen = _decide(cache, key, sum(x.numel() for x in problem.leaves), m_hint)
+                chosen = _decide(cache, key, n, m_hint)
         if chosen == "rev":
             result, aux = _rev(problem, chunk_size, state)
         else:

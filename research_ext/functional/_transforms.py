@@ -143,6 +143,8 @@ def linearize(f: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tu
     ``jvp_fn`` reuses the graph recorded at ``primals`` (it differentiates the vector-Jacobian
     product :math:`u \mapsto J^\top u`, which is linear in :math:`u`, so its own VJP is
     :math:`t \mapsto J t`); ``f`` is not evaluated again however many tangents are pushed.
+    Where ``f`` has no reverse-mode derivative, or no double-backward formula (torch raises),
+    ``jvp_fn`` takes forward mode instead (``torch.func.jvp``, evaluating ``f`` per call).
     This holds for complex (also non-holomorphic) functions too, since both transposes use
     the same real inner product.
 
@@ -167,13 +169,35 @@ def linearize(f: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tu
     check_callable("linearize", f)
     check_diff_inputs("linearize", primals, tuple(range(len(primals))))
     checked = _checked("linearize", f, has_aux)
-    res: Any = _vjp(checked, *primals, has_aux=has_aux)
-    out, vjp_fn = res[0], res[1]
-    zeros = tree_map(torch.zeros_like, out)
-    transpose = _vjp(vjp_fn, zeros)[1]
+
+    def forward(tangents: tuple[Any, ...]) -> Any:
+        forward_ad_ready()
+        return _jvp(checked, primals, tangents, has_aux=has_aux)
+
+    try:
+        res: Any = _vjp(checked, *primals, has_aux=has_aux)
+        out, vjp_fn = res[0], res[1]
+        zeros = tree_map(torch.zeros_like, out)
+        transpose: Any = _vjp(vjp_fn, zeros)[1]
+    except RuntimeError as err:  # no reverse-mode derivative: forward mode, re-running f
+        res = _or_raise(err, lambda: forward(tuple(tree_map(torch.zeros_like, primals))))
+        out, transpose = res[0], None
 
     def jvp_fn(*tangents: Any) -> Any:
         _check_tangents("linearize", primals, tangents)
-        return transpose(tangents)[0]
+        if transpose is not None:
+            try:
+                return transpose(tangents)[0]
+            except RuntimeError as err:  # no double-backward formula: forward mode
+                return _or_raise(err, lambda: forward(tangents)[1])
+        return forward(tangents)[1]
 
     return (out, jvp_fn, res[2]) if has_aux else (out, jvp_fn)
+
+
+def _or_raise(err: RuntimeError, alternative: Callable[[], Any]) -> Any:
+    """``alternative()``, or ``err`` again if that fails too."""
+    try:
+        return alternative()
+    except Exception:
+        raise err from None

@@ -142,3 +142,43 @@ def test_real_view_of_conjugate_views(mode):
         got = rf.jacobian(f, mode=mode)(z)
         assert got.shape[-2:] == (2, 2)
     _close(rf.jacobian(torch.conj, mode=mode)(z), expected)
+
+
+def test_auto_mode_uses_forward_mode_where_reverse_mode_fails():
+    # batch norm in training mode is not differentiable in reverse mode w.r.t. its running
+    # statistics (torch raises), but forward mode handles them
+    x = torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(3, 4)
+    mean = torch.zeros(4, dtype=torch.float64)
+
+    def f(x, running_mean):
+        var = torch.ones(4, dtype=torch.float64)
+        return torch.native_batch_norm(x, None, None, running_mean, var, True, 0.5, 1e-5)[0]
+
+    expected = torch.func.jacfwd(f, (0, 1))(x, mean)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        torch.func.jacrev(f, (0, 1))(x, mean)
+    for chunk in (None, "auto"):
+        jac = rf.jacobian(f, (0, 1), chunk_size=chunk)
+        _close(jac(x, mean), expected)
+        _close(jac(x, mean), expected)
+    _close(rf.jacobian(lambda m: f(x, m))(mean), expected[1])
+
+
+def test_linearize_takes_forward_mode_where_reverse_mode_fails():
+    x = torch.linspace(-4, 4, 9, dtype=torch.float64)
+    t = torch.linspace(1, 2, 9, dtype=torch.float64)
+    # hardsigmoid has no double-backward formula: the transpose of its VJP fails in torch
+    f = torch.nn.functional.hardsigmoid
+    out, jvp_fn = rf.linearize(f, x)
+    _close(jvp_fn(t), torch.func.jvp(f, (x,), (t,))[1])
+    # batch norm's running statistics: no reverse-mode derivative at all
+    mean = torch.zeros(3, dtype=torch.float64)
+    xb = x.reshape(3, 3)
+
+    def g(m):
+        var = torch.ones(3, dtype=torch.float64)
+        return torch.native_batch_norm(xb, None, None, m, var, True, 0.5, 1e-5)[0]
+
+    out, jvp_fn = rf.linearize(g, mean)
+    _close(out, g(mean))
+    _close(jvp_fn(mean + 1), torch.func.jvp(g, (mean,), (mean + 1,))[1])
