@@ -678,6 +678,7 @@ def executed_notebook(
                 timeout=600,
                 kernel_name="python3",
                 resources={"metadata": {"path": workdir}},
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no TCP-transport notice
             )
             client.execute()
     finally:
