@@ -68,7 +68,8 @@ class StudyConfig:
             for the default SQLite file ``<study file stem>.db`` next to the study file.
         n_trials: the number of finished (complete or pruned) trials the study aims for.
         timeout: seconds after which a run starts no new trial, or ``None``.
-        seed: base seed of the sampler (worker ``k`` uses ``seed + k``), or ``None``.
+        seed: study seed: each trial's sampler draws are seeded from (seed, the trial's
+            sample index), the same on every worker and host; ``None`` for unseeded.
         max_failures: a run stops after this many objective failures.
         heartbeat_interval: seconds between heartbeats of a running trial.
         grace_period: seconds without a heartbeat after which a trial is declared dead.

@@ -176,7 +176,11 @@ def component(
 
 
 def make_sampler(config: "StudyConfig", worker: int = 0) -> Any:
-    """Build the configured sampler; worker ``k`` is seeded with ``seed + k``."""
+    """Build the configured sampler, seeded with the study seed plus ``worker`` (default 0).
+
+    Runs reseed the sampler before every trial from (study seed, sample index) (see
+    ``_seeding.py``), so a trial's draws depend on the trial, never on the worker.
+    """
     import optuna
 
     cls = getattr(optuna.samplers, config.sampler)
