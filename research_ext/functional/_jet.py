@@ -295,17 +295,24 @@ def _apply_linear(func, x: _Jet, rest, kwargs, fallback) -> Any:
 
 
 def _nested_jvp(func, args, kwargs, n: int, fallback: bool) -> Any:
-    """Coefficients of t -> func(x(t)) by n - 1 nested forward-mode derivatives in t."""
+    """Coefficients of t -> func(x(t)) by n - 1 nested forward-mode derivatives in t.
+
+    ``func`` may return a pytree (``frexp``, ``max`` with ``dim``, ...): its floating and complex
+    leaves get series, the others (integer indices, exponents) are returned as they are.
+    """
     leaves, spec = tree_flatten((args, kwargs))
     ref = next(x for x in leaves if isinstance(x, _Jet)).coeffs[0]
 
-    def at(t: torch.Tensor) -> Any:
+    def at_full(t: torch.Tensor) -> Any:
         inner = [
             sum(c * t**k for k, c in enumerate(x.coeffs)) if isinstance(x, _Jet) else x
             for x in leaves
         ]
         a, kw = tree_unflatten(inner, spec)
         return func(*a, **kw)
+
+    def at(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(y for y in tree_flatten(at_full(t))[0] if _differentiable(y))
 
     def lift(g):
         def h(t):
@@ -315,19 +322,28 @@ def _nested_jvp(func, args, kwargs, n: int, fallback: bool) -> Any:
         return h
 
     forward_ad_ready()
+    t0 = torch.zeros((), dtype=ref.real.dtype, device=ref.device)
     stack = lambda t: (at(t),)  # noqa: E731
     for _ in range(n - 1):
         stack = lift(stack)
-    t0 = torch.zeros((), dtype=ref.real.dtype, device=ref.device)
     try:
         derivs = stack(t0)
+        primal_leaves, primal_spec = tree_flatten(at_full(t0))
     except Exception as err:
         raise NotImplementedError(
             f"jet: no Taylor-mode rule for `{getattr(func, '__name__', func)}` and nested jvp "
             f"through it failed: {err}"
         ) from err
-    coeffs = [d / math.factorial(k) for k, d in enumerate(derivs)]
-    return _Jet(coeffs, fallback)
+    series = iter(
+        _Jet([d[i] / math.factorial(k) for k, d in enumerate(derivs)], fallback)
+        for i in range(len(derivs[0]))
+    )
+    out = [next(series) if _differentiable(y) else y for y in primal_leaves]
+    return tree_unflatten(out, primal_spec)
+
+
+def _differentiable(y: Any) -> bool:
+    return isinstance(y, torch.Tensor) and (y.is_floating_point() or y.is_complex())
 
 
 def jet(

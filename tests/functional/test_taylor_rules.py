@@ -192,3 +192,16 @@ def test_rules_reached_for_every_spelling(spelling):
         "unbound": lambda x: torch.Tensor.mul(x, x),
     }[spelling]
     _close(_no_fallback(rf.derivatives(g, ORDER), POINTS), _nested_jvp(g, POINTS, POINTS**0))
+
+
+def test_fallback_through_an_op_with_several_outputs():
+    # frexp returns (mantissa, integer exponent): the series runs through the floating output
+    def f(x):
+        return torch.frexp(x * 3.0)[0] + x
+
+    with pytest.warns(UserWarning, match="falling back"):
+        ours = rf.derivatives(f, ORDER)(POINTS)
+    _close(ours, _nested_jvp(f, POINTS, torch.ones_like(POINTS)))
+    with pytest.warns(UserWarning, match="falling back"):
+        _, ys = rf.jet(lambda x: torch.frexp(x)[1].to(x.dtype), (POINTS,), ([POINTS],))
+    torch.testing.assert_close(ys[0], torch.zeros_like(POINTS))
