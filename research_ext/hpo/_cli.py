@@ -53,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None)
     bar.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every trial")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log every trial, also on a terminal (without a terminal every trial is logged)",
+    )
     p.set_defaults(handler=_run)
 
     p = sub.add_parser("worker", help="join a running study (e.g. from another machine)")
@@ -63,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-when-idle", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--time-left", type=float, help=argparse.SUPPRESS)
     p.add_argument("--overrides", help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help="do not log the trials run")
     p.set_defaults(handler=_worker)
 
     p = sub.add_parser("status", help="trials per state against the target, best so far")
@@ -138,7 +144,12 @@ def _run(args: argparse.Namespace) -> int:
     from research_ext.hpo._study import storage_spec
 
     config = _config(args, validate_objective=True)
-    study = run(config, workers=args.workers, show_progress=args.progress)
+    study = run(
+        config,
+        workers=args.workers,
+        show_progress=args.progress,
+        log_trials=True if args.verbose else None,
+    )
     del study
     checkpoint(storage_spec(config))
     print(status(config))
@@ -156,6 +167,7 @@ def _worker(args: argparse.Namespace) -> int:
         index=args.index,
         exit_when_idle=args.exit_when_idle,
         time_left=args.time_left,
+        log_trials=not args.quiet,
     )
     return 0
 

@@ -23,10 +23,11 @@ import time
 import warnings
 from typing import Any
 
-from research_ext.core import check_int, format_message, progress
+from research_ext.core import check_int, format_message
 from research_ext.errors import StudyFailedError
 from research_ext.hpo._config import StudyConfig
 from research_ext.hpo._liveness import OWNER_ENV
+from research_ext.hpo._progress import RunProgress
 from research_ext.hpo._queue import recover, top_up
 from research_ext.hpo._storage import STORAGE_ENV
 from research_ext.hpo._study import StudyHandle, _rdb, counts, n_done, open_study, resolve_config
@@ -38,34 +39,6 @@ EXIT_TOO_MANY_FAILURES = 3
 EXIT_TERMINATED = 143
 
 
-def _best(handle: StudyHandle) -> str:
-    if handle.config.is_multi_objective:
-        return ""
-    try:
-        return f"best={handle.study.best_value:.4g}"
-    except ValueError:
-        return ""
-
-
-class _Bar:
-    def __init__(self, handle: StudyHandle, enable: bool | None) -> None:
-        self.handle = handle
-        self.bar = progress(
-            total=handle.n_trials, desc=handle.config.name, enable=enable, unit="trial"
-        )
-
-    def update(self, *_: Any) -> None:
-        if self.bar.disable:
-            return
-        self.bar.n = min(n_done(counts(self.handle)), self.handle.n_trials)
-        self.bar.set_postfix_str(_best(self.handle), refresh=False)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        self.update()
-        self.bar.close()
-
-
 def run(
     config: StudyConfig | str | pathlib.Path,
     *,
@@ -75,6 +48,7 @@ def run(
     study_name: str | None = None,
     show_progress: bool | None = None,
     poll_interval: float = 0.5,
+    log_trials: bool | None = None,
 ) -> Any:
     r"""Create or resume the study and run it until it has exactly ``n_trials`` finished trials.
 
@@ -91,6 +65,9 @@ def run(
         study_name: overrides the study's name.
         show_progress: progress bar on/off; ``None`` shows it only on a terminal or notebook.
         poll_interval: seconds between checks while waiting on other processes.
+        log_trials: one line on stderr per trial finished during the run (number, state,
+            values, duration, count, this run's rate); ``None`` logs them when the output is not
+            a terminal and ``show_progress`` is ``None`` (a batch job's log shows progress).
 
     Returns:
         The ``optuna.Study``.
@@ -132,7 +109,7 @@ def run(
             )
         )
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
-    bar = _Bar(handle, show_progress)
+    bar = RunProgress(handle, show_progress=show_progress, log_trials=log_trials)
     try:
         if workers == 1:
             _run_inline(handle, deadline, bar, poll_interval)
@@ -144,10 +121,12 @@ def run(
 
 
 def _run_inline(
-    handle: StudyHandle, deadline: float | None, bar: _Bar, poll_interval: float
+    handle: StudyHandle, deadline: float | None, bar: RunProgress, poll_interval: float
 ) -> None:
     while True:
-        result = work(handle, deadline=deadline, on_trial=bar.update, owner=True)
+        result = work(
+            handle, deadline=deadline, on_trial=lambda *_: bar.poll(force=True), owner=True
+        )
         if result.stopped == "terminated":
             raise Terminated()
         recover(handle)
@@ -175,6 +154,7 @@ def _worker_command(handle: StudyHandle, index: int, deadline: float | None) -> 
         "--index",
         str(index),
         "--exit-when-idle",
+        "--quiet",
     ]
     command += ["--overrides", json.dumps(_overrides(config))]
     if deadline is not None:
@@ -258,7 +238,11 @@ def _spawn(handle: StudyHandle, index: int, deadline: float | None) -> Any:
 
 
 def _run_processes(
-    handle: StudyHandle, workers: int, deadline: float | None, bar: _Bar, poll_interval: float
+    handle: StudyHandle,
+    workers: int,
+    deadline: float | None,
+    bar: RunProgress,
+    poll_interval: float,
 ) -> None:
     procs: list[Any] = []
     crashes, started = 0, 0
@@ -280,7 +264,7 @@ def _run_processes(
                     )
                 recover(handle)
                 c = counts(handle)
-                bar.update()
+                bar.poll()
                 expired = deadline is not None and time.monotonic() >= deadline
                 if n_done(c) >= handle.n_trials or (expired and not procs):
                     break

@@ -257,7 +257,7 @@ def work(
     *,
     deadline: float | None = None,
     wait: bool = False,
-    on_trial: Callable[[str], None] | None = None,
+    on_trial: Callable[[str, int], None] | None = None,
     poll_interval: float = 0.5,
     owner: bool = False,
     announce: bool = True,
@@ -271,7 +271,7 @@ def work(
         deadline: ``time.monotonic()`` value after which no new trial starts.
         wait: keep polling until the study has ``n_trials`` finished trials (other workers'
             trials may be re-queued); otherwise return as soon as no ticket is waiting.
-        on_trial: called with each trial's outcome.
+        on_trial: called with each trial's outcome and trial id once it is told.
         poll_interval: seconds between polls when waiting.
         owner: this process owns the run: it creates the trials (and tickets for other
             workers); other workers only take waiting trials.
@@ -323,7 +323,7 @@ def work(
             outcome = run_trial(handle, trial_id, guard)
             result.ran += 1
             if on_trial is not None:
-                on_trial(outcome)
+                on_trial(outcome, trial_id)
             if outcome in ("interrupted", "terminated"):
                 guard.stop = guard.stop or outcome
                 break
@@ -354,6 +354,7 @@ def worker(
     announce: bool = True,
     owner_pid: int | None = None,
     patience: float = 5.0,
+    log_trials: bool = False,
 ) -> int:
     """Join a study started by :func:`run` (on this or another machine) and run its trials.
 
@@ -373,6 +374,8 @@ def worker(
             ``RESEARCH_EXT_HPO_OWNER`` environment variable, set by ``run``); the worker stops
             within a second of its death. A worker joined by hand has no owner.
         patience: seconds an announced worker waits for a ticket before creating a trial.
+        log_trials: log one line on stderr per trial this worker ran, and a total at its end
+            (``research-ext tune worker`` does; the workers ``run`` starts leave it to ``run``).
 
     Returns:
         The number of trials this worker ran.
@@ -386,15 +389,24 @@ def worker(
     deadline = None if time_left is None else time.monotonic() + time_left
     if owner_pid is None and os.environ.get(OWNER_ENV):
         owner_pid = int(os.environ[OWNER_ENV])
-    result = work(
-        handle,
-        deadline=deadline,
-        wait=not exit_when_idle,
-        poll_interval=poll_interval,
-        announce=announce,
-        owner_pid=owner_pid,
-        patience=patience,
+    from research_ext.hpo._progress import RunProgress
+
+    log = RunProgress(
+        handle, show_progress=False, log_trials=log_trials, prefix=f"worker {index}: "
     )
+    try:
+        result = work(
+            handle,
+            deadline=deadline,
+            wait=not exit_when_idle,
+            poll_interval=poll_interval,
+            announce=announce,
+            owner_pid=owner_pid,
+            patience=patience,
+            on_trial=lambda _, trial_id: log.own(trial_id),
+        )
+    finally:
+        log.close(poll=False)
     if result.stopped == "terminated":
         raise Terminated()
     return result.ran
