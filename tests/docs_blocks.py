@@ -9,7 +9,7 @@ Conventions (docs/index.md states them for writers):
 * A block with a ``title="FILE"`` attribute (```` ```python title="objective.py" ````, or
   ``toml``) is a file the reader saves: it is written to ``FILE`` in that directory, not run.
 * A ```` ```toml ```` block holding a ``[study]`` table is validated as a study file (the
-  objective is not imported).
+  objective is not imported); one titled ``broken_*.toml`` must be refused (``ConfigError``).
 * A ```` ```bash ```` block is checked, not run: each ``make TARGET`` must be a Makefile target,
   each ``research-ext ...``, ``optuna ...``, ``optuna-dashboard ...`` or ``python SCRIPT ...``
   command must exist and accept every ``--flag`` written (read off its ``--help``).

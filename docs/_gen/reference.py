@@ -556,7 +556,9 @@ def raised_by(class_name: str) -> list[str]:
                 ):
                     continue
                 exported = public.get((module, name))
-                if exported and not (method.startswith("._") and method != ".__init__"):
+                if exported and method.startswith("._") and method != ".__init__":
+                    found.add(f"`{exported}` (in one of its private helpers)")
+                elif exported:
                     found.add(f"`{exported}{method.replace('.__init__', '')}`")
                 else:
                     found.add(f"internally, in `{module}`")
@@ -576,7 +578,14 @@ def error_page(class_name: str) -> str:
     import research_ext.errors as errors
 
     cls = getattr(errors, class_name)
-    bases = ", ".join(f"`{b.__name__}`" for b in cls.__mro__[1:] if b is not object)
+    bases = (
+        ", ".join(
+            f"`{b.__name__}`"
+            for b in cls.__mro__[1:]
+            if b not in (object, BaseException, Exception)
+        )
+        or "`Exception`"
+    )
     places = raised_by(class_name)
     notes = ROOT / "docs" / "_snippets" / "errors" / f"{class_name}.md"
     if not notes.is_file():
