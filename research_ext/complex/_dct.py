@@ -1,6 +1,7 @@
 """Public DCT/DST API (scipy.fft's names, arguments and normalizations) over ``_r2r`` kernels."""
 
 import operator
+import textwrap
 from typing import Any
 
 import torch
@@ -126,6 +127,65 @@ def _n_dim(
     return _apply(fn, kind, x, type, sizes, dims, norm_, ortho)
 
 
+_DIFFERENCES = (
+    "Differences from scipy: ``dim`` replaces ``{axis}``; the dtype follows the input (float32 "
+    "stays float32, float16 is computed in float32 as scipy does; complex input is transformed "
+    "part by part and stays complex); integer input raises ``TypeError`` instead of being "
+    "promoted to float64; there is no ``overwrite_x`` or ``workers`` (torch's FFT threading "
+    "applies){type1}. Autograd differentiates it exactly, to any order."
+)
+_TYPE1 = "; a type-I DCT of fewer than 2 points raises ``ValueError`` (scipy: ``RuntimeError``)"
+
+
+def _family_doc(kind: str, *, inverse: bool, multi: bool) -> Any:
+    """Splice the sections every DCT/DST function shares in before its ``Example:``."""
+    which = " whose inverse is taken" if inverse else ""
+    if multi:
+        length = "s: lengths of the transform along ``dim`` (None: the sizes of ``x``)."
+        dims = "dim: the dims to transform (unique; None: all, or the last ``len(s)``)."
+        returns = "Tensor of ``x``'s dtype, with the sizes along ``dim`` replaced by ``s``."
+        errors = (
+            "unknown ``type``/``norm``, repeated dims, or ``s`` and ``dim`` of different\n"
+            "            lengths."
+        )
+    else:
+        length = "n: length of the transform; ``x`` is zero-padded or truncated along ``dim``."
+        dims = "dim: the dim to transform."
+        returns = "Tensor of ``x``'s dtype, with ``x.shape[dim]`` replaced by ``n``."
+        errors = "unknown ``type`` or ``norm``, ``n < 1``, or a ``dim`` out of range."
+    differences = _DIFFERENCES.format(
+        axis="axes" if multi else "axis", type1=_TYPE1 if kind == "dct" else ""
+    )
+    shared = f"""{textwrap.fill(differences, 96, initial_indent="    ", subsequent_indent="    ")}
+
+    Args:
+        x: real or complex tensor (float16, float32, float64, complex64, complex128), any shape.
+        type: the {kind.upper()} type{which} (1, 2, 3 or 4).
+        {length}
+        {dims}
+        norm: None or "backward", "ortho", "forward".
+        orthogonalize: use scipy's orthogonalized variant (None: only with ``norm="ortho"``).
+
+    Returns:
+        {returns} (float16 input gives float32.)
+
+    Raises:
+        TypeError: ``x`` is not a float/complex tensor, or an argument has the wrong type.
+        ValueError: {errors}
+
+"""
+
+    def decorate(fn: Any) -> Any:
+        if fn.__doc__ is None:  # python -OO
+            return fn
+        head, example = fn.__doc__.split("    Example:", 1)
+        fn.__doc__ = f"{head.rstrip()}\n\n{shared}    Example:{example}"
+        return fn
+
+    return decorate
+
+
+@_family_doc("dct", inverse=False, multi=False)
 def dct(
     x: torch.Tensor,
     type: int = 2,
@@ -142,28 +202,6 @@ def dct(
     ``"ortho"`` by the square root of that, and ``orthogonalize`` (default: ``norm == "ortho"``)
     rescales the first/last terms so the matrix is orthogonal.
 
-    Differences from scipy: ``dim`` replaces ``axis``; the dtype follows the input (float32 stays
-    float32; complex input is transformed part by part and stays complex); integer and float16
-    input raise ``TypeError`` instead of being promoted to float64; there is no ``overwrite_x`` or
-    ``workers`` (torch's FFT threading applies); a type-I DCT of fewer than 2 points raises
-    ``ValueError`` (scipy: ``RuntimeError``). Autograd differentiates it exactly, to any order.
-
-    Args:
-        x: real or complex tensor (float32, float64, complex64, complex128), any shape.
-        type: the DCT type, 1, 2, 3 or 4.
-        n: length of the transform; ``x`` is zero-padded or truncated along ``dim`` to ``n``.
-        dim: the dim to transform.
-        norm: None or "backward", "ortho", "forward".
-        orthogonalize: use scipy's orthogonalized variant (None: only with ``norm="ortho"``).
-
-    Returns:
-        Tensor of the same dtype, with ``x.shape[dim]`` replaced by ``n``.
-
-    Raises:
-        TypeError: ``x`` is not a float/complex tensor, or an argument has the wrong type.
-        ValueError: unknown ``type`` or ``norm``, ``n < 1``, fewer than 2 points for type 1, or a
-            ``dim`` out of range.
-
     Example:
         >>> import torch
         >>> dct(torch.tensor([1.0, 1.0, 1.0, 1.0]))
@@ -179,6 +217,7 @@ def dct(
     return _one_dim("dct", "dct", False, x, type, n, dim, norm, orthogonalize)
 
 
+@_family_doc("dct", inverse=True, multi=False)
 def idct(
     x: torch.Tensor,
     type: int = 2,
@@ -193,27 +232,6 @@ def idct(
     inverse of type II is type III divided by 2N (for the default ``norm``), of type I is type I
     divided by 2(N-1), of type III is type II divided by 2N and of type IV is type IV divided by 2N.
 
-    Differences from scipy: ``dim`` replaces ``axis``; the dtype follows the input (float32 stays
-    float32; complex input is transformed part by part and stays complex); integer and float16
-    input raise ``TypeError`` instead of being promoted to float64; there is no ``overwrite_x`` or
-    ``workers`` (torch's FFT threading applies); a type-I DCT of fewer than 2 points raises
-    ``ValueError`` (scipy: ``RuntimeError``). Autograd differentiates it exactly, to any order.
-
-    Args:
-        x: real or complex tensor (float32, float64, complex64, complex128), any shape.
-        type: the DCT type whose inverse is taken, 1, 2, 3 or 4.
-        n: length of the transform (pads or truncates ``x`` along ``dim``).
-        dim: the dim to transform.
-        norm: None or "backward", "ortho", "forward".
-        orthogonalize: use scipy's orthogonalized variant (None: only with ``norm="ortho"``).
-
-    Returns:
-        Tensor of the same dtype, with ``x.shape[dim]`` replaced by ``n``.
-
-    Raises:
-        TypeError: ``x`` is not a float/complex tensor, or an argument has the wrong type.
-        ValueError: unknown ``type`` or ``norm``, ``n < 1``, or a ``dim`` out of range.
-
     Example:
         >>> import torch
         >>> idct(torch.tensor([8.0, 0.0, 0.0, 0.0]))
@@ -222,6 +240,7 @@ def idct(
     return _one_dim("idct", "dct", True, x, type, n, dim, norm, orthogonalize)
 
 
+@_family_doc("dst", inverse=False, multi=False)
 def dst(
     x: torch.Tensor,
     type: int = 2,
@@ -236,26 +255,6 @@ def dst(
     y[k] = 2 sum_n x[n] sin(pi (k + 1)(2n + 1) / (2N)); types I, III and IV follow scipy's
     definitions, and ``norm``/``orthogonalize`` scale as for :func:`dct` (type I uses 2(N+1)).
 
-    Differences from scipy: ``dim`` replaces ``axis``; the dtype follows the input (float32 stays
-    float32; complex input is transformed part by part and stays complex); integer and float16
-    input raise ``TypeError`` instead of being promoted to float64; there is no ``overwrite_x`` or
-    ``workers`` (torch's FFT threading applies). Autograd differentiates it exactly, to any order.
-
-    Args:
-        x: real or complex tensor (float32, float64, complex64, complex128), any shape.
-        type: the DST type, 1, 2, 3 or 4.
-        n: length of the transform (pads or truncates ``x`` along ``dim``).
-        dim: the dim to transform.
-        norm: None or "backward", "ortho", "forward".
-        orthogonalize: use scipy's orthogonalized variant (None: only with ``norm="ortho"``).
-
-    Returns:
-        Tensor of the same dtype, with ``x.shape[dim]`` replaced by ``n``.
-
-    Raises:
-        TypeError: ``x`` is not a float/complex tensor, or an argument has the wrong type.
-        ValueError: unknown ``type`` or ``norm``, ``n < 1``, or a ``dim`` out of range.
-
     Example:
         >>> import torch
         >>> dst(torch.tensor([1.0]), type=1)
@@ -264,6 +263,7 @@ def dst(
     return _one_dim("dst", "dst", False, x, type, n, dim, norm, orthogonalize)
 
 
+@_family_doc("dst", inverse=True, multi=False)
 def idst(
     x: torch.Tensor,
     type: int = 2,
@@ -277,26 +277,6 @@ def idst(
     Torch implementation of `scipy.fft.idst`: ``idst(dst(x, t, norm=m), t, norm=m) == x``, the
     inverse of type II being type III (and of type III type II) with the matching normalization.
 
-    Differences from scipy: ``dim`` replaces ``axis``; the dtype follows the input (float32 stays
-    float32; complex input is transformed part by part and stays complex); integer and float16
-    input raise ``TypeError`` instead of being promoted to float64; there is no ``overwrite_x`` or
-    ``workers`` (torch's FFT threading applies). Autograd differentiates it exactly, to any order.
-
-    Args:
-        x: real or complex tensor (float32, float64, complex64, complex128), any shape.
-        type: the DST type whose inverse is taken, 1, 2, 3 or 4.
-        n: length of the transform (pads or truncates ``x`` along ``dim``).
-        dim: the dim to transform.
-        norm: None or "backward", "ortho", "forward".
-        orthogonalize: use scipy's orthogonalized variant (None: only with ``norm="ortho"``).
-
-    Returns:
-        Tensor of the same dtype, with ``x.shape[dim]`` replaced by ``n``.
-
-    Raises:
-        TypeError: ``x`` is not a float/complex tensor, or an argument has the wrong type.
-        ValueError: unknown ``type`` or ``norm``, ``n < 1``, or a ``dim`` out of range.
-
     Example:
         >>> import torch
         >>> x = torch.randn(5, dtype=torch.float64)
@@ -306,6 +286,7 @@ def idst(
     return _one_dim("idst", "dst", True, x, type, n, dim, norm, orthogonalize)
 
 
+@_family_doc("dct", inverse=False, multi=True)
 def dctn(
     x: torch.Tensor,
     type: int = 2,
@@ -319,25 +300,6 @@ def dctn(
     Torch implementation of `scipy.fft.dctn`. ``s`` gives the transform length along each dim
     (pad/trim); ``dim=None`` means all dims, or the last ``len(s)`` dims when ``s`` is given.
 
-    Differences from scipy: ``dim`` replaces ``axes``; the dtype follows the input; integer and
-    float16 input raise ``TypeError``; no ``overwrite_x``/``workers``. Autograd differentiates it.
-
-    Args:
-        x: real or complex tensor (float32, float64, complex64, complex128), any shape.
-        type: the DCT type, 1, 2, 3 or 4.
-        s: lengths of the transform along ``dim`` (None: the sizes of ``x``).
-        dim: the dims to transform (unique; None: see above).
-        norm: None or "backward", "ortho", "forward".
-        orthogonalize: use scipy's orthogonalized variant (None: only with ``norm="ortho"``).
-
-    Returns:
-        Tensor of the same dtype, with the sizes along ``dim`` replaced by ``s``.
-
-    Raises:
-        TypeError: ``x`` is not a float/complex tensor, or an argument has the wrong type.
-        ValueError: unknown ``type``/``norm``, repeated dims, or ``s`` and ``dim`` of different
-            lengths.
-
     Example:
         >>> import torch
         >>> dctn(torch.ones(2, 2))
@@ -347,6 +309,7 @@ def dctn(
     return _n_dim("dctn", "dct", False, x, type, s, dim, norm, orthogonalize)
 
 
+@_family_doc("dct", inverse=True, multi=True)
 def idctn(
     x: torch.Tensor,
     type: int = 2,
@@ -359,25 +322,6 @@ def idctn(
 
     Torch implementation of `scipy.fft.idctn`; ``idctn(dctn(x, t, norm=m), t, norm=m) == x``.
 
-    Differences from scipy: ``dim`` replaces ``axes``; the dtype follows the input; integer and
-    float16 input raise ``TypeError``; no ``overwrite_x``/``workers``. Autograd differentiates it.
-
-    Args:
-        x: real or complex tensor (float32, float64, complex64, complex128), any shape.
-        type: the DCT type whose inverse is taken, 1, 2, 3 or 4.
-        s: lengths of the transform along ``dim`` (None: the sizes of ``x``).
-        dim: the dims to transform (unique; None: all, or the last ``len(s)``).
-        norm: None or "backward", "ortho", "forward".
-        orthogonalize: use scipy's orthogonalized variant (None: only with ``norm="ortho"``).
-
-    Returns:
-        Tensor of the same dtype, with the sizes along ``dim`` replaced by ``s``.
-
-    Raises:
-        TypeError: ``x`` is not a float/complex tensor, or an argument has the wrong type.
-        ValueError: unknown ``type``/``norm``, repeated dims, or ``s`` and ``dim`` of different
-            lengths.
-
     Example:
         >>> import torch
         >>> idctn(torch.tensor([[16.0, 0.0], [0.0, 0.0]]))
@@ -387,6 +331,7 @@ def idctn(
     return _n_dim("idctn", "dct", True, x, type, s, dim, norm, orthogonalize)
 
 
+@_family_doc("dst", inverse=False, multi=True)
 def dstn(
     x: torch.Tensor,
     type: int = 2,
@@ -399,25 +344,6 @@ def dstn(
 
     Torch implementation of `scipy.fft.dstn`, with ``s``/``dim`` as in :func:`dctn`.
 
-    Differences from scipy: ``dim`` replaces ``axes``; the dtype follows the input; integer and
-    float16 input raise ``TypeError``; no ``overwrite_x``/``workers``. Autograd differentiates it.
-
-    Args:
-        x: real or complex tensor (float32, float64, complex64, complex128), any shape.
-        type: the DST type, 1, 2, 3 or 4.
-        s: lengths of the transform along ``dim`` (None: the sizes of ``x``).
-        dim: the dims to transform (unique; None: all, or the last ``len(s)``).
-        norm: None or "backward", "ortho", "forward".
-        orthogonalize: use scipy's orthogonalized variant (None: only with ``norm="ortho"``).
-
-    Returns:
-        Tensor of the same dtype, with the sizes along ``dim`` replaced by ``s``.
-
-    Raises:
-        TypeError: ``x`` is not a float/complex tensor, or an argument has the wrong type.
-        ValueError: unknown ``type``/``norm``, repeated dims, or ``s`` and ``dim`` of different
-            lengths.
-
     Example:
         >>> import torch
         >>> dstn(torch.ones(1, 1), type=1)
@@ -426,6 +352,7 @@ def dstn(
     return _n_dim("dstn", "dst", False, x, type, s, dim, norm, orthogonalize)
 
 
+@_family_doc("dst", inverse=True, multi=True)
 def idstn(
     x: torch.Tensor,
     type: int = 2,
@@ -437,25 +364,6 @@ def idstn(
     """Multidimensional inverse DST: :func:`idst` along each of ``dim`` in turn.
 
     Torch implementation of `scipy.fft.idstn`; ``idstn(dstn(x, t, norm=m), t, norm=m) == x``.
-
-    Differences from scipy: ``dim`` replaces ``axes``; the dtype follows the input; integer and
-    float16 input raise ``TypeError``; no ``overwrite_x``/``workers``. Autograd differentiates it.
-
-    Args:
-        x: real or complex tensor (float32, float64, complex64, complex128), any shape.
-        type: the DST type whose inverse is taken, 1, 2, 3 or 4.
-        s: lengths of the transform along ``dim`` (None: the sizes of ``x``).
-        dim: the dims to transform (unique; None: all, or the last ``len(s)``).
-        norm: None or "backward", "ortho", "forward".
-        orthogonalize: use scipy's orthogonalized variant (None: only with ``norm="ortho"``).
-
-    Returns:
-        Tensor of the same dtype, with the sizes along ``dim`` replaced by ``s``.
-
-    Raises:
-        TypeError: ``x`` is not a float/complex tensor, or an argument has the wrong type.
-        ValueError: unknown ``type``/``norm``, repeated dims, or ``s`` and ``dim`` of different
-            lengths.
 
     Example:
         >>> import torch
