@@ -83,8 +83,12 @@ def _basis(start: int, stop: int, sizes: Sequence[int], like: Sequence[torch.Ten
 
 def _to_real(x: torch.Tensor) -> torch.Tensor:
     # resolve_conj first: a lazy conjugate's imaginary part is a negative view, which vmap
-    # cannot batch (torch.conj, Tensor.conj, ... return them)
-    return torch.view_as_real(x.resolve_conj()) if x.is_complex() else x
+    # cannot batch (torch.conj, Tensor.conj, ... return them); stack, not view_as_real, whose
+    # backward needs gradients with even strides
+    if not x.is_complex():
+        return x
+    x = x.resolve_conj()
+    return torch.stack((x.real, x.imag), dim=-1)
 
 
 def _from_real(x: torch.Tensor) -> torch.Tensor:
