@@ -299,6 +299,23 @@ def _default(attr: str | None, key: str, table: str) -> str:
     return "none" if value is None else f"`{value}`"
 
 
+def validator_keys() -> dict[str, tuple[str, ...]]:
+    """The validator's table of allowed keys per table (``_KEYS`` in ``hpo/_config.py``).
+
+    Raises:
+        ReferenceDriftError: if the validator no longer has that table.
+    """
+    from research_ext.hpo import _config
+
+    keys = getattr(_config, "_KEYS", None)
+    if not isinstance(keys, dict):
+        raise ReferenceDriftError(
+            "research_ext/hpo/_config.py has no `_KEYS` table of allowed keys any more: point "
+            "docs/_gen/reference.py at whatever lists the study file's keys now"
+        )
+    return keys
+
+
 def check_study_keys() -> None:
     """Fail when the documented keys and the validator's keys differ, or an example is refused.
 
@@ -306,9 +323,8 @@ def check_study_keys() -> None:
         ReferenceDriftError: naming what no longer matches.
     """
     from research_ext.errors import ConfigError
-    from research_ext.hpo import _config
 
-    keys = _config._KEYS
+    keys = validator_keys()
     problems = []
     for table, names in keys.items():
         documented = KEY_DOCS.get(table, {})
@@ -347,11 +363,10 @@ def check_study_keys() -> None:
 
 
 def _rows(table: str, attributes: dict[str, str]) -> Iterator[str]:
-    from research_ext.hpo import _config
 
     yield "| key | type | default | example | what it does |"
     yield "|---|---|---|---|---|"
-    for name in _config._KEYS[table]:
+    for name in validator_keys()[table]:
         doc = KEY_DOCS[table][name]
         what = attributes.get(doc.attr, "") if doc.attr else ""
         parts = (part.rstrip(".") for part in (what, doc.note) if part)
