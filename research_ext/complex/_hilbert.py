@@ -38,7 +38,7 @@ def _weights2(n: int, half: bool, dtype: torch.dtype, device: torch.device) -> t
 def _check_real(fn: str, x: Any) -> torch.Tensor:
     check_real_or_complex(fn, "x", x)
     if x.is_complex():
-        raise TypeError(f"{fn}: `x` must be real, got x.dtype={x.dtype}")
+        raise ValueError(f"{fn}: `x` must be real, got x.dtype={x.dtype}")
     return x
 
 
@@ -62,8 +62,8 @@ def hilbert(x: torch.Tensor, N: int | None = None, dim: int = -1) -> torch.Tenso
         part is ``x`` (padded or truncated) and its imaginary part the Hilbert transform.
 
     Raises:
-        TypeError: ``x`` is complex or not a float tensor; ``N`` is not an int.
-        ValueError: ``N < 1`` or ``dim`` out of range.
+        TypeError: ``x`` is not a float tensor; ``N`` is not an int.
+        ValueError: ``x`` is complex (scipy's ValueError), ``N < 1`` or ``dim`` out of range.
 
     Example:
         >>> import math, torch
@@ -80,10 +80,9 @@ def hilbert(x: torch.Tensor, N: int | None = None, dim: int = -1) -> torch.Tenso
     d = normalize_dim("hilbert", dim, max(x.ndim, 1))
     n = x.shape[d] if N is None else check_int("hilbert", "N", N, minimum=1)
     h = _half_weights(n, x.dtype, x.device)
-    spectrum = torch.fft.rfft(x, n=n, dim=d)
-    shape = [1] * x.ndim
-    shape[d] = -1
-    return torch.fft.ifft(spectrum.mul_(h.view(shape)), n=n, dim=d)
+    # Along the last dim, whatever `dim` is: the same numbers as for the transposed input.
+    spectrum = torch.fft.rfft(x.movedim(d, -1).contiguous(), n=n)
+    return torch.fft.ifft(spectrum.mul_(h), n=n).movedim(-1, d)
 
 
 def hilbert2(
@@ -107,8 +106,9 @@ def hilbert2(
         Complex tensor with the sizes along ``dim`` replaced by ``N``.
 
     Raises:
-        TypeError: ``x`` is complex or not a float tensor.
-        ValueError: ``N`` is not positive, or ``dim`` is not two distinct valid dims.
+        TypeError: ``x`` is not a float tensor.
+        ValueError: ``x`` is complex (scipy's ValueError), ``N`` is not positive, or ``dim`` is
+            not two distinct valid dims.
 
     Example:
         >>> import torch

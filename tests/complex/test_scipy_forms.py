@@ -263,3 +263,10 @@ def test_nd_transforms_take_sizes_and_axes_as_numpy_arrays():
     s, axes = np.take(x.shape, (0, 2)), np.array([0, 2])
     ours = F.idctn(torch.from_numpy(x), 2, s, axes)
     np.testing.assert_allclose(_np(ours), sf.idctn(x, 2, s, axes), RTOL_FLOAT64)
+
+
+def test_hilbert_is_the_same_along_any_dim_and_refuses_complex_with_value_error():
+    a = torch.arange(18, dtype=torch.float64).reshape(3, 6)
+    assert torch.equal(S.hilbert(a.T, dim=0), S.hilbert(a).T)  # scipy checks exact equality
+    with pytest.raises(ValueError, match=r"hilbert: `x` must be real"):
+        S.hilbert(torch.ones(3, dtype=torch.complex128))  # scipy: ValueError
