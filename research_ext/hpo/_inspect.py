@@ -14,6 +14,7 @@ from research_ext.core import check_one_of, format_message
 from research_ext.hpo._config import StudyConfig, load_config
 from research_ext.hpo._study import (
     ENDED,
+    REPLACES,
     RETRY_OF,
     RETRY_REASON,
     StudyHandle,
@@ -136,8 +137,11 @@ def _row(trial: Any, metrics: Sequence[str]) -> dict[str, Any]:
             row[key] = value
     duration = trial.duration
     row["duration_s"] = None if duration is None else round(duration.total_seconds(), 3)
-    if RETRY_OF in trial.system_attrs:
+    if RETRY_OF in trial.system_attrs:  # the same parameters, run again
         row["retry_of"] = trial.system_attrs[RETRY_OF]
+        row["retry_reason"] = trial.system_attrs.get(RETRY_REASON)
+    elif REPLACES in trial.system_attrs:  # fresh parameters in place of a failed trial
+        row["replaces"] = trial.system_attrs[REPLACES]
         row["retry_reason"] = trial.system_attrs.get(RETRY_REASON)
     return row
 
@@ -225,9 +229,17 @@ def pareto_front(study: Any) -> list[dict[str, Any]]:
 
     Returns:
         Rows as :func:`trials_table` returns them.
+
+    Raises:
+        ValueError: if the study has a single objective (its best trial is :func:`best_params`).
     """
     handle = as_handle(study)
     metrics = handle.config.metrics
+    if not handle.config.is_multi_objective:
+        raise ValueError(
+            f"pareto_front: study {handle.config.name!r} has one objective ({metrics[0]}), so "
+            "it has no Pareto front; its best trial is `research-ext tune best`"
+        )
     rows = [_row(t, metrics) for t in handle.study.best_trials]
     return sorted(rows, key=lambda r: r[metrics[0]])
 

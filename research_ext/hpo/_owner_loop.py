@@ -99,6 +99,7 @@ def run(
     config = resolve_config(config, n_trials, storage, study_name)
     check_int("run", "workers", workers, minimum=1)
     handle = open_study(config)
+    handle.store_target()  # status on any host shows this run's target, overrides included
     if workers > 1 and (config.path is None or not handle.spec.shared):
         raise ValueError(
             format_message(

@@ -24,6 +24,7 @@ from research_ext.hpo._study import (
     HEARTBEAT,
     IDLE,
     OWNER,
+    REPLACES,
     RETRY_OF,
     RETRY_REASON,
     TICKET,
@@ -70,17 +71,21 @@ def top_up(handle: StudyHandle, limit: int | None = None) -> int:
 
 
 def requeue(study: Any, frozen: Any, reason: str, *, same_params: bool = True) -> None:
-    """Add the WAITING replacement of failed trial ``frozen`` (same parameters and directory)."""
+    """Add the WAITING replacement of failed trial ``frozen``.
+
+    With ``same_params`` (a trial that died or was stopped) the copy re-runs it: same parameters
+    and directory, ``research_ext:retry_of`` names it. Otherwise (the objective raised) the new
+    trial samples fresh parameters and ``research_ext:replaces`` names the failed trial: it is a
+    replacement, not the same trial again.
+    """
     import optuna
 
-    system_attrs = {
-        TICKET: True,
-        RETRY_OF: frozen.number,
-        RETRY_REASON: reason,
-        TRIAL_DIR: frozen.system_attrs.get(TRIAL_DIR, _trial_dir_name(frozen.number)),
-    }
-    if not same_params:
-        system_attrs.pop(TRIAL_DIR)
+    system_attrs: dict[str, Any] = {TICKET: True, RETRY_REASON: reason}
+    if same_params:
+        system_attrs[RETRY_OF] = frozen.number
+        system_attrs[TRIAL_DIR] = frozen.system_attrs.get(TRIAL_DIR, _trial_dir_name(frozen.number))
+    else:
+        system_attrs[REPLACES] = frozen.number
     study.add_trial(
         optuna.trial.create_trial(
             state=optuna.trial.TrialState.WAITING,

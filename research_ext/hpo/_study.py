@@ -40,6 +40,12 @@ RETRY_OF = PREFIX + "retry_of"  # number of the trial a WAITING copy replaces
 RETRY_REASON = PREFIX + "retry_reason"
 
 
+REPLACES = PREFIX + "replaces"  # number of the failed trial a fresh (re-sampled) trial replaces
+
+
+TARGET = PREFIX + "target"  # study attribute: {"n_trials"} of the last run, overrides included
+
+
 TRIAL_DIR = PREFIX + "trial_dir"
 
 
@@ -59,11 +65,30 @@ class StudyHandle:
     study: Any
     study_id: int
     idle: tuple[float, int] = (-math.inf, 0)  # (monotonic time of the last look, idle workers)
+    target: int | None = None  # n_trials stored in the study by its last run
 
     @property
     def n_trials(self) -> int:
-        """The number of finished trials the study aims for."""
-        return self.config.n_trials
+        """The number of finished trials the study aims for.
+
+        The target the last ``run`` stored in the study (its ``--n-trials`` override included),
+        so every host sees the same; the study file's ``n_trials`` before any run stored one.
+        """
+        return self.config.n_trials if self.target is None else self.target
+
+    def store_target(self) -> None:
+        """Record this configuration's ``n_trials`` in the study (``run`` does, when it starts)."""
+        self.storage.set_study_system_attr(
+            self.study_id, TARGET, {"n_trials": self.config.n_trials}
+        )
+        self.target = self.config.n_trials
+
+
+def _stored_target(storage: Any, study_id: int) -> int | None:
+    stored = storage.get_study_system_attrs(study_id).get(TARGET)
+    if isinstance(stored, dict) and isinstance(stored.get("n_trials"), int):
+        return int(stored["n_trials"])
+    return None
 
 
 def storage_spec(config: StudyConfig) -> StorageSpec:
@@ -169,7 +194,9 @@ def _open_study(config: StudyConfig, create: bool, spec: StorageSpec) -> StudyHa
     study = optuna.load_study(
         study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
     )
-    return StudyHandle(config, spec, storage, study, study_id)
+    handle = StudyHandle(config, spec, storage, study, study_id)
+    handle.target = _stored_target(storage, study_id)
+    return handle
 
 
 def _default_metrics(n: int) -> tuple[str, ...]:

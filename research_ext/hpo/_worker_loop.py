@@ -362,7 +362,8 @@ def worker(
         config: a :class:`StudyConfig` or the path of a study file.
         storage: the shared storage (e.g. ``postgresql://user@host/db``).
         study_name: overrides the study's name.
-        n_trials: overrides the study's target number of finished trials.
+        n_trials: overrides the study's target number of finished trials (default: the target
+            the study's ``run`` stored in it, else the study file's).
         index: this worker's index (names it; sampler seeds depend on the trial, not the worker).
         exit_when_idle: return as soon as no trial is waiting (instead of waiting for the study
             to complete, to pick up re-queued trials).
@@ -386,6 +387,8 @@ def worker(
     """
     config = resolve_config(config, n_trials, storage, study_name)
     handle = open_study(config, create=False)
+    if n_trials is not None:  # else the target the owner's run stored in the study
+        handle.target = n_trials
     deadline = None if time_left is None else time.monotonic() + time_left
     if owner_pid is None and os.environ.get(OWNER_ENV):
         owner_pid = int(os.environ[OWNER_ENV])

@@ -1,10 +1,11 @@
 """Progress when the output is not a terminal: a line per trial, -v, workers, rates on resume."""
 
+import json
 import re
 
 import pytest
 
-from research_ext.hpo import load_config
+from research_ext.hpo import load_config, trials_table
 from research_ext.hpo._cli import main
 from research_ext.hpo._worker_loop import worker
 from tests.hpo.conftest import write_study
@@ -73,8 +74,7 @@ def test_a_worker_reports_the_trials_it_ran(tmp_path, capsys):
     path = write_study(tmp_path, n_trials=2)
     assert main(["run", str(path), "--no-progress"]) == 0
     capsys.readouterr()
-    config = load_config(path, n_trials=4)
-    ran = worker(config, index=3, patience=0.0, poll_interval=0.01, log_trials=True)
+    ran = worker(path, n_trials=4, index=3, patience=0.0, poll_interval=0.01, log_trials=True)
     err = capsys.readouterr().err
     mine = [line for line in err.splitlines() if line.startswith("worker 3: trial ")]
     assert ran == 2 and [line.split()[3] for line in mine] == ["2", "3"]
@@ -82,3 +82,45 @@ def test_a_worker_reports_the_trials_it_ran(tmp_path, capsys):
 
     assert main(["worker", str(path), "--exit-when-idle"]) == 0  # the CLI worker logs too
     assert "worker 0: study 's': 0 trials finished here" in capsys.readouterr().err
+
+
+# --- the study remembers its target -------------------------------------------------------------
+
+
+def test_status_shows_the_target_the_last_run_stored(tmp_path, capsys):
+    path = write_study(tmp_path, n_trials=2)
+    assert main(["run", str(path), "--no-progress"]) == 0
+    assert main(["run", str(path), "--no-progress", "--n-trials", "4"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(path)]) == 0  # no override: the study file still says 2
+    assert "4/4 finished" in capsys.readouterr().out
+    assert main(["status", str(path), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_trials"] == 4
+    # a worker joined with the study file alone aims for the stored target, not the file's 2
+    assert worker(load_config(path), patience=0.0, poll_interval=0.01) == 0
+
+
+def test_pareto_on_one_objective_says_so(tmp_path, capsys):
+    path = write_study(tmp_path, n_trials=2)
+    assert main(["run", str(path), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["pareto", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1
+    assert "one objective" in err and "tune best" in err
+
+
+def test_a_failed_trial_is_replaced_not_retried(tmp_path, capsys):
+    path = write_study(tmp_path, n_trials=4, args="{ fail_above = 0.5 }")
+    main(["run", str(path), "--no-progress"])
+    capsys.readouterr()
+    rows = {r["number"]: r for r in trials_table(path)}
+    replacements = [r for r in rows.values() if "replaces" in r]
+    assert replacements, "the objective fails for x > 0.5: some trial must have been replaced"
+    for row in replacements:
+        assert "retry_of" not in row and row["retry_reason"] == "error"
+        assert rows[row["replaces"]]["state"] == "fail (error)"
+        if row["state"] != "waiting":  # it ran: with parameters of its own
+            assert rows[row["replaces"]]["params.x"] != row["params.x"]
+    assert any(r["state"] != "waiting" for r in replacements)
+    assert all("retry_of" not in r for r in rows.values())  # nothing re-ran the same trial
