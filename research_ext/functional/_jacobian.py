@@ -68,11 +68,14 @@ def _basis(start: int, stop: int, sizes: Sequence[int], like: Sequence[torch.Ten
     dtype = like[0].dtype
     for t in like[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
+    # torch has no eye/fill for complex32: build it in complex64 and cast (exact: 0 and 1)
+    build = torch.complex64 if dtype == torch.complex32 else dtype
     if start == 0 and count == total:
-        eye = torch.eye(total, dtype=dtype, device=like[0].device)
+        eye = torch.eye(total, dtype=build, device=like[0].device)
     else:
-        eye = torch.zeros(count, total, dtype=dtype, device=like[0].device)
+        eye = torch.zeros(count, total, dtype=build, device=like[0].device)
         eye.diagonal(offset=start).fill_(1)
+    eye = eye.to(dtype)
     if len(like) == 1:
         return (eye.view((count, *like[0].shape)),)
     pieces = torch.split(eye, list(sizes), dim=1)

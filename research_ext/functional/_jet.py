@@ -335,7 +335,7 @@ def _nested_jvp(func, args, kwargs, n: int, fallback: bool) -> Any:
             f"through it failed: {err}"
         ) from err
     series = iter(
-        _Jet([d[i] / math.factorial(k) for k, d in enumerate(derivs)], fallback)
+        _Jet([d[i] * (1 / math.factorial(k)) for k, d in enumerate(derivs)], fallback)
         for i in range(len(derivs[0]))
     )
     out = [next(series) if _differentiable(y) else y for y in primal_leaves]
