@@ -212,10 +212,17 @@ def _pareto(args: argparse.Namespace) -> int:
 
 
 def _importance(args: argparse.Namespace) -> int:
-    from research_ext.hpo._inspect import format_rows, importance
+    from research_ext.hpo._importance import EVALUATORS
+    from research_ext.hpo._inspect import format_rows, importance_table
 
-    values = importance(_config(args), evaluator=args.evaluator, metric=args.metric)
-    print(format_rows([{"parameter": k, "importance": v} for k, v in values.items()]))
+    rows = importance_table(_config(args), evaluator=args.evaluator, metric=args.metric)
+    print(format_rows(rows))
+    print(f"\n{EVALUATORS[args.evaluator]}.")
+    if any(r["computed_on"] != "all complete trials" for r in rows):
+        print(
+            "A conditional parameter is ranked on the trials where it exists: its share there, "
+            "not comparable with the others."
+        )
     return 0
 
 

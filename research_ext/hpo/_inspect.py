@@ -4,9 +4,7 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import pathlib
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +29,7 @@ __all__ = [
     "export_best",
     "format_rows",
     "importance",
+    "importance_table",
     "pareto_front",
     "status",
     "trials_table",
@@ -249,6 +248,10 @@ def importance(
 ) -> dict[str, float]:
     """Hyperparameter importances by Optuna's PED-ANOVA or fANOVA evaluator, largest first.
 
+    Each parameter is explained on the trials where it exists (see :func:`importance_table`):
+    the unconditional parameters on all complete trials (their importances sum to 1), each
+    conditional parameter on the trials that have it (its share there).
+
     Args:
         study: a :class:`StudyConfig`, a study file path, or an open handle.
         evaluator: ``"ped_anova"`` (Watanabe et al. 2023) or ``"fanova"`` (Hutter et al. 2014).
@@ -256,12 +259,39 @@ def importance(
         seed: seed of fANOVA's random forest.
 
     Returns:
-        ``{param: importance}``, normalized to sum to 1.
+        ``{param: importance}``.
+
+    Raises:
+        ValueError: for an unknown evaluator or metric, or fewer than two complete trials.
+    """
+    rows = importance_table(study, evaluator=evaluator, metric=metric, seed=seed)
+    return {r["parameter"]: r["importance"] for r in rows if r["importance"] is not None}
+
+
+def importance_table(
+    study: Any, *, evaluator: str = "ped_anova", metric: str | None = None, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Importance rows saying which trials each parameter's importance was computed on.
+
+    Unconditional parameters are ranked together on all complete trials; a conditional parameter
+    on the complete trials where it exists, with the parameters those trials all have (so
+    fANOVA does not drop it, and PED-ANOVA does not credit it with its parent's effect).
+
+    Args:
+        study: a :class:`StudyConfig`, a study file path, or an open handle.
+        evaluator: ``"ped_anova"`` or ``"fanova"``.
+        metric: which objective for a multi-objective study; default the first.
+        seed: seed of fANOVA's random forest.
+
+    Returns:
+        Dicts with ``parameter``, ``importance``, ``trials`` (``"k/n"``) and ``computed_on``.
 
     Raises:
         ValueError: for an unknown evaluator or metric, or fewer than two complete trials.
     """
     import optuna
+
+    from research_ext.hpo._importance import importance_rows
 
     check_one_of("importance", "evaluator", evaluator, ("ped_anova", "fanova"))
     handle = as_handle(study)
@@ -276,24 +306,10 @@ def importance(
                 "importance", "study", "a study with >= 2 complete trials", len(complete)
             )
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # PED-ANOVA warns whenever a target is given; ours is already oriented (see below).
-        warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
-        chosen = (
-            optuna.importance.PedAnovaImportanceEvaluator()
-            if evaluator == "ped_anova"
-            else optuna.importance.FanovaImportanceEvaluator(seed=seed)
-        )
-        # PED-ANOVA explains low values: negate maximized objectives.
-        sign = -1.0 if handle.config.directions[index] == "maximize" else 1.0
-        target = None
-        if handle.config.is_multi_objective or sign < 0:
-            target = lambda t: sign * t.values[index]  # noqa: E731
-        result = optuna.importance.get_param_importances(
-            handle.study, evaluator=chosen, target=target
-        )
-    return {k: float(v) for k, v in result.items() if math.isfinite(v)}
+    # the evaluators explain low values: negate maximized objectives
+    sign = -1.0 if handle.config.directions[index] == "maximize" else 1.0
+    values = [sign * t.values[index] for t in complete]
+    return importance_rows(list(complete), values, evaluator=evaluator, seed=seed)
 
 
 def _toml_value(value: Any) -> str:
