@@ -154,7 +154,8 @@ def hessian_vector_product(f: Callable[..., Any], primals: tuple[Any, ...]) -> H
     The gradient graph is recorded once (``create_graph=True``); every ``hvp_fn(v)`` afterwards
     is one backward pass, about the cost of one gradient. ``hvp_fn(V)`` with a leading batch
     dimension on every tangent leaf (``V`` of shape ``(k, *x.shape)``) returns ``k`` products
-    at once (vectorized over the batch).
+    at once (vectorized over the batch; one at a time where torch's ``is_grads_batched`` cannot
+    batch the double backward, as for ``group_norm``).
 
     Args:
         f: scalar function; ``f(*primals)`` must return a real tensor with one element.
