@@ -10,6 +10,7 @@ from research_ext.privacy._clipping import clip_per_sample
 from research_ext.privacy._distributed import DistributedDPSGD
 from research_ext.privacy._dpsgd import DPSGD
 from research_ext.privacy._noise import add_gaussian_noise
+from research_ext.privacy._own_loop import DPOptimizer, NonDecomposableLossError
 from research_ext.privacy._per_sample import per_sample_grads
 from research_ext.privacy._sampling import PoissonLoader, poisson_loader
 from research_ext.privacy._tuning import tuning_epsilon
@@ -17,8 +18,10 @@ from research_ext.privacy._validate import validate
 from research_ext.privacy.accounting import PrivacyAccountant, epsilon, noise_multiplier_for
 
 __all__ = [
+    "DPOptimizer",
     "DPSGD",
     "DistributedDPSGD",
+    "NonDecomposableLossError",
     "PoissonLoader",
     "PrivacyAccountant",
     "add_gaussian_noise",

@@ -314,11 +314,7 @@ class DPSGD:
                 BatchNorm switched to ``train()``), or a layer cannot be handled by the chosen
                 ``grad_sample_mode`` (the message names it; nothing is changed then).
         """
-        if self.planned_steps is not None and self.steps >= self.planned_steps:
-            raise PrivacyBudgetExceededError(
-                f"DPSGD.step: the noise was calibrated to target_epsilon over {self.planned_steps} "
-                f"steps; step {self.steps + 1} would spend more than the target"
-            )
+        self._check_budget("DPSGD.step")
         self._check_model()
         micro = batch if isinstance(batch, list) else [batch]
         for p in self.params.values():
@@ -329,13 +325,38 @@ class DPSGD:
             _, _, size = split_batch("DPSGD.step", mb)
             if size == 0:
                 continue
-            sq = self.engine.run(mb)
-            factors = clip_factors(sq, self.thresholds, self.clipping)
-            for name, s in self.engine.clipped_sum(factors).items():
-                total[name] = total[name] + s if name in total else s
-            if self.clipping == "adaptive":
-                count = centred_unclipped_count(sq, self.max_grad_norm)
-                unclipped = count if unclipped is None else unclipped + count
+            unclipped = self._clip_into(self.engine.run(mb), total, unclipped)
+        self._finish(total, unclipped)
+
+    # The two pieces below serve both DPSGD.step and the user-loop DPOptimizer.step.
+
+    def _check_budget(self, fn: str) -> None:
+        if self.planned_steps is not None and self.steps >= self.planned_steps:
+            raise PrivacyBudgetExceededError(
+                f"{fn}: the noise was calibrated to target_epsilon over {self.planned_steps} "
+                f"steps; step {self.steps + 1} would spend more than the target"
+            )
+
+    def _clip_into(
+        self,
+        sq: dict[str, torch.Tensor],
+        total: dict[str, torch.Tensor],
+        unclipped: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        """Add a micro-batch's clipped sums (from the engine's last run) to ``total``.
+
+        Returns the adaptive centred count accumulated so far (``None`` unless adaptive).
+        """
+        factors = clip_factors(sq, self.thresholds, self.clipping)
+        for name, s in self.engine.clipped_sum(factors).items():
+            total[name] = total[name] + s if name in total else s
+        if self.clipping == "adaptive":
+            count = centred_unclipped_count(sq, self.max_grad_norm)
+            unclipped = count if unclipped is None else unclipped + count
+        return unclipped
+
+    def _finish(self, total: dict[str, torch.Tensor], unclipped: torch.Tensor | None) -> None:
+        """Noise, the optimizer step, the adaptive update and accounting of one logical step."""
         self._apply(total)
         if self.clipping == "adaptive":
             self._update_clip(unclipped)

@@ -260,9 +260,37 @@ class HookEngine:
 
     def _run(self, batch: Any) -> dict[str, torch.Tensor]:
         args, kwargs, targets, batch_size = unpack_batch("DPSGD.step", batch, self.model)
+        records: dict[str, _Records] = {}
+        undo = self.capture(records)
+        try:
+            with torch.enable_grad():
+                outputs = self.model(*args, **kwargs)
+                loss = summed_loss(self.loss_fn, outputs, targets, batch_size)
+        finally:
+            undo()
+        self.check_unmodified(records)
+        flat = [
+            (name, i, j, out)
+            for name, calls in records.items()
+            for i, (_, _, outs) in enumerate(calls)
+            for j, out in enumerate(outs)
+        ]
+        wanted = [out for *_, out in flat if out.requires_grad]
+        grads = iter(torch.autograd.grad(loss, wanted, allow_unused=True) if wanted else ())
+        by_call: dict[tuple[str, int], list[torch.Tensor | None]] = {}
+        for name, i, _, out in flat:
+            g = next(grads) if out.requires_grad else None
+            by_call.setdefault((name, i), []).append(g)
+        return self.norms(records, by_call, batch_size)
+
+    def capture(self, records: dict[str, "_Records"]) -> Callable[[], None]:
+        """Install the layers' hooks (and patched forwards) that fill ``records`` in a forward.
+
+        Returns the function that removes them. ``DPSGD.step`` wraps its own forward with it;
+        the user-loop ``DPOptimizer`` wraps the user's forward.
+        """
         for rule in self.rules.values():
             rule.used.clear()
-        records: dict[str, _Records] = {}
         handles = []
         patched = []
         for name, rule in self.rules.items():
@@ -286,15 +314,17 @@ class HookEngine:
                     prepend=True,
                 )
             )
-        try:
-            with torch.enable_grad():
-                outputs = self.model(*args, **kwargs)
-                loss = summed_loss(self.loss_fn, outputs, targets, batch_size)
-        finally:
+
+        def undo() -> None:
             for h in handles:
                 h.remove()
             for module in patched:
                 del module.forward
+
+        return undo
+
+    def check_unmodified(self, records: dict[str, "_Records"]) -> None:
+        """Raise a layer failure if a captured input or output was modified in place."""
         for name, calls in records.items():
             if calls.modified():
                 kind = type(self.rules[name].module).__name__
@@ -305,18 +335,18 @@ class HookEngine:
                     f"per-sample gradients need the values it saw: make that operation out of "
                     f"place",
                 )
-        flat = [
-            (name, i, j, out)
-            for name, calls in records.items()
-            for i, (_, _, outs) in enumerate(calls)
-            for j, out in enumerate(outs)
-        ]
-        wanted = [out for *_, out in flat if out.requires_grad]
-        grads = iter(torch.autograd.grad(loss, wanted, allow_unused=True) if wanted else ())
-        by_call: dict[tuple[str, int], list[torch.Tensor | None]] = {}
-        for name, i, _, out in flat:
-            g = next(grads) if out.requires_grad else None
-            by_call.setdefault((name, i), []).append(g)
+
+    def norms(
+        self,
+        records: dict[str, "_Records"],
+        by_call: dict[tuple[str, int], list[torch.Tensor | None]],
+        batch_size: int,
+    ) -> dict[str, torch.Tensor]:
+        """Per-sample squared norms per group from captured calls and their output gradients.
+
+        ``by_call[(layer, i)]`` holds the gradients of the summed loss with respect to the
+        outputs of the layer's i-th call (``None`` where an output did not reach the loss).
+        """
         norms: dict[str, torch.Tensor] = {}
         self._active = []
         for name, calls in records.items():

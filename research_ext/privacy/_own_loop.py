@@ -1,0 +1,495 @@
+r"""DP-SGD in the researcher's own training loop: ``loss.backward()`` then ``optimizer.step()``.
+
+Shape of the API, and why: a wrapped optimizer, :class:`DPOptimizer`. PyTorch training loops
+already end every step with ``loss.backward(); optimizer.step(); optimizer.zero_grad()``, and
+everything around them (learning-rate schedulers, gradient accumulation, callbacks, checkpoint
+code) talks to the optimizer; Opacus made the same choice, so scripts written for it need no
+new idiom. Replacing the optimizer is therefore the one change a script needs; the model stays
+the user's module (hooks are added to it, its class and ``forward`` are untouched), so
+``model(**batch)`` returning its own loss, auxiliary outputs and a scheduler all keep working.
+A separate ``dp.backward(loss)`` would be one more call to forget, and a wrapped model would
+change ``type(model)`` and ``state_dict`` keys.
+
+How a step works: a forward pre-hook on the model installs the engine's layer hooks for the
+duration of the user's forward (those of :class:`DPSGD`'s ``"auto"``, ``"ghost"`` and
+``"materialized"`` modes), and tensor hooks on every captured layer output record the output
+gradients during the user's own ``loss.backward()``: book-keeping needs that one backward.
+Per-sample norms and clipped sums of a micro-batch are computed when its backward has finished
+(at ``optimizer.step()`` or at the next forward), so several forward/backward pairs before one
+``step()`` are one logical step over their union (gradient accumulation). ``step()`` then
+runs the very code :meth:`DPSGD.step` ends with (noise once, ``optimizer.step()``, the adaptive
+clip update, accounting), so both paths are one implementation.
+
+The loss must be a sum or a mean of per-example losses, declared by ``loss_reduction``
+(``"mean"``, torch's default, or ``"sum"``); output gradients are scaled by the micro-batch size
+for ``"mean"``. A second pass, invisible to the user, is made where one-backward book-keeping
+cannot give per-example gradients: whole-model ``vmap`` (tied weights under ``"auto"``, or
+``grad_sample_mode="vmap"``) and ``"auto"``'s per-layer fallback re-run the forward on the
+inputs the model received, with the random state of the user's forward (same dropout masks),
+differentiating :math:`\sum_k \langle y_k, \partial L / \partial y_k\rangle` over the model's
+outputs :math:`y_k`, whose gradients the user's backward produced. That needs every path
+from the parameters to the loss to go through the model's outputs, which is what
+"per-example decomposable" requires anyway.
+
+Checked: on the first logical step (``check_loss="first"``, or every step with ``"always"``),
+the batch gradient the user's backward left in ``p.grad`` must equal the sum of the captured
+per-example gradients; a term whose gradient bypasses the layers (a parameter regulariser such
+as ``lam * w.pow(2).sum()``) is refused with :class:`NonDecomposableLossError`. Not detectable
+this way, since the captured gradients come from the same backward: batch-level terms computed
+from the outputs (e.g. a contrastive loss over the batch), and a ``loss_reduction`` that does
+not match the loss (per-example gradients off by the batch size). Both are the user's
+responsibility, as in Opacus.
+
+Not supported on this path: a layer whose per-sample rule fails inside the forward (attention
+or recurrent layers called in an unsupported way) raises there, in every mode; activation
+checkpointing inside the model (recomputed outputs are not the captured ones).
+"""
+
+import inspect
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from research_ext.core import check_one_of, tree_leaves
+from research_ext.errors import ResearchExtError
+from research_ext.privacy._dpsgd import DPSGD
+from research_ext.privacy._engines import HookEngine, VmapEngine, _LayerFailureError, _Records
+from research_ext.privacy._sampling import PoissonLoader
+from research_ext.privacy._validate import fingerprint
+
+__all__ = ["DPOptimizer", "NonDecomposableLossError"]
+
+LOSS_REDUCTIONS = ("mean", "sum")
+CHECK_LOSS = ("first", "always", "never")
+
+
+class NonDecomposableLossError(ResearchExtError, ValueError):
+    """The loss's batch gradient is not the sum of per-example gradients through the layers."""
+
+
+class _OutputGradLoss:
+    r"""``sum_k w_k <y_k, dL/dy_k>`` over the model's outputs: the replay's loss.
+
+    ``targets`` is ``(grads, indices, scale_batched, scale_scalar)``: the output gradients the
+    user's backward produced, the positions of their outputs among the output tensors, and the
+    weights of batch-dim and scalar outputs.
+    """
+
+    reduction = "sum"
+
+    def __call__(self, outputs: Any, targets: Any) -> torch.Tensor:
+        grads, indices, scale_batched, scale_scalar = targets
+        leaves = [t for t in tree_leaves(outputs) if isinstance(t, torch.Tensor)]
+        total = torch.zeros((), dtype=leaves[0].dtype, device=leaves[0].device)
+        for g, k in zip(grads, indices, strict=True):
+            w = scale_batched if g.ndim > 0 else scale_scalar
+            total = total + (leaves[k] * g).sum() * w
+        return total
+
+
+class _Pending:
+    """One user forward of a logical step: its captured calls and the gradients that arrive."""
+
+    def __init__(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], records: Any, rng: Any
+    ) -> None:
+        self.args, self.kwargs, self.records, self.rng = args, kwargs, records, rng
+        self.batch_size = _batch_size(args, kwargs)
+        self.by_call: dict[tuple[str, int], list[torch.Tensor | None]] = {}
+        self.root: list[torch.Tensor | None] = []
+        self.reached = False  # a gradient arrived
+        self.done = False  # the backward that brought it has finished
+
+    def arrived(self) -> None:
+        if not self.reached:
+            self.reached = True
+
+            def finish() -> None:
+                self.done = True
+
+            # Runs when the backward that reached this forward has finished.
+            torch.autograd.Variable._execution_engine.queue_callback(finish)  # type: ignore[attr-defined]
+
+
+def _batch_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    for t in tree_leaves((args, kwargs)):
+        if isinstance(t, torch.Tensor) and t.ndim > 0:
+            return int(t.shape[0])
+    raise TypeError(
+        f"DPOptimizer: the model's inputs must hold a tensor with a batch dim, got inputs of "
+        f"types {[type(t).__name__ for t in tree_leaves((args, kwargs))]}"
+    )
+
+
+def _rng_state(model: nn.Module) -> tuple[Any, list[Any]]:
+    devices = {p.device for p in model.parameters() if p.device.type == "cuda"}
+    return torch.get_rng_state(), [(d, torch.cuda.get_rng_state(d)) for d in devices]
+
+
+def _set_rng_state(state: tuple[Any, list[Any]]) -> None:
+    torch.set_rng_state(state[0])
+    for device, s in state[1]:
+        torch.cuda.set_rng_state(s, device)
+
+
+def _batch_sum(
+    engine: HookEngine | VmapEngine, sq: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Unclipped sum of the per-sample gradients of the engine's last run, leaving it intact."""
+    if isinstance(engine, VmapEngine):
+        return {n: g.sum(0) for n, g in engine._grads.items()}
+    active = list(engine._active)
+    caches = [dict(rule._cache) for _, rule in active]
+    out = engine.clipped_sum({k: torch.ones_like(v) for k, v in sq.items()})
+    for (_, rule), cache in zip(active, caches, strict=True):
+        rule._cache = cache
+    engine._active = active
+    return out
+
+
+class DPOptimizer(torch.optim.Optimizer):
+    r"""An optimizer whose ``step()`` is a DP-SGD step on the user's own ``loss.backward()``.
+
+    Wraps ``optimizer`` and hooks ``model``; the training loop stays the user's::
+
+        for batch in opt.loader(dataset):
+            loss = loss_fn(model(x), y)       # or model(**batch) returning the loss
+            loss.backward()                   # hooks record what per-sample norms need
+            opt.step()                        # clip, noise once, optimizer step, accounting
+            opt.zero_grad()
+
+    Several ``loss.backward()`` calls (micro-batches) before one ``step()`` form one logical
+    step. The update equals :meth:`DPSGD.step` on the same batch under the same seed, in every
+    ``grad_sample_mode`` and clipping mode (see the module docstring for how the engine
+    works and what it checks). ``state_dict`` / ``save`` / ``load`` are those of the
+    underlying :class:`DPSGD` (model, optimizer, accountant, RNG states: exact resume).
+
+    Args:
+        model: the model the loop calls (its ``forward`` may return the loss).
+        optimizer: any ``torch.optim`` optimizer over the model's parameters.
+        loss_reduction: ``"mean"`` (default) if the loss given to ``backward`` is the mean of
+            the micro-batch's per-example losses, ``"sum"`` if it is their sum.
+        check_loss: compare the user's batch gradient with the sum of per-example gradients on
+            the ``"first"`` logical step (default), on ``"always"``, or ``"never"``.
+        **dpsgd: every keyword of :class:`DPSGD` except ``loss_fn`` (``max_grad_norm``,
+            ``delta``, ``sample_rate``, ``dataset_size``, ``noise_multiplier`` or
+            ``target_epsilon``, ``clipping``, ``grad_sample_mode``, ``generator``, ...).
+
+    Raises:
+        NonDecomposableLossError: from ``step()``, when the check finds a loss term whose
+            gradient bypasses the layers.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+        >>> model = nn.Linear(4, 2)
+        >>> opt = DPOptimizer(model, torch.optim.SGD(model.parameters(), lr=0.5),
+        ...                   max_grad_norm=1.0, delta=1e-5, sample_rate=0.25,
+        ...                   dataset_size=64, noise_multiplier=1.0)
+        >>> for xb, yb in opt.loader((X, y)):
+        ...     nn.functional.cross_entropy(model(xb), yb).backward()
+        ...     opt.step()
+        ...     opt.zero_grad()
+        >>> opt.steps
+        4
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        loss_reduction: str = "mean",
+        check_loss: str = "first",
+        **dpsgd: Any,
+    ) -> None:
+        # The wrapped optimizer owns parameters and state (as in Opacus): no super().__init__.
+        fn = "DPOptimizer"
+        if "loss_fn" in dpsgd:
+            raise TypeError(
+                f"{fn}: `loss_fn` must not be given: the loop computes the loss and calls "
+                f"loss.backward(); declare its reduction with loss_reduction='mean' or 'sum'"
+            )
+        self.loss_reduction = check_one_of(fn, "loss_reduction", loss_reduction, LOSS_REDUCTIONS)
+        self.check_loss = check_one_of(fn, "check_loss", check_loss, CHECK_LOSS)
+        self.original_optimizer = optimizer
+        self.dp = DPSGD(model, optimizer, loss_fn=_OutputGradLoss(), **dpsgd)
+        self.model = model
+        self._pending: list[_Pending] = []
+        self._open: tuple[_Pending, Any] | None = None
+        self._replaying = False
+        self._new_step()
+        self._handles = [
+            model.register_forward_pre_hook(self._pre_hook, with_kwargs=True),
+            model.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True),
+        ]
+        self.dp._fingerprint = fingerprint(model)  # our own hooks are not a change
+
+    # -- the optimizer interface --------------------------------------------------------------
+
+    @property  # type: ignore[override]
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        """The wrapped optimizer's parameter groups (schedulers change its learning rate)."""
+        return self.original_optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        self.original_optimizer.param_groups = value
+
+    @property  # type: ignore[override]
+    def state(self) -> Any:  # type: ignore[override]
+        """The wrapped optimizer's state."""
+        return self.original_optimizer.state
+
+    @property  # type: ignore[override]
+    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        """The wrapped optimizer's defaults."""
+        return self.original_optimizer.defaults
+
+    def __repr__(self) -> str:
+        return f"DPOptimizer({self.original_optimizer!r})"
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the parameters' gradients (the wrapped optimizer's ``zero_grad``)."""
+        self.original_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        """One logical DP-SGD step over the micro-batches backpropagated since the last one.
+
+        Returns:
+            The closure's loss when a ``closure`` (forward and backward) is given, else None.
+
+        Raises:
+            PrivacyBudgetExceededError: as :meth:`DPSGD.step` (nothing is changed then).
+            NonDecomposableLossError: when the loss check fails (nothing is changed then).
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.dp._check_budget("DPOptimizer.step")
+        self._flush(all_done=True)
+        if self._check_now():
+            self._verify()
+        total, unclipped = self._total, self._unclipped
+        self._new_step()
+        self.dp._finish(total, unclipped)
+        self._checked = True
+        return loss
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Not supported: DP-SGD's parameter set is fixed when it is built."""
+        raise NotImplementedError(
+            "DPOptimizer.add_param_group: parameters cannot be added to a private optimizer; "
+            "build a new one"
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """:meth:`DPSGD.state_dict`: model, optimizer, accountant and RNG states."""
+        return self.dp.state_dict()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
+        """Restore a :meth:`state_dict` (see :meth:`DPSGD.load_state_dict`)."""
+        self._pending, self._open = [], None
+        self._new_step()
+        self.dp.load_state_dict(state_dict)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """:meth:`DPSGD.save`."""
+        self.dp.save(path)
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """:meth:`DPSGD.load`."""
+        self._pending, self._open = [], None
+        self._new_step()
+        self.dp.load(path)
+
+    # -- DP-SGD's views -----------------------------------------------------------------------
+
+    def loader(
+        self, dataset: Any, *, max_physical_batch_size: int | None = None, steps: int | None = None
+    ) -> PoissonLoader:
+        """:meth:`DPSGD.loader`: Poisson batches at this run's sample rate, checkpointed."""
+        return self.dp.loader(dataset, max_physical_batch_size=max_physical_batch_size, steps=steps)
+
+    def epsilon(self, delta: float | None = None) -> float:
+        """Epsilon spent so far (see :meth:`DPSGD.epsilon`)."""
+        return self.dp.epsilon(delta)
+
+    @property
+    def steps(self) -> int:
+        """Logical steps taken so far."""
+        return self.dp.steps
+
+    @property
+    def plan(self) -> dict[str, str]:
+        """How each layer's per-sample gradients are computed (see :attr:`DPSGD.plan`)."""
+        return self.dp.plan
+
+    @property
+    def noise_multiplier(self) -> float:
+        """The noise multiplier sigma (given or calibrated)."""
+        return self.dp.noise_multiplier
+
+    @property
+    def max_grad_norm(self) -> float:
+        """The current clipping norm."""
+        return self.dp.max_grad_norm
+
+    def detach(self) -> None:
+        """Remove this optimizer's hooks from the model (the model trains non-privately then)."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def _new_step(self) -> None:
+        self._total: dict[str, torch.Tensor] = {}
+        self._unclipped: torch.Tensor | None = None
+        self._batch_total: dict[str, torch.Tensor] = {}
+        self._micro = 0
+        if not hasattr(self, "_checked"):
+            self._checked = False
+
+    def _check_now(self) -> bool:
+        return self.check_loss == "always" or (self.check_loss == "first" and not self._checked)
+
+    def _pre_hook(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+        if self._replaying or not torch.is_grad_enabled():
+            return
+        self._flush(all_done=False)
+        if self._micro == 0 and not self._pending:
+            self.dp._check_model()  # may rebuild the engine; nothing is captured yet
+        engine = self.dp.engine
+        records: dict[str, _Records] = {}
+        undo = engine.capture(records) if isinstance(engine, HookEngine) else None
+        pending = _Pending(args, kwargs, records, _rng_state(module))
+        self._open = (pending, undo)
+
+    def _post_hook(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        if self._open is None or self._replaying:
+            return
+        pending, undo = self._open
+        self._open = None
+        if undo is not None:
+            undo()
+        if output is None:
+            return  # the forward raised
+        pending.args, pending.kwargs = args, kwargs
+        scale = float(pending.batch_size) if self.loss_reduction == "mean" else 1.0
+        for name, calls in pending.records.items():
+            for i, (_, _, outs) in enumerate(calls):
+                slot: list[torch.Tensor | None] = [None] * len(outs)
+                pending.by_call[(name, i)] = slot
+                for j, out in enumerate(outs):
+                    if out.requires_grad:
+                        out.register_hook(self._store(pending, slot, j, scale))
+        leaves = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
+        pending.root = [None] * len(leaves)
+        for k, t in enumerate(leaves):
+            if t.requires_grad:
+                t.register_hook(self._store(pending, pending.root, k, 1.0))
+        self._pending.append(pending)
+
+    @staticmethod
+    def _store(pending: _Pending, slot: list[torch.Tensor | None], j: int, scale: float) -> Any:
+        def hook(grad: torch.Tensor) -> None:
+            slot[j] = grad if scale == 1.0 else grad * scale
+            pending.arrived()
+
+        return hook
+
+    # -- per-sample work -----------------------------------------------------------------------
+
+    def _flush(self, all_done: bool) -> None:
+        """Clip the micro-batches whose backward has finished; drop forwards never reached."""
+        keep = []
+        for pending in self._pending:
+            if pending.done:
+                self._process(pending)
+            elif not all_done:
+                keep.append(pending)
+        self._pending = keep
+
+    def _process(self, pending: _Pending) -> None:
+        engine = self.dp.engine
+        sq = None
+        if isinstance(engine, HookEngine):
+            try:
+                engine.check_unmodified(pending.records)
+                sq = engine.norms(pending.records, pending.by_call, pending.batch_size)
+            except _LayerFailureError:
+                sq = None  # the engine's own run falls back (auto) or names the layer
+        if sq is None:
+            sq = self._replay(pending, engine)
+        pending.records, pending.by_call = {}, {}
+        if self._check_now():
+            scale = pending.batch_size if self.loss_reduction == "mean" else 1
+            for name, s in _batch_sum(engine, sq).items():
+                s = s / scale
+                self._batch_total[name] = (
+                    self._batch_total[name] + s if name in self._batch_total else s
+                )
+        self._unclipped = self.dp._clip_into(sq, self._total, self._unclipped)
+        self._micro += 1
+
+    def _replay(
+        self, pending: _Pending, engine: HookEngine | VmapEngine
+    ) -> dict[str, torch.Tensor]:
+        """The engine's own forward and backward on the captured inputs (see module docstring)."""
+        grads = [g for g in pending.root if g is not None]
+        indices = [k for k, g in enumerate(pending.root) if g is not None]
+        scale = float(pending.batch_size) if self.loss_reduction == "mean" else 1.0
+        targets = (grads, indices, scale, 1.0 if isinstance(engine, VmapEngine) else scale)
+        inputs = _inputs(self.model, pending.args, pending.kwargs)
+        now = _rng_state(self.model)
+        _set_rng_state(pending.rng)
+        self._replaying = True
+        try:
+            return engine.run((inputs, targets))
+        finally:
+            self._replaying = False
+            _set_rng_state(now)
+
+    @torch.no_grad()
+    def _verify(self) -> None:
+        diffs: dict[str, float] = {}
+        size = 0.0
+        for name, p in self.dp.params.items():
+            user, ours = p.grad, self._batch_total.get(name)
+            if user is None and ours is None:
+                continue
+            u = torch.zeros_like(p) if user is None else user
+            o = torch.zeros_like(p) if ours is None else ours.to(p.dtype)
+            diffs[name] = float((u - o).norm())
+            size = max(size, float(u.norm()), float(o.norm()))
+        # Relative to the largest parameter gradient: a parameter whose gradient is zero in
+        # exact arithmetic (a bias before a normalisation) differs only by rounding.
+        where = max(diffs, key=lambda k: diffs[k], default="")
+        worst = diffs.get(where, 0.0) / max(size, 1e-30)
+        dtype = next(iter(self.dp.params.values())).dtype if self.dp.params else torch.float64
+        tol = 1e-6 if dtype == torch.float64 else 1e-3
+        if worst > tol or math.isnan(worst):
+            raise NonDecomposableLossError(
+                f"DPOptimizer.step: the batch gradient of the loss is not the sum of the "
+                f"per-example gradients through the model's layers (parameter `{where}`, "
+                f"difference {worst:.3g} relative to the largest gradient); a loss term whose "
+                f"gradient bypasses the layers (e.g. a parameter regulariser: use the "
+                f"optimizer's weight_decay) cannot be privatised per example; or gradients "
+                f"were left from an earlier step (call zero_grad() after step())"
+            )
+
+
+def _inputs(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The captured call as batch inputs: positional, keyword, or both bound to keywords."""
+    if not kwargs:
+        return tuple(args)
+    if not args:
+        return dict(kwargs)
+    bound = inspect.signature(model.forward).bind(*args, **kwargs)
+    return dict(bound.arguments)
