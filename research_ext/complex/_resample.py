@@ -7,6 +7,7 @@ designed on the host by ``scipy.signal.firwin`` (a cheap constructor), and keeps
 """
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -129,7 +130,12 @@ def resample(
     y = y.movedim(-1, d)
     if t is None:
         return y
-    t = torch.as_tensor(t)
+    # scipy's times are float64 whatever t holds (a list of ints, say); a float tensor keeps its dtype.
+    t = (
+        t
+        if isinstance(t, torch.Tensor) and t.is_floating_point()
+        else torch.from_numpy(np.asarray(t, dtype=np.float64))
+    )
     return y, t[0] + (t[1] - t[0]) * (n_x / num) * torch.arange(num, device=t.device, dtype=t.dtype)
 
 
@@ -189,8 +195,9 @@ def resample_poly(
         Tensor with ceil(n * up / down) samples along ``dim``.
 
     Raises:
-        TypeError: ``x`` is not a float/complex tensor or ``up``/``down`` not ints.
-        ValueError: ``up`` or ``down`` < 1, taps not 1-D, unknown ``padtype``.
+        TypeError: ``x`` is not a float/complex tensor.
+        ValueError: ``up`` or ``down`` not a positive integer (scipy's ValueError), taps not 1-D,
+            unknown ``padtype``.
         NotImplementedError: an edge-extension ``padtype`` or a non-zero ``cval``.
 
     Example:
@@ -202,8 +209,10 @@ def resample_poly(
 
     fn = "resample_poly"
     check_real_or_complex(fn, "x", x)
-    check_int(fn, "up", up, minimum=1)
-    check_int(fn, "down", down, minimum=1)
+    for name, value in (("up", up), ("down", down)):  # scipy: ValueError for 1.3 or "yo" too
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(format_message(fn, name, "a positive int", value))
+    up, down = int(up), int(down)
     modes = ("constant", "mean", "median", "minimum", "maximum")
     edge = (
         "line",

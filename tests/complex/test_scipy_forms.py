@@ -270,3 +270,14 @@ def test_hilbert_is_the_same_along_any_dim_and_refuses_complex_with_value_error(
     assert torch.equal(S.hilbert(a.T, dim=0), S.hilbert(a).T)  # scipy checks exact equality
     with pytest.raises(ValueError, match=r"hilbert: `x` must be real"):
         S.hilbert(torch.ones(3, dtype=torch.complex128))  # scipy: ValueError
+
+
+def test_resample_times_are_float64_and_bad_rates_raise_value_error():
+    y, t = S.resample(torch.ones(6, dtype=torch.float64), 3, t=[10, 12])
+    ry, rt = ss.resample(np.ones(6), 3, t=[10, 12])
+    assert t.dtype == torch.float64 and rt.dtype == np.float64
+    np.testing.assert_allclose(_np(t), rt)
+    x = torch.arange(16, dtype=torch.float64)
+    for up, down in (("yo", 1), (1.3, 2), (2, 1.3), (1, 0)):
+        with pytest.raises(ValueError, match=r"resample_poly: `(up|down)` must be a positive int"):
+            S.resample_poly(x, up, down)
