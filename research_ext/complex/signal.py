@@ -6,7 +6,10 @@ estimation (``periodogram``, ``welch``, ``csd``, ``coherence``, ``spectrogram``,
 ``istft``), windows (``get_window``), chirp z-transforms (``czt``, ``zoom_fft``), resampling
 (``resample``, ``resample_poly``) and IIR filtering (``lfilter``, ``lfilter_zi``, ``lfiltic``,
 ``sosfilt``, ``sosfilt_zi``, ``sosfiltfilt``, ``filtfilt``). Names, positional order and semantics follow scipy, with
-``dim=`` for ``axis=``; results are tensors whose dtype follows the input.
+``dim=`` for ``axis=``; results are tensors whose dtype follows the input (for the IIR filters,
+the input and the coefficients together, as scipy's; windows are float64 unless asked).
+The deliberate differences from scipy, as measured by scipy's own test modules, are listed in
+``docs/complex_scipy_deviations.md``.
 
 Example:
     >>> import torch
