@@ -197,7 +197,8 @@ class RunProgress:
             print(
                 f"{self.prefix}study {self.handle.config.name!r}: {self.finished_here} trials "
                 f"finished here{failed} in {elapsed:.1f} s "
-                f"({self.rate():.2g} trial/s) | {self._summary(n_done(counts(self.handle)))}",
+                f"({self.rate():.2g} trial/s); {n_done(counts(self.handle))}/"
+                f"{self.handle.n_trials} finished",
                 file=sys.stderr,
                 flush=True,
             )

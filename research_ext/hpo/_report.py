@@ -1,9 +1,10 @@
 """``report``: a self-contained Markdown + HTML page with PNG plots of a study.
 
-Plots are Optuna's matplotlib visualizations (history, importance, parallel coordinates, Pareto
-front, intermediate values, timeline of trial states); the page adds the best trials, the
-importance tables of PED-ANOVA and fANOVA, failures, and for private studies the privacy cost of
-the search itself.
+Plots are our own (``_plots.py``: history with best-so-far lines and pruned trials, parallel
+coordinates over the most important parameters, importance bars, learning curves) and Optuna's
+Pareto front and timeline; the page adds the best trials (or the Pareto front), the importance
+tables of PED-ANOVA and fANOVA with what each measures, failures, and for private studies the
+privacy cost of the search itself. Each section appears once.
 """
 
 import base64
@@ -11,14 +12,12 @@ import dataclasses
 import html
 import pathlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from research_ext.hpo._inspect import (
     as_handle,
-    best_params,
-    format_rows,
-    importance,
+    importance_table,
     pareto_front,
     status,
     trials_table,
@@ -138,35 +137,41 @@ def _rdp_composition(
     return accountant.epsilon(delta) if accountant.steps else 0.0
 
 
-def _plots(handle: StudyHandle) -> list[tuple[str, str, Callable[[], Any]]]:
+def _plots(
+    handle: StudyHandle, importance_rows: list[dict[str, Any]] | None
+) -> list[tuple[str, str, Callable[[], Any]]]:
     import optuna.visualization.matplotlib as vis
+
+    from research_ext.hpo import _plots as ours
 
     study, config = handle.study, handle.config
     multi = config.is_multi_objective
     metric = config.metrics[0]
-    target = (lambda t: t.values[0]) if multi else None
+    ranked = [r["parameter"] for r in importance_rows or []]
+    for p in _param_names(handle):
+        if p not in ranked:
+            ranked.append(p)
     plots: list[tuple[str, str, Callable[[], Any]]] = [
         (
             "history",
-            f"Optimization history ({metric})",
-            lambda: vis.plot_optimization_history(study, target=target, target_name=metric),
-        ),
-        (
-            "importance",
-            f"Hyperparameter importance for {metric} (PED-ANOVA)",
-            lambda: vis.plot_param_importances(
-                study,
-                evaluator=optuna_ped_anova(),
-                target=_importance_target(config),
-                target_name=metric,
-            ),
+            "Optimization history" + (" (each objective)" if multi else f" ({metric})"),
+            lambda: ours.history(handle),
         ),
         (
             "parallel_coordinate",
-            f"Parallel coordinates ({metric})",
-            lambda: vis.plot_parallel_coordinate(study, target=target, target_name=metric),
+            f"Parallel coordinates ({metric}; the {min(6, len(ranked))} most important "
+            "parameters, by PED-ANOVA)",
+            lambda: ours.parallel_coordinates(handle, ranked),
         ),
     ]
+    if importance_rows:
+        plots.append(
+            (
+                "importance",
+                f"Hyperparameter importance for {metric} (PED-ANOVA)",
+                lambda: ours.importance_bars(importance_rows, f"PED-ANOVA importance for {metric}"),
+            )
+        )
     if multi and len(config.metrics) in (2, 3):
         plots.append(
             (
@@ -175,12 +180,12 @@ def _plots(handle: StudyHandle) -> list[tuple[str, str, Callable[[], Any]]]:
                 lambda: vis.plot_pareto_front(study, target_names=list(config.metrics)),
             )
         )
-    if not multi:
+    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
         plots.append(
             (
                 "intermediate_values",
-                "Intermediate values",
-                lambda: vis.plot_intermediate_values(study),
+                "Learning curves (intermediate values; pruned trials dashed)",
+                lambda: ours.learning_curves(handle),
             )
         )
     plots.append(
@@ -189,11 +194,11 @@ def _plots(handle: StudyHandle) -> list[tuple[str, str, Callable[[], Any]]]:
     return plots
 
 
-def _importance_target(config: Any) -> Any:
-    sign = -1.0 if config.directions[0] == "maximize" else 1.0
-    if sign > 0 and not config.is_multi_objective:
-        return None
-    return lambda t: sign * t.values[0]
+def _param_names(handle: StudyHandle) -> list[str]:
+    names: list[str] = []
+    for trial in handle.study.get_trials(deepcopy=False):
+        names += [p for p in trial.params if p not in names]
+    return names
 
 
 def optuna_ped_anova() -> Any:
@@ -216,10 +221,21 @@ def _render(out_dir: pathlib.Path, name: str, make: Callable[[], Any]) -> pathli
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
         axes = make()
-    figure = getattr(axes, "figure", None)
-    if figure is None:  # some plots return an array of axes
+    figure = getattr(axes, "figure", None) or axes
+    if not hasattr(figure, "savefig"):  # some plots return an array of axes
         figure = axes.flat[0].figure
-    figure.set_size_inches(8, 5)
+    if name in ("pareto_front", "timeline"):  # Optuna's plots: sized here, legends kept inside
+        figure.set_size_inches(11, 4.8)
+        for ax in figure.axes:
+            legend = ax.get_legend()
+            if legend is not None:
+                ax.legend(
+                    handles=legend.legend_handles,
+                    labels=[t.get_text() for t in legend.get_texts()],
+                    loc="best",
+                    fontsize="small",
+                    framealpha=0.85,
+                )
     figure.tight_layout()
     path = out_dir / f"{name}.png"
     tmp = path.with_suffix(".png.tmp")
@@ -229,8 +245,36 @@ def _render(out_dir: pathlib.Path, name: str, make: Callable[[], Any]) -> pathli
     return path
 
 
+IMPORTANCE_NOTE = (
+    "Two evaluators rank the parameters, and they answer different questions, so their tables "
+    "may disagree. {ped_anova}. {fanova}. Parameters every trial has are ranked together on all "
+    "complete trials (their importances sum to 1); a conditional parameter (one that exists only "
+    "for some choice of another) is ranked on the trials where it exists, with its trial count: "
+    "its share there, not comparable with the others. The parallel-coordinate plot orders its "
+    "axes by PED-ANOVA."
+)
+
+
+def _table_rows(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows for a page: number, state, objectives, parameters (no prefix), duration."""
+    out = []
+    for row in rows:
+        short: dict[str, Any] = {"number": row["number"]}
+        if row.get("state") not in (None, "complete"):
+            short["state"] = row["state"]
+        short.update({m: row.get(m) for m in metrics})
+        short.update({k[len("params.") :]: v for k, v in row.items() if k.startswith("params.")})
+        short["duration_s"] = row.get("duration_s")
+        out.append(short)
+    return out
+
+
 def report(study: Any, out_dir: str | pathlib.Path) -> pathlib.Path:
     """Write ``index.md`` and a self-contained ``index.html`` with PNG plots into ``out_dir``.
+
+    Sections, each once: the best trials (or the Pareto front), the privacy cost of the search
+    (private studies), importance by PED-ANOVA and fANOVA with what each measures, failures,
+    then the plots.
 
     Args:
         study: a :class:`StudyConfig`, a study file path, or an open handle.
@@ -254,37 +298,53 @@ def report(study: Any, out_dir: str | pathlib.Path) -> pathlib.Path:
         md.extend([f"## {title}", "", body_md, ""])
         htm.extend([f"<h2>{html.escape(title)}</h2>", body_html])
 
-    best = (
-        pareto_front(handle)
-        if config.is_multi_objective
-        else trials_table(handle, states=["complete"])
-    )
-    if not config.is_multi_objective and best:
+    if config.is_multi_objective:
+        best = pareto_front(handle)
+        title = f"Pareto front ({len(best)} trials, sorted by {config.metrics[0]})"
+    else:
+        best = trials_table(handle, states=["complete"])
         key = config.metrics[0]
         best = sorted(best, key=lambda r: r[key], reverse=config.directions[0] == "maximize")[:10]
-    title = "Pareto front" if config.is_multi_objective else "Best trials"
+        title = "Best trials (the first is the best; up to 10)"
+    best = _table_rows(best, config.metrics)
     section(title, _md_table(best), _html_table(best))
     cost = search_privacy_cost(handle)
     if cost is not None:
         text = _privacy_text(cost, config.epsilon_budget)
         section("Privacy cost of the search", text, f"<p>{html.escape(text)}</p>")
-    for evaluator in ("ped_anova", "fanova"):
+    from research_ext.hpo._importance import EVALUATORS
+
+    note = IMPORTANCE_NOTE.format(**EVALUATORS)
+    importance_md, importance_html = [note], [f"<p>{html.escape(note)}</p>"]
+    ped_rows: list[dict[str, Any]] | None = None
+    for evaluator, label in (("ped_anova", "PED-ANOVA"), ("fanova", "fANOVA")):
         try:
-            values = importance(handle, evaluator=evaluator)
+            rows = importance_table(handle, evaluator=evaluator)
         except (ValueError, RuntimeError) as err:
-            section(f"Importance ({evaluator})", f"not available: {err}", html.escape(str(err)))
+            importance_md.append(f"**{label}**: not available: {err}")
+            importance_html.append(f"<h3>{label}</h3><p>not available: {html.escape(str(err))}</p>")
             continue
-        rows = [{"parameter": k, "importance": round(v, 4)} for k, v in values.items()]
-        section(
-            f"Importance ({evaluator}, {config.metrics[0]})", _md_table(rows), _html_table(rows)
-        )
-    failed = trials_table(handle, states=["fail"])
+        if evaluator == "ped_anova":
+            ped_rows = rows
+        shown = [
+            {**r, "importance": None if r["importance"] is None else round(r["importance"], 4)}
+            for r in rows
+        ]
+        importance_md += [f"**{label}** ({config.metrics[0]})", "", _md_table(shown)]
+        importance_html += [
+            f"<h3>{label} ({html.escape(config.metrics[0])})</h3>",
+            _html_table(shown),
+        ]
+    section("Importance", "\n\n".join(importance_md), "\n".join(importance_html))
+    failed = _table_rows(trials_table(handle, states=["fail"]), config.metrics)
+    for row, full in zip(failed, trials_table(handle, states=["fail"]), strict=True):
+        row["error"] = str(full.get("error", ""))[:80] or None
     section(
-        "Failures",
+        f"Failures ({len(failed)})",
         _md_table(failed) if failed else "none",
-        _html_table(failed) if failed else "none",
+        _html_table(failed) if failed else "<p>none</p>",
     )
-    for name, caption, make in _plots(handle):
+    for name, caption, make in _plots(handle, ped_rows):
         try:
             path = _render(out, name, make)
         except Exception as err:  # a plot that does not apply (too few trials) is noted, not fatal
@@ -296,18 +356,15 @@ def report(study: Any, out_dir: str | pathlib.Path) -> pathlib.Path:
             f"![{caption}]({path.name})",
             f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">',
         )
-    best_md = format_rows(
-        [{"number": b["number"], **b["values"], **b["params"]} for b in best_params(handle)]
-    )
-    md.extend(["## Best parameters", "", "```", best_md, "```", ""])
     _write(out / "index.md", "\n".join(md))
     page = "\n".join(
         [
             "<!doctype html><html><head><meta charset='utf-8'>",
             f"<title>{html.escape(config.name)}</title>",
-            "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-            "img{max-width:100%}</style></head><body>",
+            "<style>body{font-family:sans-serif;max-width:1180px;margin:auto;padding:0 12px}"
+            "table{border-collapse:collapse;font-size:13px;display:block;max-width:100%;"
+            "overflow-x:auto}td,th{border:1px solid #ccc;padding:2px 6px;white-space:nowrap}"
+            "th{background:#f3f3f3}img{max-width:100%}h3{font-size:1em}</style></head><body>",
             *htm,
             "</body></html>",
         ]
