@@ -103,10 +103,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="objective to explain (multi-objective studies)")
     p.set_defaults(handler=_importance)
 
-    p = sub.add_parser("export", help="the best parameters as TOML or JSON")
+    p = sub.add_parser(
+        "export", help="the best parameters as TOML or JSON, or every trial for TensorBoard"
+    )
     _common(p)
-    p.add_argument("--format", choices=("toml", "json"), default="toml")
-    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--format", choices=("toml", "json", "tensorboard"), default="toml")
+    p.add_argument(
+        "dir",
+        nargs="?",
+        metavar="DIR",
+        help="with --format tensorboard: the log directory, one run per trial (or -o DIR; "
+        "DIR comes right after STUDY.toml)",
+    )
+    p.add_argument("-o", "--output", help="write to this file (or DIR) instead of stdout")
     p.set_defaults(handler=_export)
 
     p = sub.add_parser("report", help="a Markdown/HTML report with PNG plots")
@@ -229,6 +238,24 @@ def _importance(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from research_ext.hpo._inspect import export_best
 
+    if args.format == "tensorboard":
+        from research_ext.hpo._tensorboard import export_tensorboard
+
+        target = args.dir or args.output
+        if target is None:
+            print("research-ext tune export: --format tensorboard needs DIR", file=sys.stderr)
+            return 2
+        runs = export_tensorboard(_config(args), target)
+        print(
+            f"wrote {len(runs)} trial runs to {target}; view them with: tensorboard --logdir {target}"
+        )
+        return 0
+    if args.dir is not None:
+        print(
+            "research-ext tune export: DIR is for --format tensorboard; use -o FILE",
+            file=sys.stderr,
+        )
+        return 2
     text = export_best(_config(args), args.format)
     if args.output:
         pathlib.Path(args.output).write_text(text, encoding="utf-8")
