@@ -116,7 +116,7 @@ def importance_rows(
                     "computed_on": "all complete trials",
                 }
             )
-    conditional = []
+    conditional: list[dict[str, Any]] = []
     for p in names:
         if p in everywhere:
             continue
@@ -139,5 +139,5 @@ def importance_rows(
                 "computed_on": f"the {len(sub)} trials where {p} exists (conditional)",
             }
         )
-    conditional.sort(key=lambda r: -(r["importance"] or 0.0))
+    conditional.sort(key=lambda r: -float(r["importance"] or 0.0))
     return rows + conditional

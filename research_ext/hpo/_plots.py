@@ -142,14 +142,14 @@ def parallel_coordinates(handle: StudyHandle, params: Sequence[str], max_params:
             if _is_log(d):
                 lo, hi = math.log10(low), math.log10(high)
                 scale[p] = (lo, hi, lambda v: math.log10(float(v)))
-                values = np.geomspace(low, high, 4)
+                marks = np.geomspace(low, high, 4)
             else:
                 lo, hi = low, high
                 scale[p] = (lo, hi, float)
-                values = np.linspace(low, high, 4)
+                marks = np.linspace(low, high, 4)
             span = (hi - lo) or 1.0
             to = scale[p][2]
-            ticks[p] = ([(to(v) - lo) / span for v in values], [_short(v) for v in values])
+            ticks[p] = ([(to(v) - lo) / span for v in marks], [_short(v) for v in marks])
     metric = config.metrics[0]
     values = [t.values[0] for t in complete]
     vmin, vmax = min(values), max(values)
