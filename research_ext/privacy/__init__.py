@@ -10,6 +10,7 @@ from research_ext.privacy._clipping import clip_per_sample
 from research_ext.privacy._distributed import DistributedDPSGD
 from research_ext.privacy._dpsgd import DPSGD
 from research_ext.privacy._noise import add_gaussian_noise
+from research_ext.privacy._opacus_compat import PrivacyEngine
 from research_ext.privacy._own_loop import DPOptimizer, NonDecomposableLossError
 from research_ext.privacy._per_sample import per_sample_grads
 from research_ext.privacy._sampling import PoissonLoader, poisson_loader
@@ -24,6 +25,7 @@ __all__ = [
     "NonDecomposableLossError",
     "PoissonLoader",
     "PrivacyAccountant",
+    "PrivacyEngine",
     "add_gaussian_noise",
     "clip_per_sample",
     "epsilon",

@@ -222,6 +222,7 @@ class DPOptimizer(torch.optim.Optimizer):
         self._pending: list[_Pending] = []
         self._open: tuple[_Pending, Any] | None = None
         self._replaying = False
+        self._checked = False
         self._new_step()
         self._handles = [
             model.register_forward_pre_hook(self._pre_hook, with_kwargs=True),
@@ -273,12 +274,13 @@ class DPOptimizer(torch.optim.Optimizer):
                 loss = closure()
         self.dp._check_budget("DPOptimizer.step")
         self._flush(all_done=True)
-        if self._check_now():
+        checked = self._micro > 0 and self._check_now()
+        if checked:
             self._verify()
         total, unclipped = self._total, self._unclipped
         self._new_step()
         self.dp._finish(total, unclipped)
-        self._checked = True
+        self._checked = self._checked or checked
         return loss
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -340,6 +342,11 @@ class DPOptimizer(torch.optim.Optimizer):
         """The current clipping norm."""
         return self.dp.max_grad_norm
 
+    @property
+    def expected_batch_size(self) -> float:
+        """qN, what the noisy clipped sum is divided by."""
+        return self.dp.expected_batch_size
+
     def detach(self) -> None:
         """Remove this optimizer's hooks from the model (the model trains non-privately then)."""
         for h in self._handles:
@@ -353,8 +360,6 @@ class DPOptimizer(torch.optim.Optimizer):
         self._unclipped: torch.Tensor | None = None
         self._batch_total: dict[str, torch.Tensor] = {}
         self._micro = 0
-        if not hasattr(self, "_checked"):
-            self._checked = False
 
     def _check_now(self) -> bool:
         return self.check_loss == "always" or (self.check_loss == "first" and not self._checked)
@@ -417,6 +422,8 @@ class DPOptimizer(torch.optim.Optimizer):
         self._pending = keep
 
     def _process(self, pending: _Pending) -> None:
+        if pending.batch_size == 0:
+            return  # an empty Poisson batch adds nothing (its mean loss is NaN)
         engine = self.dp.engine
         sq = None
         if isinstance(engine, HookEngine):
