@@ -1,8 +1,9 @@
 """A fixed slice of scipy's own tests, run against research_ext.complex in every `make test`.
 
 The whole run is ``make conformance`` (tests/complex/scipy_conformance_run.py, tens of minutes);
-this slice covers each suite's fixed bugs in one subprocess of a few seconds: every listed scipy
-test must reach one of our functions through the shim and pass.
+this slice covers each suite's fixed bugs in one subprocess (about 10 s of CPU; marked slow, so
+it runs in the second, slow pass of every `make test`): every listed scipy test must reach one
+of our functions through the shim and pass.
 """
 
 import json
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import scipy
 
 from tests.complex.scipy_conformance_run import ROOT, SUITES, pytest_command
@@ -55,6 +57,7 @@ SLICE = {
 }
 
 
+@pytest.mark.slow  # ~10 s of CPU in a subprocess (scipy's test modules import slowly)
 def test_scipy_suite_slice_passes_through_the_shim(tmp_path):
     report = tmp_path / "report.jsonl"
     select = [f"{SCIPY / path}::{name}" for path, names in SLICE.items() for name in names]
