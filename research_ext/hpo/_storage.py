@@ -222,6 +222,23 @@ def resolve_storage(
                 )
             )
         if scheme != "sqlite":
+            try:
+                parts = urllib.parse.urlsplit(text)
+                parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+            except ValueError as err:
+                raise ConfigError(
+                    format_message(
+                        fn,
+                        "storage",
+                        "a URL like postgresql://user@host:5432/db",
+                        redact(text),
+                        str(err),
+                    )
+                ) from err
+            if not parts.hostname and not parts.path.strip("/"):
+                raise ConfigError(
+                    format_message(fn, "storage", "a URL naming a host or a database", redact(text))
+                )
             return StorageSpec("rdb", _with_driver(text))
         file_part = text.split(":///", 1)[1].split("?", 1)[0] if ":///" in text else ""
         if not file_part or file_part == ":memory:":

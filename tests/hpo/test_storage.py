@@ -385,3 +385,20 @@ def test_a_missing_postgresql_database_is_one_line(postgres_url, tmp_path, capsy
     assert main(["status", str(path), "--storage", missing]) == 4
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err and "createdb" in err
+
+
+@pytest.mark.parametrize(
+    "url,why",
+    [
+        (
+            "postgresql://u:pw-leak@host:notaport/db",
+            "must be a URL like postgresql://user@host:5432/db",
+        ),
+        ("postgresql://u:pw-leak@[bad/db", "must be a URL like postgresql://user@host:5432/db"),
+        ("postgresql://", "must be a URL naming a host or a database"),
+    ],
+)
+def test_malformed_server_urls_name_the_storage_redacted(url, why):
+    with pytest.raises(ConfigError, match=why) as info:
+        resolve_storage(url)
+    assert "pw-leak" not in str(info.value)
