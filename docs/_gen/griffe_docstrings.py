@@ -7,8 +7,13 @@
 * The reStructuredText the docstrings borrow reads as code: ``:func:`name``` and the other
   roles become ``name`` in backticks, ``:math:`x``` the formula in backticks, and a
   ``.. math::`` block a fenced block (the site has no math renderer: it works offline).
+* A decorated function's docstring is read from the imported function when a decorator
+  composed it (the DCT/DST family splices its shared sections in at import time), so the page
+  shows what ``help()`` shows.
 """
 
+import importlib
+import inspect
 import re
 from typing import Any
 
@@ -66,7 +71,20 @@ class HouseDocstrings(griffe.Extension):
         docstring = getattr(obj, "docstring", None)
         if docstring is None:
             return
+        if getattr(obj, "decorators", None):
+            runtime = _runtime_doc(obj.path)
+            if runtime is not None:
+                docstring.value = runtime
         value = _EXAMPLE.sub(r"\1Examples:", docstring.value)
         value = _ROLE.sub(_role_as_code, value)
         value = _math_blocks(value)
         docstring.value = "\n".join(_escape_line(line) for line in value.split("\n"))
+
+
+def _runtime_doc(path: str) -> str | None:
+    """The docstring of the object at ``path`` after import (None if it cannot be imported)."""
+    module_name, _, name = path.rpartition(".")
+    try:
+        return inspect.getdoc(getattr(importlib.import_module(module_name), name))
+    except (ImportError, AttributeError):
+        return None
