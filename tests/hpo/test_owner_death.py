@@ -13,7 +13,8 @@ State = optuna.trial.TrialState
 def test_a_joined_worker_without_an_owner_finishes_the_study(tmp_path):
     path = write_study(tmp_path, n_trials=4, sampler='"random"')
     rh.run(path, n_trials=1)  # the study exists; its run is gone
-    ran = rh.worker(path, patience=0.2, poll_interval=0.05, time_left=60)
+    # that run stored its target (1) in the study; the worker is told the study file's 4
+    ran = rh.worker(path, n_trials=4, patience=0.2, poll_interval=0.05, time_left=60)
     assert ran == 3
     trials = open_study(rh.load_config(path)).study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [State.COMPLETE] * 4
