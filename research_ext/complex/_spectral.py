@@ -156,8 +156,8 @@ def _cross(
             outer = torch.broadcast_shapes(xl.shape[:-1], yl.shape[:-1])
         except RuntimeError as err:
             raise ValueError(
-                f"{fn}: `x` and `y` must broadcast outside `dim`, got x.shape={tuple(x.shape)} "
-                f"and y.shape={tuple(y.shape)}"
+                f"{fn}: `x` and `y` must broadcast outside `dim` (x and y cannot be broadcast "
+                f"together otherwise), got x.shape={tuple(x.shape)} and y.shape={tuple(y.shape)}"
             ) from err
         if xl.numel() == 0 or yl.numel() == 0:
             rdtype = real_dtype_of(torch.promote_types(x.dtype, y.dtype))
@@ -426,7 +426,8 @@ def periodogram(
         nperseg, nfft = nfft, None
     if isinstance(window, torch.Tensor) and window.numel() != nperseg:
         raise ValueError(
-            f"periodogram: `window` must have the segment length {nperseg}, got "
+            f"periodogram: `window` must have the segment length {nperseg} (the size of the window "
+            f"must be the same size of the input on the specified axis), got "
             f"len(window)={window.numel()}"
         )
     return _cross(
