@@ -100,6 +100,7 @@ class RunProgress:
         self.log_trials = log_trials
         self.interval, self.prefix = interval, prefix
         self.start = time.monotonic()
+        self.low = 0  # every trial id below this one was finished at the last look
         self.seen = self._finished_ids()
         self.done_before = n_done(counts(handle))
         self.finished_here = 0
@@ -114,16 +115,30 @@ class RunProgress:
         )
 
     def _finished_ids(self) -> set[int]:
+        """Ids of the finished trials, looking only past the oldest unfinished one seen last.
+
+        Trials below ``self.low`` were all finished at the last look, so a long study costs a
+        look at its active window, not at every trial, after each trial.
+        """
         rdb = _rdb(self.handle.storage)
         if rdb is not None:
             import sqlalchemy
 
             query = sqlalchemy.text(
-                "SELECT trial_id FROM trials WHERE study_id = :sid "
-                "AND state IN ('COMPLETE', 'PRUNED', 'FAIL')"
+                "SELECT trial_id, state FROM trials WHERE study_id = :sid AND trial_id >= :low"
             )
+            finished: set[int] = set()
+            unfinished: list[int] = []
             with rdb.engine.connect() as connection:
-                return {int(r[0]) for r in connection.execute(query, {"sid": self.handle.study_id})}
+                rows = connection.execute(query, {"sid": self.handle.study_id, "low": self.low})
+                for trial_id, state in rows:
+                    if getattr(state, "name", str(state)) in _FINISHED:
+                        finished.add(int(trial_id))
+                    else:
+                        unfinished.append(int(trial_id))
+            top = max(finished | set(unfinished), default=self.low - 1)
+            self.low = min(unfinished, default=top + 1)
+            return finished
         import optuna
 
         states = tuple(getattr(optuna.trial.TrialState, s) for s in _FINISHED)
@@ -151,6 +166,8 @@ class RunProgress:
         if not force and now - self.last_poll < self.interval:
             return
         self.last_poll = now
+        if not self.log_trials and self.bar.disable:
+            return  # nobody is told: no need to look
         new_ids = self._finished_ids() - self.seen
         self.seen |= new_ids
         trials = sorted((self.handle.storage.get_trial(i) for i in new_ids), key=lambda t: t.number)

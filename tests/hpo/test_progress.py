@@ -50,6 +50,14 @@ def test_resume_counts_only_this_runs_trials_over_this_runs_time(tmp_path, capsy
     assert all(0 < float(m[6]) <= 5.0 for m in lines)
 
 
+def test_with_worker_processes_each_trial_is_logged_once(tmp_path, capsys):
+    path = write_study(tmp_path, n_trials=4, sampler='"random"')
+    assert main(["run", str(path), "--workers", "2"]) == 0
+    err = capsys.readouterr().err
+    assert sorted(int(m[1]) for m in _trial_lines(err)) == [0, 1, 2, 3]
+    assert SUMMARY.search(err)[1] == "4"
+
+
 def test_no_progress_is_silent_and_verbose_logs_beside_the_bar(tmp_path, capsys):
     path = write_study(tmp_path, n_trials=2)
     assert main(["run", str(path), "--no-progress"]) == 0
