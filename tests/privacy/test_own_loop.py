@@ -280,3 +280,20 @@ def test_budget_and_argument_errors():
     opt.step()
     with pytest.raises(PrivacyBudgetExceededError, match="DPOptimizer.step"):
         opt.step()
+
+
+@pytest.mark.slow
+def test_transformer_example_trains_privately_in_its_own_loop():
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "examples"))
+    try:
+        import dp_transformer_own_loop as example
+    finally:
+        sys.path.pop(0)
+    accuracy, epsilon = example.main(
+        ["--epochs", "1", "--batch-size", "700", "--max-physical-batch-size", "400"]
+    )
+    assert 0.0 <= accuracy <= 1.0
+    assert 0 < epsilon <= 4.0 + 1e-6
