@@ -17,19 +17,32 @@ that draw random numbers (dropout, rrelu, ...) are the same deterministic functi
 
 Documented torch.func limitations (these show up as skip reasons, never as failures):
 
-- operators without a forward-mode formula (``supports_forward_ad=False``): ``jacfwd``/``jvp``
-  raise, so forward-mode items and forward-over-reverse references are skipped;
+- operators without a forward-mode formula (``cdist``, ``linalg.lu_solve``'s forward AD asserts,
+  ...): ``jacfwd``/``jvp`` raise, so forward-mode items and forward-over-reverse references are
+  skipped (ours in ``mode="auto"`` and ``linearize`` switch to the mode that works);
+- operators not differentiable in reverse mode with respect to an argument (batch norm's running
+  statistics) or ``autograd.Function``s torch.func cannot trace: ``jacrev``/``vjp`` raise;
+- missing double-backward formulas (``hardsigmoid``): ``jacrev(jacrev)``/``vjp(grad)`` raise;
 - operators that draw random numbers inside ``vmap`` (dropout, rrelu, bernoulli, ...):
   ``vmap(randomness="error")`` refuses them, so vmapped references (``jacrev``) are skipped;
 - operators with data-dependent output shapes or ``.item()`` inside (``nonzero``,
-  ``masked_select``, ``unique``, some ``linalg`` checks): ``vmap`` cannot batch them;
-- operators whose batching rule is missing and whose fallback is refused (some in-place views);
-- non-smooth points (``abs``/``relu`` kinks, ``max``/``min`` ties, ``linalg`` ops at repeated
-  eigenvalues): forward- and reverse-mode references disagree, so the item is skipped as
+  ``masked_select``, ``unique``, some ``linalg`` checks) and missing batching rules (``vmap`` of a
+  backward that forms negative views, ``aten::_neg_view``): ``vmap`` cannot batch them;
+- non-smooth or degenerate points (``abs``/``relu`` kinks, ``max``/``min`` ties, ``linalg`` ops
+  at repeated eigenvalues, ``max_unpool`` with repeated indices, ``std`` of one element,
+  ``cholesky``/``eigh`` along non-symmetric tangents): two torch.func routes (``jacrev`` against
+  ``jacfwd``, ``jvp`` against the VJP of the VJP, the Hessian with and without ``vmap`` -- e.g.
+  ``layer_norm`` at zero variance) give different answers, so the item is skipped as
   "torch.func disagrees with itself";
-- non-holomorphic complex operators: ``jacrev(..., holomorphic=True)`` and
-  ``jacfwd(..., holomorphic=True)`` give different answers, so holomorphic items are skipped
-  as "disagrees with itself".
+- non-holomorphic complex operators: the holomorphic references from ``vjp`` and ``jvp``
+  disagree ("disagrees with itself"); a real output is never holomorphic, and there the item
+  checks that ours raises its documented ``ValueError``;
+- sparse layouts: torch.func does not differentiate them, so sparse arguments are constants;
+- ``pow(Tensor, Tensor)`` gives a wrong third derivative at ``x = 1`` (nested ``grad`` of
+  ``exp(x log x)`` is right): ``test_taylor_rules.py`` compares with that form instead.
+
+Where ours fails with exactly the exception of one of the torch.func routes of the item (ours
+takes that route), the item is skipped with that route's reason.
 
 Run the whole sweep with ``make conformance`` (``python -m tests.functional.opinfo_conformance``);
 it prints items compared, passed, failed and skipped by reason. ``test_opinfo_conformance.py``
