@@ -11,6 +11,7 @@ study finishes during the run is one line on stderr, e.g.::
 ``research-ext tune worker`` logs the trials it ran and, at its end, what it ran in all.
 """
 
+import logging
 import math
 import sys
 import time
@@ -23,6 +24,8 @@ from research_ext.hpo._study import ENDED, StudyHandle, _rdb, counts, n_done
 __all__ = ["RunProgress", "trial_line"]
 
 _FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+
+logger = logging.getLogger("research_ext.hpo")
 
 
 def _number(value: Any) -> str:
@@ -161,7 +164,17 @@ class RunProgress:
         return ", ".join(parts + ([best] if best else []))
 
     def poll(self, force: bool = False) -> None:
-        """Log the trials finished since the last look and move the bar."""
+        """Log the trials finished since the last look and move the bar.
+
+        Progress never fails a run: a storage error here (a server restarting) skips this look;
+        the run's own storage calls ride it out or report it.
+        """
+        try:
+            self._poll(force)
+        except Exception as err:
+            logger.debug("progress: skipped a look at the study: %r", err)
+
+    def _poll(self, force: bool) -> None:
         now = time.monotonic()
         if not force and now - self.last_poll < self.interval:
             return
@@ -191,6 +204,12 @@ class RunProgress:
 
     def own(self, trial_id: int) -> None:
         """Log one trial this process ran (a worker reports its own trials only)."""
+        try:
+            self._own(trial_id)
+        except Exception as err:  # progress never fails a worker
+            logger.debug("progress: could not log trial id %s: %r", trial_id, err)
+
+    def _own(self, trial_id: int) -> None:
         self.seen.add(trial_id)
         trial = self.handle.storage.get_trial(trial_id)
         if trial.system_attrs.get(ENDED) == "surplus":
@@ -209,12 +228,17 @@ class RunProgress:
             self.poll(force=True)
         self.bar.close()
         if self.log_trials:
+            try:
+                done = n_done(counts(self.handle))
+            except Exception as err:
+                logger.debug("progress: could not count the study's trials: %r", err)
+                return
             elapsed = time.monotonic() - self.start
             failed = f", {self.failed_here} failed" if self.failed_here else ""
             print(
                 f"{self.prefix}study {self.handle.config.name!r}: {self.finished_here} trials "
                 f"finished here{failed} in {elapsed:.1f} s "
-                f"({self.rate():.2g} trial/s); {n_done(counts(self.handle))}/"
+                f"({self.rate():.2g} trial/s); {done}/"
                 f"{self.handle.n_trials} finished",
                 file=sys.stderr,
                 flush=True,
