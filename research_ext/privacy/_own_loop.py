@@ -56,6 +56,7 @@ from torch import nn
 
 from research_ext.core import check_one_of, tree_leaves
 from research_ext.errors import ResearchExtError
+from research_ext.privacy._checkpoint import read_checkpoint, write_checkpoint
 from research_ext.privacy._dpsgd import DPSGD
 from research_ext.privacy._engines import HookEngine, VmapEngine, _LayerFailureError, _Records
 from research_ext.privacy._sampling import PoissonLoader
@@ -175,9 +176,14 @@ class DPOptimizer(torch.optim.Optimizer):
             the micro-batch's per-example losses, ``"sum"`` if it is their sum.
         check_loss: compare the user's batch gradient with the sum of per-example gradients on
             the ``"first"`` logical step (default), on ``"always"``, or ``"never"``.
-        **dpsgd: every keyword of :class:`DPSGD` except ``loss_fn`` (``max_grad_norm``,
-            ``delta``, ``sample_rate``, ``dataset_size``, ``noise_multiplier`` or
-            ``target_epsilon``, ``clipping``, ``grad_sample_mode``, ``generator``, ...).
+        distributed: one process of a data-parallel run (``torch.distributed`` initialized):
+            the step is :class:`DistributedDPSGD`'s (this rank's clipped sum, noise drawn on
+            ``noise_rank`` only, all-reduce, the global rate accounted). Do not wrap the
+            model in ``DistributedDataParallel``: the noisy sums are what is all-reduced.
+        **dpsgd: every keyword of :class:`DPSGD` (of :class:`DistributedDPSGD` when
+            ``distributed``) except ``loss_fn`` (``max_grad_norm``, ``delta``,
+            ``sample_rate``, ``dataset_size``, ``noise_multiplier`` or ``target_epsilon``,
+            ``clipping``, ``grad_sample_mode``, ``generator``, ...).
 
     Raises:
         NonDecomposableLossError: from ``step()``, when the check finds a loss term whose
@@ -205,6 +211,7 @@ class DPOptimizer(torch.optim.Optimizer):
         *,
         loss_reduction: str = "mean",
         check_loss: str = "first",
+        distributed: bool = False,
         **dpsgd: Any,
     ) -> None:
         # The wrapped optimizer owns parameters and state (as in Opacus): no super().__init__.
@@ -217,7 +224,14 @@ class DPOptimizer(torch.optim.Optimizer):
         self.loss_reduction = check_one_of(fn, "loss_reduction", loss_reduction, LOSS_REDUCTIONS)
         self.check_loss = check_one_of(fn, "check_loss", check_loss, CHECK_LOSS)
         self.original_optimizer = optimizer
-        self.dp = DPSGD(model, optimizer, loss_fn=_OutputGradLoss(), **dpsgd)
+        self._owner: Any
+        if distributed:
+            from research_ext.privacy._distributed import DistributedDPSGD
+
+            self._owner = DistributedDPSGD(model, optimizer, loss_fn=_OutputGradLoss(), **dpsgd)
+            self.dp = self._owner.dpsgd
+        else:
+            self.dp = self._owner = DPSGD(model, optimizer, loss_fn=_OutputGradLoss(), **dpsgd)
         self.model = model
         self._pending: list[_Pending] = []
         self._open: tuple[_Pending, Any] | None = None
@@ -291,36 +305,38 @@ class DPOptimizer(torch.optim.Optimizer):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """:meth:`DPSGD.state_dict`: model, optimizer, accountant and RNG states."""
-        return self.dp.state_dict()
+        """:meth:`DPSGD.state_dict` (model, optimizer, accountant, RNG states); per rank."""
+        return self._owner.state_dict()  # type: ignore[no-any-return]
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
         """Restore a :meth:`state_dict` (see :meth:`DPSGD.load_state_dict`)."""
         self._pending, self._open = [], None
         self._new_step()
-        self.dp.load_state_dict(state_dict)
+        self._owner.load_state_dict(state_dict)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """:meth:`DPSGD.save`."""
-        self.dp.save(path)
+        """Write :meth:`state_dict` atomically with a content hash (see :meth:`DPSGD.save`)."""
+        write_checkpoint(self.state_dict(), path)
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """:meth:`DPSGD.load`."""
         self._pending, self._open = [], None
         self._new_step()
-        self.dp.load(path)
+        self._owner.load_state_dict(read_checkpoint("DPOptimizer.load", path))
 
     # -- DP-SGD's views -----------------------------------------------------------------------
 
     def loader(
         self, dataset: Any, *, max_physical_batch_size: int | None = None, steps: int | None = None
     ) -> PoissonLoader:
-        """:meth:`DPSGD.loader`: Poisson batches at this run's sample rate, checkpointed."""
-        return self.dp.loader(dataset, max_physical_batch_size=max_physical_batch_size, steps=steps)
+        """Poisson batches at this run's rate, checkpointed (this rank's shard if distributed)."""
+        return self._owner.loader(  # type: ignore[no-any-return]
+            dataset, max_physical_batch_size=max_physical_batch_size, steps=steps
+        )
 
     def epsilon(self, delta: float | None = None) -> float:
         """Epsilon spent so far (see :meth:`DPSGD.epsilon`)."""
-        return self.dp.epsilon(delta)
+        return float(self._owner.epsilon(delta))
 
     @property
     def steps(self) -> int:
@@ -335,7 +351,7 @@ class DPOptimizer(torch.optim.Optimizer):
     @property
     def noise_multiplier(self) -> float:
         """The noise multiplier sigma (given or calibrated)."""
-        return self.dp.noise_multiplier
+        return float(self._owner.noise_multiplier)
 
     @property
     def max_grad_norm(self) -> float:

@@ -297,3 +297,74 @@ def test_transformer_example_trains_privately_in_its_own_loop():
     )
     assert 0.0 <= accuracy <= 1.0
     assert 0 < epsilon <= 4.0 + 1e-6
+
+
+def _distributed_worker(rank, world_size, port, out_dir):
+    import torch.distributed as dist
+
+    from research_ext.privacy import DistributedDPSGD
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(40, 6, generator=g).double(), torch.randint(0, 3, (40,), generator=g)
+        settings = dict(
+            max_grad_norm=0.5,
+            delta=1e-5,
+            sample_rate=0.25,
+            dataset_size=40,
+            noise_multiplier=1.0,
+            clipping="per_layer",
+        )
+        models = []
+        for own_loop in (False, True):
+            torch.manual_seed(1)
+            model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+            seed = torch.Generator().manual_seed(4)
+            if own_loop:
+                opt = DPOptimizer(model, optimizer, distributed=True, generator=seed, **settings)
+                for xb, yb in opt.loader((x, y), steps=3):
+                    F.cross_entropy(model(xb), yb).backward()
+                    opt.step()
+                    opt.zero_grad()
+                epsilon = opt.epsilon()
+            else:
+                dp = DistributedDPSGD(
+                    model, optimizer, loss_fn=nn.CrossEntropyLoss(), generator=seed, **settings
+                )
+                for batch in dp.loader((x, y), steps=3):
+                    dp.step(batch)
+                epsilon = dp.epsilon()
+            models.append(({k: v.clone() for k, v in model.state_dict().items()}, epsilon))
+        torch.save(models, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_distributed_user_loop_equals_distributed_dpsgd_on_two_gloo_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    from tests.helpers import free_port
+
+    mp.start_processes(
+        _distributed_worker,
+        args=(2, free_port(), str(tmp_path)),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for (dpsgd_state, eps_a), (loop_state, eps_b) in results:
+        assert eps_a == eps_b > 0
+        for name, value in dpsgd_state.items():
+            torch.testing.assert_close(
+                loop_state[name], value, rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64, msg=name
+            )
+    # The two ranks hold the same replica after the all-reduced steps.
+    for name, value in results[0][1][0].items():
+        assert torch.equal(results[1][1][0][name], value)
