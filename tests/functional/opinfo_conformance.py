@@ -219,6 +219,8 @@ def _ref(candidates: Sequence[tuple[str, Callable[[], Any]]]) -> Any:
                 results.append((name, thunk()))
         except _RefSkipError:
             raise
+        except _UnneededError:
+            continue
         except Exception as err:  # torch.func failing is a reason to skip, recorded
             errors.append(f"torch.func {name} fails: {_brief(err)}")
     _ROUTE_ERRORS.extend(errors)
@@ -274,6 +276,39 @@ def _realify(case: Case) -> tuple[Callable[..., Any], tuple[Any, ...]]:
 def _eye(n: int, dtype: torch.dtype) -> torch.Tensor:
     wide = torch.complex64 if dtype == torch.complex32 else dtype  # no eye for complex32
     return torch.eye(n, dtype=wide).to(dtype)
+
+
+class _UnneededError(Exception):
+    """A backup reference route, not run because the main one ran."""
+
+
+def _once(state: dict[str, Any], key: str, thunk: Callable[[], Any]) -> Any:
+    if key not in state:
+        try:
+            state[key] = (True, thunk())
+        except Exception as err:
+            state[key] = (False, err)
+    ok, value = state[key]
+    if not ok:
+        raise value
+    return value
+
+
+def _vjp_rows(g: Callable[..., Any], real: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    """The Jacobian from torch.func.vjp one row at a time (one tensor in and out only)."""
+    if state.get("jacrev", (False,))[0]:
+        raise _UnneededError
+    if len(real) != 1 or not isinstance(real[0], torch.Tensor):
+        raise _UnneededError
+    x = real[0]
+    out, vjp_fn = torch.func.vjp(g, x)
+    if not isinstance(out, torch.Tensor):
+        raise _UnneededError
+    eye = torch.eye(out.numel(), dtype=out.dtype).reshape((out.numel(), *out.shape))
+    rows = [vjp_fn(e)[0] for e in eye]
+    if not rows:
+        return torch.zeros((*out.shape, *x.shape), dtype=x.dtype)
+    return torch.stack(rows).reshape((*out.shape, *x.shape))
 
 
 def _holomorphic_jacobian(
@@ -339,8 +374,13 @@ def _jacobian_items(case: Case, holomorphic: bool) -> Iterable[tuple[str, Callab
         }
     else:
         g, real = _realify(case)
+        state: dict[str, Any] = {}
         refs = {
-            "rev": [("jacrev", lambda: tf.jacrev(g, argnums)(*real))],
+            "rev": [
+                ("jacrev", lambda: _once(state, "jacrev", lambda: tf.jacrev(g, argnums)(*real))),
+                # only where jacrev's vmap fails: reverse mode one row at a time
+                ("rows of vjp, no vmap", lambda: _vjp_rows(g, real, state)),
+            ],
             "fwd": [("jacfwd", lambda: tf.jacfwd(g, argnums)(*real))],
         }
     refs["auto"] = refs["rev"] + refs["fwd"]
