@@ -153,6 +153,43 @@ def _fir(up: int, down: int, window: Any, dtype: torch.dtype, device: torch.devi
     return (h * up).to(dtype=dtype, device=device)
 
 
+def _extend_edges(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
+    """``x`` extended along the last dim by ``left``/``right`` samples as scipy's upfirdn modes.
+
+    "symmetric", "reflect", "wrap", "edge" as numpy.pad (repeating past one period);
+    "antisymmetric" repeats [x, -x reversed]; "antireflect" is the odd reflection about each end
+    (x[-k] = 2 x[0] - x[k]), repeating with a drift of 2 (x[-1] - x[0]) a period; "line" follows
+    the line through the first and last samples, "smooth" the slope of the two end samples.
+    """
+    n = x.shape[-1]
+    i = torch.arange(-left, n + right, device=x.device)
+    if mode in ("line", "smooth"):
+        if n < 2:
+            slope_l = slope_r = torch.zeros_like(x[..., :1])
+        elif mode == "line":
+            slope_l = slope_r = (x[..., -1:] - x[..., :1]) / (n - 1)
+        else:
+            slope_l, slope_r = x[..., 1:2] - x[..., :1], x[..., -1:] - x[..., -2:-1]
+        ahead = i[:left].to(real_dtype_of(x.dtype))
+        after = (i[left + n :] - (n - 1)).to(ahead.dtype)
+        return torch.cat([x[..., :1] + slope_l * ahead, x, x[..., -1:] + slope_r * after], -1)
+    if mode == "edge" or (n == 1 and mode in ("reflect", "antireflect")):
+        return x[..., i.clamp(0, n - 1)]
+    if mode == "wrap":
+        return x[..., i % n]
+    flipped = x.flip(-1)
+    if mode == "symmetric":
+        return torch.cat([x, flipped], -1)[..., i % (2 * n)]
+    if mode == "antisymmetric":
+        return torch.cat([x, -flipped], -1)[..., i % (2 * n)]
+    period = 2 * (n - 1)
+    if mode == "reflect":
+        return torch.cat([x, flipped[..., 1:-1]], -1)[..., i % period]
+    base = torch.cat([x, 2 * x[..., -1:] - flipped[..., 1:-1]], -1)  # antireflect
+    laps = torch.div(i, period, rounding_mode="floor").to(real_dtype_of(x.dtype))
+    return base[..., i % period] + laps * (2 * (x[..., -1:] - x[..., :1]))
+
+
 _BACKGROUND: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "mean": lambda x: x.mean(-1, keepdim=True),
     "median": lambda x: x.quantile(0.5, dim=-1, keepdim=True),
@@ -178,8 +215,9 @@ def resample_poly(
 
     Differences from scipy: ``dim`` replaces ``axis`` (default 0, as in scipy); the dtype follows
     the input (with taps given as ``window``, the input and the taps together, as scipy: float64
-    taps make a float32 input float64); ``padtype`` supports "constant" (with ``cval`` None or 0), "mean", "median",
-    "minimum" and "maximum" (the edge-extension modes raise ``NotImplementedError``).
+    taps make a float32 input float64); every scipy ``padtype`` ("constant", "mean", "median",
+    "minimum", "maximum" and upfirdn's extensions "line", "symmetric", "reflect", "edge",
+    "wrap", "smooth", "antisymmetric", "antireflect"), but ``cval`` only None or 0.
     Differentiable in ``x``.
 
     Args:
@@ -198,7 +236,7 @@ def resample_poly(
         TypeError: ``x`` is not a float/complex tensor.
         ValueError: ``up`` or ``down`` not a positive integer (scipy's ValueError), taps not 1-D,
             unknown ``padtype``.
-        NotImplementedError: an edge-extension ``padtype`` or a non-zero ``cval``.
+        NotImplementedError: a non-zero ``cval``.
 
     Example:
         >>> import torch
@@ -225,8 +263,10 @@ def resample_poly(
         "smooth",
     )
     check_one_of(fn, "padtype", padtype, modes + edge)
-    if padtype in edge or (cval not in (None, 0)):
-        raise NotImplementedError(f"{fn}: padtype={padtype!r} with cval={cval!r} is not supported")
+    if cval is not None and padtype != "constant":
+        raise ValueError(format_message(fn, "cval", "None unless padtype='constant'", cval))
+    if cval not in (None, 0):
+        raise NotImplementedError(f"{fn}: padtype='constant' with cval={cval!r} is not supported")
     g = math.gcd(up, down)
     up, down = up // g, down // g
     d = normalize_dim(fn, dim, max(x.ndim, 1))
@@ -246,11 +286,20 @@ def resample_poly(
     background = _BACKGROUND[padtype](xl) if padtype in _BACKGROUND else None
     if background is not None:
         xl = xl - background
-    stuffed = torch.cat([xl[..., None], xl.new_zeros((*xl.shape, up - 1))], -1).flatten(-2)
-    stuffed = stuffed[..., : (n_in - 1) * up + 1]
-    full = fftconvolve(stuffed, h.expand(*stuffed.shape[:-1], -1), dim=-1)
-    # Output sample j is full[down * (n_pre_remove + j) - n_pre_pad] (h was delayed n_pre_pad).
+    # Output sample j is full[down * (n_pre_remove + j) - n_pre_pad] (h was delayed n_pre_pad);
+    # it reads the upsampled signal from index start + down j - (len(h) - 1) to start + down j.
     start = down * n_pre_remove - n_pre_pad
+    left = right = 0
+    if padtype in edge:  # extend x by the mode as far as the filter reads past each end
+        left = -(-(h.shape[0] - 1 - start) // up) + 1
+        right = -(-(start + down * (n_out - 1) - (n_in - 1) * up) // up) + 1
+        xl = _extend_edges(xl, max(left, 0), max(right, 0), padtype)
+        left = max(left, 0)
+    n_ext = xl.shape[-1]
+    stuffed = torch.cat([xl[..., None], xl.new_zeros((*xl.shape, up - 1))], -1).flatten(-2)
+    stuffed = stuffed[..., : (n_ext - 1) * up + 1]
+    full = fftconvolve(stuffed, h.expand(*stuffed.shape[:-1], -1), dim=-1)
+    start += left * up
     full = torch.cat([full, full.new_zeros((*full.shape[:-1], down * n_out + start))], -1)
     y = full[..., start : start + down * n_out : down]
     if background is not None:

@@ -281,3 +281,16 @@ def test_resample_times_are_float64_and_bad_rates_raise_value_error():
     for up, down in (("yo", 1), (1.3, 2), (2, 1.3), (1, 0)):
         with pytest.raises(ValueError, match=r"resample_poly: `(up|down)` must be a positive int"):
             S.resample_poly(x, up, down)
+
+
+@pytest.mark.parametrize(
+    "padtype",
+    ["line", "symmetric", "reflect", "edge", "wrap", "smooth", "antisymmetric", "antireflect"],
+)
+def test_resample_poly_extends_edges_as_scipy(padtype):
+    rng = np.random.default_rng(8)
+    for n, up, down in ((3, 7, 3), (20, 3, 2), (101, 2, 5), (7, 1, 7)):
+        x = rng.standard_normal((2, n))
+        ours = S.resample_poly(torch.from_numpy(x), up, down, dim=1, padtype=padtype)
+        ref = ss.resample_poly(x, up, down, axis=1, padtype=padtype)
+        np.testing.assert_allclose(_np(ours), ref, RTOL_FLOAT64, 1e-12)
