@@ -29,6 +29,7 @@ Every rank must call :meth:`DistributedDPSGD.step` the same number of times (the
 :meth:`DistributedDPSGD.loader` yields the same number of logical batches everywhere).
 """
 
+import sys
 import typing
 from collections.abc import Mapping
 from typing import Any, cast
@@ -43,10 +44,15 @@ from research_ext.core import (
     format_message,
     make_generator,
 )
-from research_ext.privacy._dpsgd import DPSGD, resolve_noise
+from research_ext.privacy._dpsgd import DPSGD, DPSGDOptions, check_options, resolve_noise
 from research_ext.privacy._per_sample import LossFn
 from research_ext.privacy._sampling import PoissonLoader, poisson_loader
 from research_ext.privacy.accounting import epsilon as _epsilon
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif typing.TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["DistributedDPSGD"]
 
@@ -103,22 +109,17 @@ class DistributedDPSGD:
         model: this rank's replica (on this rank's device).
         optimizer: an optimizer over ``model``'s parameters.
         loss_fn: as for :class:`DPSGD`.
-        max_grad_norm: C (> 0), or a mapping layer -> C_k for ``clipping="per_layer"``.
-        delta: target delta in (0, 1).
-        sample_rate: the global Poisson rate q in (0, 1]; each rank samples its shard at q.
-        dataset_size: N, the size of the *whole* dataset (all shards together).
-        noise_multiplier: sigma (>= 0); exactly one of this and ``target_epsilon``.
-        target_epsilon: calibrate sigma (identically on every rank) over ``epochs`` or ``steps``.
-        epochs: training length in epochs, for calibration.
-        steps: training length in steps, for calibration.
-        accountant: ``"prv"``, ``"rdp"`` or ``"pld"``.
-        clipping: ``"flat"`` or ``"per_layer"``.
-        grad_sample_mode: as for :class:`DPSGD`.
-        generator: the noise generator on ``noise_rank`` (other ranks seed their samplers from
-            its initial seed and their rank); ``None``: OS-seeded.
-        secure: draw the noise from OS entropy each step (see :class:`DPSGD`).
         process_group: the group to train over (default: the world).
         noise_rank: the rank (within the group) that draws the noise.
+        **options: :class:`DPSGD`'s keywords (:class:`DPSGDOptions`), forwarded to this rank's
+            :class:`DPSGD`, with these meanings here: ``sample_rate`` is the global Poisson
+            rate q in (0, 1], each rank sampling its shard at q; ``dataset_size`` is N, the
+            size of the *whole* dataset (all shards together); ``target_epsilon`` calibrates
+            sigma identically on every rank (over ``epochs`` or ``steps``); ``clipping`` is
+            ``"flat"`` or ``"per_layer"``; ``generator`` is the noise generator on
+            ``noise_rank`` (other ranks seed their samplers from its initial seed and their
+            rank; ``None``: OS-seeded); ``secure`` draws that rank's noise from OS entropy
+            each step.
 
     Raises:
         RuntimeError: if ``torch.distributed`` is not initialized.
@@ -152,29 +153,19 @@ class DistributedDPSGD:
         optimizer: torch.optim.Optimizer,
         *,
         loss_fn: LossFn,
-        max_grad_norm: float | Mapping[str, float],
-        delta: float,
-        sample_rate: float,
-        dataset_size: int,
-        noise_multiplier: float | None = None,
-        target_epsilon: float | None = None,
-        epochs: float | None = None,
-        steps: int | None = None,
-        accountant: str = "prv",
-        clipping: str = "flat",
-        grad_sample_mode: str = "auto",
-        generator: torch.Generator | None = None,
-        secure: bool = False,
         process_group: Any = None,
         noise_rank: int = 0,
+        **options: "Unpack[DPSGDOptions]",
     ) -> None:
         import torch.distributed as dist
 
+        check_options(_FN, options)
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError(
                 f"{_FN}: torch.distributed is not initialized; call "
                 "torch.distributed.init_process_group (e.g. under torchrun) first"
             )
+        clipping = options.get("clipping", "flat")
         if clipping == "adaptive":
             raise ValueError(
                 format_message(
@@ -191,37 +182,43 @@ class DistributedDPSGD:
         self.noise_rank = check_int(
             _FN, "noise_rank", noise_rank, minimum=0, maximum=self.world_size - 1
         )
-        self.accountant = accountant
+        self.accountant = options.get("accountant", "prv")
         self.noise_multiplier, planned_steps = self._resolve_noise(
-            noise_multiplier, target_epsilon, epochs, steps, delta, sample_rate, accountant
+            options.get("noise_multiplier"),
+            options.get("target_epsilon"),
+            options.get("epochs"),
+            options.get("steps"),
+            options["delta"],
+            options["sample_rate"],
+            self.accountant,
         )
         self._broadcast_model(model)
         params = [p for p in model.parameters() if p.requires_grad]
-        base = make_generator(generator)
-        if self.rank == self.noise_rank:
+        base = make_generator(options.get("generator"))
+        noisy = self.rank == self.noise_rank
+        if noisy:
             local_generator = base
         else:  # no noise here; the generator only seeds this rank's sampler
             local_generator = make_generator(hash((base.initial_seed(), self.rank)) % 2**63)
+        # This rank's mechanism: sigma already resolved (the plan is set below), noise here only.
+        local: DPSGDOptions = {
+            **options,
+            "noise_multiplier": self.noise_multiplier if noisy else 0.0,
+            "generator": local_generator,
+            "secure": bool(options.get("secure", False)) and noisy,
+        }
+        # The calibration was resolved above, once for every rank; the plan is set below.
+        local.pop("target_epsilon", None)
+        local.pop("epochs", None)
+        local.pop("steps", None)
         self.dpsgd = DPSGD(
             model,
             cast(torch.optim.Optimizer, _AllReduceOptimizer(optimizer, params, process_group)),
             loss_fn=loss_fn,
-            max_grad_norm=max_grad_norm,
-            delta=delta,
-            sample_rate=sample_rate,
-            dataset_size=dataset_size,
-            noise_multiplier=self.noise_multiplier if self.rank == self.noise_rank else 0.0,
-            accountant=accountant,
-            clipping=clipping,
-            grad_sample_mode=grad_sample_mode,
-            generator=local_generator,
-            secure=secure and self.rank == self.noise_rank,
+            **local,
         )
-        self.model, self.sample_rate, self.dataset_size = (
-            model,
-            self.dpsgd.sample_rate,
-            dataset_size,
-        )
+        self.model, self.sample_rate = model, self.dpsgd.sample_rate
+        self.dataset_size = self.dpsgd.dataset_size
         self.delta = self.dpsgd.delta
         # Calibrated to a target: every rank refuses to step past the plan, as DPSGD does.
         self.dpsgd.planned_steps = planned_steps

@@ -1,10 +1,24 @@
-"""DP-SGD: clip per-sample gradients, add Gaussian noise once per logical step, account."""
+"""DP-SGD: clip per-sample gradients, add Gaussian noise once per logical step, account.
+
+One home for DP-SGD's options: :class:`DPSGD` spells every keyword out (what users and IDEs
+read), and :class:`DPSGDOptions`, a ``TypedDict`` of the same keywords, is what the classes
+built on it take and forward as ``**options``: :class:`DistributedDPSGD`, :class:`DPOptimizer`
+(and through it ``PrivacyEngine``). Why a ``TypedDict`` rather than a frozen dataclass: users
+keep calling ``DPSGD(model, opt, loss_fn=..., max_grad_norm=..., ...)`` with no options object
+to build, and ``**options: Unpack[DPSGDOptions]`` lets type checkers and IDEs check and complete
+the forwarded keywords as if they were spelled out. A new option is added to :class:`DPSGD`'s
+signature and to :class:`DPSGDOptions` (a test keeps the two equal); the wrappers forward it
+unchanged. :func:`check_options` is the one runtime check of forwarded keywords.
+``typing.Unpack`` is Python >= 3.11; on 3.10 the wrappers' annotation is a string that only
+type checkers read (they take ``Unpack`` from ``typing_extensions``), so no new run-time
+dependency is needed.
+"""
 
 import math
 import os
 import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
@@ -39,7 +53,49 @@ from research_ext.privacy._validate import fingerprint, raise_if_invalid
 from research_ext.privacy.accounting import PrivacyAccountant, noise_multiplier_for
 from research_ext.privacy.accounting._epsilon import ACCOUNTANTS
 
-__all__ = ["DPSGD"]
+__all__ = ["DPSGD", "DPSGDOptions", "check_options"]
+
+
+class _RequiredOptions(TypedDict):
+    max_grad_norm: float | Mapping[str, float]
+    delta: float
+    sample_rate: float
+    dataset_size: int
+
+
+class DPSGDOptions(_RequiredOptions, total=False):
+    """:class:`DPSGD`'s keywords except ``loss_fn`` (see :class:`DPSGD` for their meaning)."""
+
+    noise_multiplier: float | None
+    target_epsilon: float | None
+    epochs: float | None
+    steps: int | None
+    accountant: str
+    clipping: str
+    grad_sample_mode: str
+    generator: torch.Generator | None
+    secure: bool
+    adaptive_quantile: float
+    adaptive_lr: float
+    adaptive_count_noise: float | None
+
+
+def check_options(fn: str, options: Mapping[str, Any], extra: tuple[str, ...] = ()) -> None:
+    """Raise ``TypeError`` for a keyword that is not a DP-SGD option (or in ``extra``).
+
+    Also for a required option that is missing, so that a wrapper fails with its own name
+    before it does any work (``torch.distributed`` collectives included).
+    """
+    known = DPSGDOptions.__required_keys__ | DPSGDOptions.__optional_keys__ | set(extra)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(
+            f"{fn}: got unexpected keyword argument(s) {unknown}; the options are "
+            f"{sorted(known)} (see DPSGD)"
+        )
+    missing = sorted(DPSGDOptions.__required_keys__ - set(options))
+    if missing:
+        raise TypeError(f"{fn}: missing required keyword argument(s) {missing}")
 
 
 def resolve_noise(
@@ -347,9 +403,14 @@ class DPSGD:
 
         Returns the adaptive centred count accumulated so far (``None`` unless adaptive).
         """
-        factors = clip_factors(sq, self.thresholds, self.clipping)
-        for name, s in self.engine.clipped_sum(factors).items():
-            total[name] = total[name] + s if name in total else s
+        # Nothing here is differentiated: recording it would keep each step's graph (and the
+        # captured activations) alive in ``p.grad`` until the next step. The per-layer vmap
+        # rules' ``torch.func`` transforms ignore an outer ``no_grad``, so they still work.
+        with torch.no_grad():
+            sq = {name: s.detach() for name, s in sq.items()}
+            factors = clip_factors(sq, self.thresholds, self.clipping)
+            for name, s in self.engine.clipped_sum(factors).items():
+                total[name] = total[name] + s if name in total else s
         if self.clipping == "adaptive":
             count = centred_unclipped_count(sq, self.max_grad_norm)
             unclipped = count if unclipped is None else unclipped + count

@@ -48,8 +48,10 @@ checkpointing inside the model (recomputed outputs are not the captured ones).
 import inspect
 import math
 import os
+import sys
+import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -57,12 +59,28 @@ from torch import nn
 from research_ext.core import check_one_of, tree_leaves
 from research_ext.errors import ResearchExtError
 from research_ext.privacy._checkpoint import read_checkpoint, write_checkpoint
-from research_ext.privacy._dpsgd import DPSGD
+from research_ext.privacy._dpsgd import DPSGD, DPSGDOptions, check_options
 from research_ext.privacy._engines import HookEngine, VmapEngine, _LayerFailureError, _Records
 from research_ext.privacy._sampling import PoissonLoader
 from research_ext.privacy._validate import fingerprint
 
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif typing.TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["DPOptimizer", "NonDecomposableLossError"]
+
+#: DistributedDPSGD's own keywords, taken with ``distributed=True``.
+_DISTRIBUTED = ("process_group", "noise_rank")
+
+
+class DPOptimizerOptions(DPSGDOptions, total=False):
+    """:class:`DPSGDOptions` and, with ``distributed=True``, :class:`DistributedDPSGD`'s own."""
+
+    process_group: Any
+    noise_rank: int
+
 
 LOSS_REDUCTIONS = ("mean", "sum")
 CHECK_LOSS = ("first", "always", "never")
@@ -180,10 +198,11 @@ class DPOptimizer(torch.optim.Optimizer):
             the step is :class:`DistributedDPSGD`'s (this rank's clipped sum, noise drawn on
             ``noise_rank`` only, all-reduce, the global rate accounted). Do not wrap the
             model in ``DistributedDataParallel``: the noisy sums are what is all-reduced.
-        **dpsgd: every keyword of :class:`DPSGD` (of :class:`DistributedDPSGD` when
-            ``distributed``) except ``loss_fn`` (``max_grad_norm``, ``delta``,
-            ``sample_rate``, ``dataset_size``, ``noise_multiplier`` or ``target_epsilon``,
-            ``clipping``, ``grad_sample_mode``, ``generator``, ...).
+        **dpsgd: every keyword of :class:`DPSGD` except ``loss_fn`` (:class:`DPSGDOptions`:
+            ``max_grad_norm``, ``delta``, ``sample_rate``, ``dataset_size``,
+            ``noise_multiplier`` or ``target_epsilon``, ``clipping``, ``grad_sample_mode``,
+            ``generator``, ...); with ``distributed``, also :class:`DistributedDPSGD`'s
+            ``process_group`` and ``noise_rank``.
 
     Raises:
         NonDecomposableLossError: from ``step()``, when the check finds a loss term whose
@@ -212,7 +231,7 @@ class DPOptimizer(torch.optim.Optimizer):
         loss_reduction: str = "mean",
         check_loss: str = "first",
         distributed: bool = False,
-        **dpsgd: Any,
+        **dpsgd: "Unpack[DPOptimizerOptions]",
     ) -> None:
         # The wrapped optimizer owns parameters and state (as in Opacus): no super().__init__.
         fn = "DPOptimizer"
@@ -223,6 +242,7 @@ class DPOptimizer(torch.optim.Optimizer):
             )
         self.loss_reduction = check_one_of(fn, "loss_reduction", loss_reduction, LOSS_REDUCTIONS)
         self.check_loss = check_one_of(fn, "check_loss", check_loss, CHECK_LOSS)
+        check_options(fn, dpsgd, extra=_DISTRIBUTED if distributed else ())
         self.original_optimizer = optimizer
         self._owner: Any
         if distributed:
@@ -231,7 +251,8 @@ class DPOptimizer(torch.optim.Optimizer):
             self._owner = DistributedDPSGD(model, optimizer, loss_fn=_OutputGradLoss(), **dpsgd)
             self.dp = self._owner.dpsgd
         else:
-            self.dp = self._owner = DPSGD(model, optimizer, loss_fn=_OutputGradLoss(), **dpsgd)
+            options = cast(DPSGDOptions, dpsgd)  # checked above: no distributed keyword
+            self.dp = self._owner = DPSGD(model, optimizer, loss_fn=_OutputGradLoss(), **options)
         self.model = model
         self._pending: list[_Pending] = []
         self._open: tuple[_Pending, Any] | None = None
@@ -453,7 +474,9 @@ class DPOptimizer(torch.optim.Optimizer):
         pending.records, pending.by_call = {}, {}
         if self._check_now():
             scale = pending.batch_size if self.loss_reduction == "mean" else 1
-            for name, s in _batch_sum(engine, sq).items():
+            with torch.no_grad():  # compared with p.grad only: no graph to keep
+                batch_sums = _batch_sum(engine, sq)
+            for name, s in batch_sums.items():
                 s = s / scale
                 self._batch_total[name] = (
                     self._batch_total[name] + s if name in self._batch_total else s

@@ -11,7 +11,8 @@ from research_ext.errors import (
     PrivacyBudgetExceededError,
     UnsupportedModuleError,
 )
-from research_ext.privacy import DPSGD, epsilon, poisson_loader
+from research_ext.privacy import DPSGD, epsilon
+from tests.helpers import ATOL_FLOAT32, RTOL_FLOAT32
 from tests.privacy.zoo import loop_grads, make
 
 
@@ -334,13 +335,44 @@ def test_time_first_layers_are_refused():
         dp.step((torch.randn(3, 5, 4), torch.randint(0, 2, (3,))))
 
 
-def test_poisson_loader_with_dpsgd_logical_batches():
+def test_dpsgd_loader_steps_on_logical_batches_of_bounded_micro_batches():
     X, y = _data()
-    loader = poisson_loader(
-        (X, y), 0.5, generator=torch.Generator().manual_seed(0), max_physical_batch_size=4
-    )
-    for batch in loader:
-        assert isinstance(batch, list) and all(len(xb) <= 4 for xb, _ in batch)
+    torch.manual_seed(0)
+    dp = _dp(nn.Linear(6, 3), sample_rate=0.5, noise_multiplier=0.0)
+    batches = list(dp.loader((X, y), max_physical_batch_size=4))
+    assert len(batches) == 2  # round(1 / q) logical batches per epoch
+    sizes = [len(xb) for batch in batches for xb, _ in batch]
+    assert sum(sizes) > 0 and max(sizes) <= 4
+    assert all(isinstance(batch, list) for batch in batches)
+    for batch in batches:
+        before = [p.detach().clone() for p in dp.model.parameters()]
+        dp.step(batch)
+        twin = _dp(copy_of(before), sample_rate=0.5, noise_multiplier=0.0)
+        whole = [torch.cat(parts) for parts in zip(*batch, strict=True)]
+        twin.step((whole[0], whole[1]))  # the logical batch in one piece: the same update
+        for p, q in zip(dp.model.parameters(), twin.model.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=RTOL_FLOAT32, atol=ATOL_FLOAT32)
+    assert dp.steps == 2
+
+
+def copy_of(params):
+    model = nn.Linear(6, 3)
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), params, strict=True):
+            p.copy_(q)
+    return model
+
+
+@pytest.mark.parametrize("mode", ["auto", "ghost", "materialized", "vmap"])
+@pytest.mark.parametrize("clipping", ["flat", "adaptive"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "generic"])
+def test_gradients_after_a_step_are_plain_tensors(name, mode, clipping):
+    model, x, y = make(name, torch.float64, batch=4)
+    dp = _dp(model, grad_sample_mode=mode, clipping=clipping)
+    dp.step((x, y))
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert not p.grad.requires_grad and p.grad.grad_fn is None, pname
 
 
 def test_plan_names_each_layers_method():
@@ -523,3 +555,31 @@ def test_mapping_batch_errors():
         TypeError, match=r"DPSGD.step: `batch` must be a pair \(inputs, targets\) or a mapping"
     ):
         dp.step(torch.zeros(4, 5))
+
+
+def test_options_typeddict_lists_exactly_dpsgds_keywords():
+    import inspect
+
+    from research_ext.privacy._dpsgd import DPSGDOptions
+
+    params = inspect.signature(DPSGD.__init__).parameters
+    keywords = {n: p for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n != "loss_fn"}
+    assert set(DPSGDOptions.__annotations__) == set(keywords)
+    required = {n for n, p in keywords.items() if p.default is inspect.Parameter.empty}
+    assert DPSGDOptions.__required_keys__ == required
+    for name, annotation in DPSGDOptions.__annotations__.items():
+        assert annotation == keywords[name].annotation, name
+
+
+def test_check_options_names_the_caller_and_the_keyword():
+    from research_ext.privacy._dpsgd import check_options
+
+    good = dict(max_grad_norm=1.0, delta=1e-5, sample_rate=0.1, dataset_size=10)
+    check_options("Wrapper", good)
+    with pytest.raises(TypeError, match=r"Wrapper: got unexpected keyword argument\(s\) \['lr'\]"):
+        check_options("Wrapper", {**good, "lr": 0.1})
+    check_options("Wrapper", {**good, "noise_rank": 0}, extra=("noise_rank",))
+    with pytest.raises(
+        TypeError, match=r"Wrapper: missing required keyword argument\(s\) \['delta'"
+    ):
+        check_options("Wrapper", {k: v for k, v in good.items() if k != "delta"})

@@ -368,3 +368,29 @@ def test_distributed_user_loop_equals_distributed_dpsgd_on_two_gloo_ranks(tmp_pa
     # The two ranks hold the same replica after the all-reduced steps.
     for name, value in results[0][1][0].items():
         assert torch.equal(results[1][1][0][name], value)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ["mlp", "generic"])
+def test_gradients_after_a_step_are_plain_tensors(name, mode):
+    model, x, y = make(name, torch.float64, batch=4)
+    opt = DPOptimizer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        grad_sample_mode=mode,
+        check_loss="never",
+        **_settings(),
+    )
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert not p.grad.requires_grad and p.grad.grad_fn is None, pname
+
+
+def test_distributed_keywords_need_distributed():
+    model = nn.Linear(4, 2)
+    with pytest.raises(
+        TypeError, match=r"DPOptimizer: got unexpected keyword argument\(s\) \['noise_rank'\]"
+    ):
+        DPOptimizer(model, torch.optim.SGD(model.parameters(), lr=0.1), noise_rank=0, **_settings())
