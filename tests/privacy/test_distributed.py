@@ -163,6 +163,33 @@ def test_requires_an_initialized_process_group():
         _engine(_model(), distributed=True)
 
 
+def test_unknown_or_missing_options_are_refused_by_name_before_any_collective():
+    model = _model()
+    with pytest.raises(
+        TypeError, match=r"DistributedDPSGD: got unexpected keyword argument\(s\) \['momentum'\]"
+    ):
+        _engine(model, distributed=True, momentum=0.9)
+    with pytest.raises(
+        TypeError, match=r"DistributedDPSGD: missing required keyword argument\(s\) \['delta'\]"
+    ):
+        privacy.DistributedDPSGD(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_fn=nn.CrossEntropyLoss(),
+            max_grad_norm=1.0,
+            sample_rate=0.5,
+            dataset_size=N,
+            noise_multiplier=1.0,
+        )
+
+
+def test_options_reach_the_ranks_dpsgd(single_rank_group):
+    dp = _engine(_mlp(), distributed=True, **PER_LAYER, adaptive_lr=0.3)
+    assert (dp.dpsgd.clipping, dp.dpsgd.grad_sample_mode) == ("per_layer", "ghost")
+    assert (dp.dpsgd.adaptive_lr, dp.dpsgd.accountant.accountant) == (0.3, "rdp")
+    assert dp.dpsgd.noise_multiplier == SIGMA and dp.dataset_size == N
+
+
 @pytest.fixture
 def single_rank_group(tmp_path):
     dist.init_process_group(
