@@ -3,7 +3,8 @@
 A study file (TOML) names the objective, the search space, the sampler and pruner, and where the
 study lives (SQLite next to the file by default, PostgreSQL for many machines). ``run`` drives the
 study to exactly ``n_trials`` finished trials, crash-safe and with any number of worker processes;
-``status``, ``trials_table``, ``pareto_front``, ``importance`` and ``report`` look at it.
+``status``, ``trials_table``, ``pareto_front``, ``importance`` / ``importance_table`` and
+``report`` look at it; ``export_best`` and ``export_tensorboard`` write it out.
 
 Example:
     >>> import research_ext.hpo as rh
@@ -23,6 +24,7 @@ from research_ext.hpo._inspect import (  # noqa: E402
     export_best,
     format_rows,
     importance,
+    importance_table,
     pareto_front,
     status,
     trials_table,
@@ -33,6 +35,7 @@ from research_ext.hpo._report import SearchPrivacyCost, report, search_privacy_c
 from research_ext.hpo._space import ParamSpec, sample_params  # noqa: E402
 from research_ext.hpo._storage import StorageSpec, resolve_storage  # noqa: E402
 from research_ext.hpo._study import StudyHandle, open_study  # noqa: E402
+from research_ext.hpo._tensorboard import export_tensorboard  # noqa: E402
 from research_ext.hpo._worker_loop import worker  # noqa: E402
 
 __all__ = [
@@ -46,8 +49,10 @@ __all__ = [
     "StudyStatus",
     "best_params",
     "export_best",
+    "export_tensorboard",
     "format_rows",
     "importance",
+    "importance_table",
     "load_config",
     "open_study",
     "pareto_front",
