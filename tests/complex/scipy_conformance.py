@@ -288,6 +288,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     yield
     _results[item.nodeid]["reached"] = sorted(_Recorder.reached)
     _results[item.nodeid]["unrepresentable"] = _Recorder.unrepresentable
+    module = getattr(getattr(item, "module", None), "__name__", "")
+    _results[item.nodeid]["module"] = module
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

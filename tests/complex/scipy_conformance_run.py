@@ -97,15 +97,17 @@ def documented() -> list[str]:
     return re.findall(r"`([\w/]+/tests/[\w.]+::[^`]+)`", DEVIATIONS.read_text())
 
 
-def is_documented(nodeid: str, patterns: list[str]) -> bool:
-    """A pattern names a test by its path under scipy/ ("signal/tests/test_x.py::T::t"); a
-    trailing ``*`` makes it a prefix (all parameters of a test, a whole class)."""
-    path, _, test = nodeid.partition("::")
-    under = path.rsplit("scipy/", 1)[-1] + "::" + test  # node ids depend on pytest's rootdir
-    for p in patterns:
-        if under == p or (p.endswith("*") and under.startswith(p[:-1])):
-            return True
-    return False
+def test_name(nodeid: str, module: str) -> str:
+    """A test's name under scipy/ ("signal/tests/test_x.py::T::t"), whatever pytest's rootdir."""
+    test = nodeid.partition("::")[2]
+    if module:
+        return module.removeprefix("scipy.").replace(".", "/") + ".py::" + test
+    return nodeid.partition("::")[0].rsplit("scipy/", 1)[-1] + "::" + test
+
+
+def is_documented(name: str, patterns: list[str]) -> bool:
+    """A pattern names a test as :func:`test_name` does; a trailing ``*`` makes it a prefix."""
+    return any(name == p or (p.endswith("*") and name.startswith(p[:-1])) for p in patterns)
 
 
 def compare(suite: str, base: dict[str, dict], ours: dict[str, dict]):
@@ -123,7 +125,8 @@ def compare(suite: str, base: dict[str, dict], ours: dict[str, dict]):
         if o["outcome"] == "passed":
             row[1] += 1
         else:
-            row[2].append((nodeid, o.get("message", o["outcome"])))
+            name = test_name(nodeid, b.get("module", ""))
+            row[2].append((name, o.get("message", o["outcome"])))
     return table
 
 
@@ -149,13 +152,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"  (+{excluded} long-double tests not counted)",
                 flush=True,
             )
-            for nodeid, message in failures:
-                doc = is_documented(nodeid, patterns)
+            for test, message in failures:
+                doc = is_documented(test, patterns)
                 undocumented += not doc
                 if args.list_failures or not doc:
                     tag = "documented" if doc else "UNDOCUMENTED"
                     first = message.strip().splitlines()[-1] if message.strip() else ""
-                    print(f"    {tag}: {nodeid}\n        {first[:300]}")
+                    print(f"    {tag}: {test}\n        {first[:300]}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
     print(f"undocumented failures: {undocumented}")
