@@ -162,6 +162,9 @@ class DPSGD:
     :math:`\sigma_g = (\sigma^{-2} - (2\sigma_b)^{-2})^{-1/2}` and the pair costs exactly what
     noise multiplier sigma costs, which is what is accounted.
 
+    The keywords after ``loss_fn`` are :class:`DPSGDOptions`, which :class:`DistributedDPSGD`
+    and :class:`DPOptimizer` take and forward unchanged.
+
     Args:
         model: the model (validated; BatchNorm and the like raise ``UnsupportedModuleError``).
         optimizer: any optimizer over the model's parameters; it sees ``p.grad`` = the noisy mean.
