@@ -124,7 +124,8 @@ def test_spectral_density_errors_and_shapes():
 
 
 def test_plot_spectral_density(tmp_path):
-    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -6,8 +6,6 @@ import pytest
 
 from tests.postgres import PostgresUnavailableError, throwaway_server
 
-pytest.importorskip("optuna")
-
 OBJECTIVES = textwrap.dedent(
     '''
     import os

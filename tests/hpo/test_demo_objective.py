@@ -8,8 +8,6 @@ import pytest
 
 import research_ext.privacy as rp
 
-pytest.importorskip("sklearn")
-
 OBJECTIVE = pathlib.Path(__file__).parents[2] / "examples" / "dp_digits_objective.py"
 
 

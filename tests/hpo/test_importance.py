@@ -3,13 +3,12 @@
 import textwrap
 import warnings
 
+import optuna
 import pytest
 
 import research_ext.hpo as rh
 from research_ext.hpo._cli import main
 from research_ext.hpo._inspect import importance_table
-
-optuna = pytest.importorskip("optuna")
 
 OBJECTIVE = textwrap.dedent(
     """

@@ -220,8 +220,6 @@ def test_local_workers_on_postgresql(tmp_path, postgres_url, workers):
 # three trials are too few for PED-ANOVA's regimes; Optuna says so, rightly, for this tiny size
 @pytest.mark.filterwarnings("ignore:Some regimes for parameter:UserWarning")
 def test_demo_at_tiny_size(tmp_path):
-    if importlib.util.find_spec("sklearn") is None:
-        pytest.skip("scikit-learn (research-ext[examples]) is not installed")
     spec = importlib.util.spec_from_file_location("demo", REPO / "examples" / "demo.py")
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)

@@ -3,14 +3,10 @@
 import json
 import re
 
-import pytest
-
 from research_ext.hpo import load_config, trials_table
 from research_ext.hpo._cli import main
 from research_ext.hpo._worker_loop import worker
 from tests.hpo.conftest import write_study
-
-pytest.importorskip("optuna")
 
 LINE = re.compile(
     r"^trial (\d+) (complete|pruned|fail \(\w+\)): value=\S+ \((\d+\.\d) s\) \| "

@@ -9,9 +9,6 @@ from research_ext.hpo import _plots
 from research_ext.hpo._inspect import as_handle
 from tests.hpo.conftest import write_study
 
-pytest.importorskip("optuna")
-pytest.importorskip("matplotlib")
-
 
 @pytest.fixture(scope="module")
 def pruned_study(tmp_path_factory):

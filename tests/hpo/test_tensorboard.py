@@ -1,16 +1,14 @@
 """tune export --format tensorboard: one run per trial, read back with TensorBoard's own reader."""
 
+import optuna
 import pytest
+import tensorboard.backend.event_processing.event_accumulator as event_accumulator
+import tensorboard.plugins.hparams.plugin_data_pb2 as plugin_data_pb2
 
 import research_ext.hpo as rh
 from research_ext.hpo._cli import main
 from tests.helpers import run_python
 from tests.hpo.conftest import write_study
-
-optuna = pytest.importorskip("optuna")
-pytest.importorskip("torch.utils.tensorboard")
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-plugin_data_pb2 = pytest.importorskip("tensorboard.plugins.hparams.plugin_data_pb2")
 
 
 def _read(run_dir):

@@ -27,7 +27,8 @@ DELTA = 1e-5
 
 def _rdp_epsilon(noise_multiplier, sample_rate, steps, delta):
     """The claimed epsilon, from dp-accounting's RDP accountant (an independent accountant)."""
-    dp_accounting = pytest.importorskip("dp_accounting")
+    import dp_accounting
+
     accountant = dp_accounting.rdp.RdpAccountant(orders=[1.5, *range(2, 64), 80, 128, 256])
     event = dp_accounting.PoissonSampledDpEvent(
         sample_rate, dp_accounting.GaussianDpEvent(noise_multiplier)
@@ -398,16 +399,16 @@ def test_input_canary_audit_catches_noise_and_clipping_off_and_passes_correct_en
 
 
 def _digits():
-    datasets = pytest.importorskip("sklearn.datasets")
+    import sklearn.datasets as datasets
+
     data = datasets.load_digits()
     x = torch.as_tensor(data.data, dtype=torch.float32)
     return (x - x.mean(0)) / x.std(0).clamp_min(1e-3), torch.as_tensor(data.target)
 
 
 def test_engine_dpsgd_on_digits_noise_off_is_caught_and_correct_engine_passes():
-    privacy = pytest.importorskip("research_ext.privacy")
-    if not hasattr(privacy, "DPSGD"):
-        pytest.skip("research_ext.privacy.DPSGD has not landed yet")
+    import research_ext.privacy as privacy
+
     x, y = _digits()
     sigma, rate, epochs = 4.0, 0.1, 10
 
@@ -464,7 +465,8 @@ RECIPE_SIGMA, RECIPE_RATE, RECIPE_EPOCHS = 4.0, 0.1, 10
 
 
 def _scaled_digits(scaling):
-    datasets = pytest.importorskip("sklearn.datasets")
+    import sklearn.datasets as datasets
+
     data = datasets.load_digits()
     x = torch.as_tensor(data.data, dtype=torch.float32)
     if scaling == "standardised":
@@ -479,7 +481,7 @@ def _no_clipping(sq_norms, thresholds, clipping):
 
 
 def _engine_audit(seed, scaling, engine, monkeypatch):
-    privacy = pytest.importorskip("research_ext.privacy")
+    import research_ext.privacy as privacy
     from research_ext.privacy import _dpsgd
     from research_ext.privacy.audit import feature_canaries
 
@@ -570,7 +572,6 @@ def test_feature_canaries_touch_only_their_own_column():
 
 
 def test_plot_audit_draws_both_histograms():
-    pytest.importorskip("matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -9,9 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+import research_ext.privacy as privacy
 from research_ext.errors import CheckpointError, ResearchExtError
-
-privacy = pytest.importorskip("research_ext.privacy")
 
 
 def _dp(seed=0):

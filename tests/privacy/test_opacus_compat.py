@@ -11,9 +11,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from research_ext.privacy import DPOptimizer, PrivacyEngine
 from tests.helpers import ATOL_FLOAT64, RTOL_FLOAT64
 
-pytest.importorskip("opacus")
-pytest.importorskip("sklearn")
-
 SCRIPT = pathlib.Path(__file__).with_name("opacus_idiom_script.py")
 OPACUS_IMPORT = "from opacus import PrivacyEngine\n"
 OURS_IMPORT = "from research_ext.privacy import PrivacyEngine\n"

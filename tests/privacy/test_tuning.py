@@ -4,14 +4,12 @@ import math
 
 import numpy as np
 import pytest
+from dp_accounting import dp_event  # noqa: E402
+from dp_accounting.rdp import RdpAccountant  # noqa: E402
 from hypothesis import given, strategies as st
 from scipy import integrate, optimize, special
 
 from research_ext.privacy import tuning_epsilon
-
-dp_accounting = pytest.importorskip("dp_accounting")
-from dp_accounting import dp_event  # noqa: E402
-from dp_accounting.rdp import RdpAccountant  # noqa: E402
 
 ORDERS = (
     [1 + k / 10 for k in range(1, 100)] + list(range(11, 64)) + [80, 96, 128, 192, 256, 512, 1024]
