@@ -133,8 +133,10 @@ def test_errors():
         S.resample(x, 0)
     with pytest.raises(ValueError, match=r"resample_poly: `up` must be a positive int, got up=0"):
         S.resample_poly(x, 0, 1)
-    with pytest.raises(NotImplementedError, match=r"resample_poly: padtype='edge'"):
-        S.resample_poly(x, 2, 1, padtype="edge")
+    with pytest.raises(NotImplementedError, match=r"resample_poly: padtype='constant' with cval"):
+        S.resample_poly(x, 2, 1, cval=1.5)
+    with pytest.raises(ValueError, match=r"resample_poly: `cval` must be None unless padtype"):
+        S.resample_poly(x, 2, 1, padtype="edge", cval=1.5)
     with pytest.raises(ValueError, match=r"zoom_fft: `fn` must be a scalar or a pair"):
         S.zoom_fft(x, (0.1, 0.2, 0.3))
     with pytest.raises(ValueError, match=r"correlation_lags: `mode` must be one of"):
