@@ -290,10 +290,11 @@ def importance_table(
         ValueError: for an unknown evaluator or metric, or fewer than two complete trials.
 
     Example:
-        ``print(rh.format_rows(rh.importance_table("conditional.toml")))`` on a study where
-        ``momentum`` exists only when ``optimizer = "sgd"``: ``optimizer`` is ranked on all
-        complete trials (``trials`` ``8/8``), ``momentum`` on the ones that have it (``4/8``,
-        ``computed_on`` says so); ``research-ext tune importance`` prints the same table.
+        ``print(rh.format_rows(rh.importance_table("conditional.toml")))`` on the 8-trial
+        study of "Writing an objective", where ``momentum`` exists only when
+        ``optimizer = "sgd"``: ``optimizer`` is ranked on all complete trials (``trials``
+        ``8/8``), ``momentum`` on the ones that have it (``5/8``, ``computed_on`` says so);
+        ``research-ext tune importance`` prints the same table.
     """
     import optuna
 
