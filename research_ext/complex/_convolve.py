@@ -14,6 +14,7 @@ splits when a split exists. The direct method is torch's ``conv1d``/``conv2d``/`
 """
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -34,16 +35,22 @@ _MODES = ("full", "valid", "same")
 _METHODS = ("auto", "direct", "fft", "oa")
 
 
+def _check_input(fn: str, name: str, x: Any) -> None:
+    """Float16 is taken as scipy does (computed in float32); otherwise as the FFTs."""
+    if not (isinstance(x, torch.Tensor) and x.dtype == torch.float16):
+        check_real_or_complex(fn, name, x)
+
+
 def _prepare(
     fn: str, in1: Any, in2: Any, mode: Any, dim: Any
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
-    check_real_or_complex(fn, "in1", in1)
-    check_real_or_complex(fn, "in2", in2)
+    _check_input(fn, "in1", in1)
+    _check_input(fn, "in2", in2)
     check_one_of(fn, "mode", mode, _MODES)
     if in1.ndim != in2.ndim:
         raise ValueError(
-            f"{fn}: `in1` and `in2` must have the same number of dims, got in1.shape="
-            f"{tuple(in1.shape)} and in2.shape={tuple(in2.shape)}"
+            f"{fn}: `in1` and `in2` must have the same number of dims, got in1.ndim={in1.ndim}, "
+            f"in2.ndim={in2.ndim} (in1 and in2 should have the same dimensionality)"
         )
     dims = normalize_dims(fn, dim, in1.ndim)
     for d in range(in1.ndim):
@@ -53,7 +60,9 @@ def _prepare(
                 f"{fn}: `in1` and `in2` must broadcast along the dims not convolved, got "
                 f"in1.shape={tuple(in1.shape)} and in2.shape={tuple(in2.shape)} (dim {d})"
             )
-    dtype = torch.result_type(in1, in2)
+    # float16 is computed in float32 (scipy's FFT does the same; torch's half convolutions
+    # are CPU-less or inexact) and the result is cast back to the promoted dtype.
+    dtype = torch.promote_types(torch.result_type(in1, in2), torch.float32)
     in1, in2 = in1.to(dtype), in2.to(dtype)
     if mode == "valid":
         s1 = [in1.shape[d] for d in dims]
@@ -225,6 +234,28 @@ def _choose(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> str:
 
 
 def _convolve(fn: str, in1: Any, in2: Any, mode: str, dim: Any, method: str) -> torch.Tensor:
+    out = _convolve_promoted(fn, in1, in2, mode, dim, method)
+    # in1 and in2 are tensors here (_prepare checked them)
+    dtype = torch.result_type(in1, in2)
+    return out if out.dtype == dtype else out.to(dtype)
+
+
+def _warn_non_finite(in1: torch.Tensor, in2: torch.Tensor) -> None:
+    """scipy.signal.convolve's warning when its FFT method meets a nan or inf."""
+    if is_functorch_wrapped(in1) or is_functorch_wrapped(in2) or torch.compiler.is_compiling():
+        return  # no data-dependent branch inside torch.func transforms or compiled graphs
+    if not bool(torch.isfinite(in1).all() and torch.isfinite(in2).all()):
+        warnings.warn(
+            "Use of fft convolution on input with NAN or inf results in NAN or inf output. "
+            "Consider using method='direct' instead.",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+
+
+def _convolve_promoted(
+    fn: str, in1: Any, in2: Any, mode: str, dim: Any, method: str
+) -> torch.Tensor:
     in1, in2, dims = _prepare(fn, in1, in2, mode, dim)
     if in1.numel() == 0 or in2.numel() == 0:
         return in1.new_zeros(0)
@@ -234,6 +265,8 @@ def _convolve(fn: str, in1: Any, in2: Any, mode: str, dim: Any, method: str) -> 
         method = _choose(in1, in2, dims)
     if method == "direct" and len(dims) > 3:
         method = "fft"
+    if fn in ("convolve", "correlate") and method != "direct":
+        _warn_non_finite(in1, in2)
     if method == "direct":
         full = _direct_full(in1, in2, dims)
     else:
@@ -266,8 +299,9 @@ def fftconvolve(
     As in scipy, "same" returns exactly ``in1``'s shape (broadcast dims are centre-cropped too).
 
     Differences from scipy: ``dim`` replaces ``axes``; the result dtype is the promoted dtype of
-    the inputs (float32 stays float32); integer input raises ``TypeError``. Differentiable in
-    both inputs.
+    the inputs (float32 stays float32; float16 is computed in float32 and returned as float16,
+    where scipy returns float32); integer input raises ``TypeError``. Differentiable in both
+    inputs.
 
     Args:
         in1: real or complex tensor.
@@ -349,7 +383,10 @@ def convolve(
     ``method="auto"`` uses torch's ``convNd`` only for tiny kernels (<= 4 samples, or <= 1024
     multiply-adds in all) and the FFT otherwise, which itself splits a long input into
     overlap-save blocks where a cost model of torch's FFT says that is cheaper; it
-    never runs the direct method on long kernels.
+    never runs the direct method on long kernels. As in scipy, float16 input is accepted
+    (computed in float32, returned in the promoted dtype of the inputs), and an FFT-based
+    method on input with a nan or inf warns ``RuntimeWarning`` (its nan/inf spreads over the
+    output; scipy looks at the output's first element, we at the inputs).
 
     Differences from scipy: the extra keyword ``dim`` limits the convolved dims (the others
     broadcast; scipy convolves over all); integer input raises ``TypeError`` (scipy convolves
@@ -392,7 +429,8 @@ def correlate(
     i.e. the convolution of ``in1`` with ``in2`` reversed and conjugated, cropped by ``mode``;
     the lags of the output are :func:`correlation_lags`.
 
-    Differences from scipy: as :func:`convolve` (the ``dim`` keyword, float input only).
+    Differences from scipy: as :func:`convolve` (the ``dim`` keyword, floating input only;
+    float16 and the nan/inf warning as there).
 
     Args:
         in1: real or complex tensor.
@@ -414,7 +452,7 @@ def correlate(
         tensor([1., 3., 5., 3.])
     """
     check_one_of("correlate", "method", method, _METHODS)
-    check_real_or_complex("correlate", "in2", in2)
+    _check_input("correlate", "in2", in2)
     dims = normalize_dims("correlate", dim, in2.ndim)
     reversed_in2 = in2.flip(list(dims)) if dims else in2
     if reversed_in2.is_complex():

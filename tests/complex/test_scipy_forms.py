@@ -1,5 +1,7 @@
 """scipy's argument forms, dtype rules, empty inputs and validation, each against scipy itself."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.fft as sf
@@ -294,3 +296,49 @@ def test_resample_poly_extends_edges_as_scipy(padtype):
         ours = S.resample_poly(torch.from_numpy(x), up, down, dim=1, padtype=padtype)
         ref = ss.resample_poly(x, up, down, axis=1, padtype=padtype)
         np.testing.assert_allclose(_np(ours), ref, RTOL_FLOAT64, 1e-12)
+
+
+# --- convolution family: dims, float16, non-finite input ---------------------------------------
+
+
+@pytest.mark.parametrize("name", ["convolve", "correlate", "fftconvolve", "oaconvolve"])
+@pytest.mark.parametrize("shapes", [((1,), ()), ((), (1,)), ((1,), (1, 1))])
+def test_convolutions_refuse_different_numbers_of_dims_in_scipy_words(name, shapes):
+    a, b = (torch.ones(s, dtype=torch.float64) for s in shapes)
+    with pytest.raises(ValueError, match="in1 and in2 should have the same dimensionality"):
+        getattr(S, name)(a, b)
+    with pytest.raises(ValueError):
+        getattr(ss, name)(np.ones(shapes[0]), np.ones(shapes[1]))
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+def test_convolve_takes_float16_as_scipy(method, mode):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(100).astype(np.float16)
+    h = rng.standard_normal(9).astype(np.float16)
+    for other in (np.float16, np.float32, np.complex64):
+        expected = ss.convolve(x, h.astype(other), mode=mode, method=method)
+        ours = S.convolve(torch.from_numpy(x), torch.from_numpy(h.astype(other)), mode, method)
+        assert _np(ours).dtype == expected.dtype
+        np.testing.assert_allclose(_np(ours), expected, rtol=1e-3, atol=1e-3)
+    ours = S.correlate(torch.from_numpy(x), torch.from_numpy(h), mode, method)
+    assert ours.dtype == torch.float16
+    np.testing.assert_allclose(
+        _np(ours), ss.correlate(x, h, mode=mode, method=method), rtol=1e-3, atol=1e-3
+    )
+
+
+@pytest.mark.parametrize("name", ["convolve", "correlate"])
+def test_fft_convolution_of_non_finite_input_warns_as_scipy(name):
+    x = torch.from_numpy(np.random.default_rng(3).standard_normal(1000))
+    h = torch.from_numpy(ss.firwin(200, 0.2))
+    for value in (float("nan"), float("inf")):
+        bad = x.clone()
+        bad[100] = value
+        with pytest.warns(RuntimeWarning, match="Use of fft convolution"):
+            getattr(S, name)(bad, h, mode="same", method="fft")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        getattr(S, name)(bad, h, mode="same", method="direct")
+        getattr(S, name)(x, h, mode="same", method="fft")
