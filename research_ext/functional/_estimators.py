@@ -6,11 +6,11 @@ tight. Every estimate comes with its standard error, computed from the same samp
 """
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
-from research_ext.core import LinearOperator, check_int, check_one_of, format_message
+from research_ext.core import LinearOperator, check_int, check_one_of, format_message, progress
 from research_ext.functional._spectrum import _as_square_operator, _rademacher, _randn
 
 __all__ = ["Estimate", "diagonal", "trace"]
@@ -39,10 +39,15 @@ def _probes(
     return _randn((n, m), op, gen)
 
 
-def _apply(op: LinearOperator, block: torch.Tensor, batch_size: int | None) -> torch.Tensor:
-    if batch_size is None or block.shape[1] <= batch_size:
-        return op._matmat(block)
-    return torch.cat([op._matmat(part) for part in block.split(batch_size, dim=1)], dim=1)
+def _apply(
+    op: LinearOperator, block: torch.Tensor, batch_size: int | None, bar: Any
+) -> torch.Tensor:
+    parts = [block] if batch_size is None else list(block.split(batch_size, dim=1))
+    products = []
+    for part in parts:
+        products.append(op._matmat(part))
+        bar.update(part.shape[1])
+    return products[0] if len(products) == 1 else torch.cat(products, dim=1)
 
 
 def _mean_and_error(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,6 +66,7 @@ def trace(
     distribution: str = "rademacher",
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
+    show_progress: bool | None = None,
 ) -> Estimate:
     """Estimate ``tr(A)`` from ``num_samples`` products with random vectors.
 
@@ -78,6 +84,7 @@ def trace(
         distribution: probe distribution, ``"rademacher"`` (lower variance) or ``"gaussian"``.
         batch_size: most probes multiplied in one block (default: all at once).
         generator: random source for the probes.
+        show_progress: a progress bar over matvecs (default: in notebooks and terminals only).
 
     Returns:
         An :class:`Estimate` with a 0-d ``estimate`` and ``std_error`` (for Hutch++ the error of
@@ -105,19 +112,19 @@ def trace(
     if batch_size is not None:
         check_int(fn, "batch_size", batch_size, minimum=1)
     n = op.shape[0]
-    if method == "hutchinson":
-        m = check_int(fn, "num_samples", num_samples, minimum=1)
-        z = _probes(n, m, op, distribution, generator)
-        mean, err = _mean_and_error((z * _apply(op, z, batch_size)).sum(dim=0))
-        return Estimate(mean, err, m)
-    m = check_int(fn, "num_samples", num_samples, minimum=3)
-    third = min(m // 3, n)
-    sketch = _apply(op, _probes(n, third, op, distribution, generator), batch_size)
-    q, _ = torch.linalg.qr(sketch)
-    exact = (q * _apply(op, q, batch_size)).sum()
-    g = _probes(n, m - 2 * third, op, distribution, generator)
-    g = g - q @ (q.mT @ g)
-    mean, err = _mean_and_error((g * _apply(op, g, batch_size)).sum(dim=0))
+    m = check_int(fn, "num_samples", num_samples, minimum=1 if method == "hutchinson" else 3)
+    with progress(total=m, desc=f"{fn} ({method})", enable=show_progress, leave=False) as bar:
+        if method == "hutchinson":
+            z = _probes(n, m, op, distribution, generator)
+            mean, err = _mean_and_error((z * _apply(op, z, batch_size, bar)).sum(dim=0))
+            return Estimate(mean, err, m)
+        third = min(m // 3, n)
+        sketch = _apply(op, _probes(n, third, op, distribution, generator), batch_size, bar)
+        q, _ = torch.linalg.qr(sketch)
+        exact = (q * _apply(op, q, batch_size, bar)).sum()
+        g = _probes(n, m - 2 * third, op, distribution, generator)
+        g = g - q @ (q.mT @ g)
+        mean, err = _mean_and_error((g * _apply(op, g, batch_size, bar)).sum(dim=0))
     return Estimate(exact + mean, err, m)
 
 
@@ -129,6 +136,7 @@ def diagonal(
     distribution: str = "rademacher",
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
+    show_progress: bool | None = None,
 ) -> Estimate:
     """Estimate ``diag(A)`` from random products, or compute it exactly.
 
@@ -144,6 +152,7 @@ def diagonal(
             ``sum_i z_i^2`` entrywise, as Bekas et al. do).
         batch_size: most probes per block product (default: all at once).
         generator: random source for the probes.
+        show_progress: a progress bar over matvecs (default: in notebooks and terminals only).
 
     Returns:
         An :class:`Estimate` with ``(n,)`` ``estimate`` and ``std_error``.
@@ -170,12 +179,16 @@ def diagonal(
     n = op.shape[0]
     if method == "exact":
         eye = torch.eye(n, dtype=op.dtype, device=op.device)
-        blocks = eye.split(batch_size or n, dim=1)
-        diag = torch.cat([(b * op._matmat(b)).sum(dim=0) for b in blocks])
+        with progress(total=n, desc=f"{fn} (exact)", enable=show_progress, leave=False) as bar:
+            parts = [
+                (b * _apply(op, b, None, bar)).sum(dim=0) for b in eye.split(batch_size or n, 1)
+            ]
+        diag = torch.cat(parts)
         return Estimate(diag, torch.zeros_like(diag), n)
     m = check_int(fn, "num_samples", num_samples, minimum=1)
     z = _probes(n, m, op, distribution, generator)
-    products = z * _apply(op, z, batch_size)
+    with progress(total=m, desc=f"{fn} ({method})", enable=show_progress, leave=False) as bar:
+        products = z * _apply(op, z, batch_size, bar)
     if distribution == "gaussian":
         if m < 2:
             raise ValueError(

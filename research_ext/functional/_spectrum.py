@@ -24,6 +24,7 @@ from research_ext.core import (
     check_positive,
     check_type,
     format_message,
+    progress,
 )
 
 __all__ = [
@@ -164,6 +165,7 @@ def eigvalsh(
     return_eigenvectors: bool = False,
     v0: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    show_progress: bool | None = None,
 ) -> EigvalshResult:
     """Extreme eigenvalues of a symmetric operator by Lanczos with full reorthogonalization.
 
@@ -185,6 +187,8 @@ def eigvalsh(
         return_eigenvectors: also return the ``(n, k)`` Ritz vectors.
         v0: ``(n,)`` starting vector; default a Gaussian draw from ``generator``.
         generator: random source for ``v0`` and for restarts after a breakdown.
+        show_progress: a progress bar over Lanczos steps (default: in notebooks and terminals
+            only; see :func:`research_ext.core.progress`).
 
     Returns:
         An :class:`EigvalshResult` (eigenvalues ascending, matvec count, residual bounds).
@@ -232,18 +236,20 @@ def eigvalsh(
     beta = torch.zeros((m_max, 1), dtype=op.dtype, device=op.device)
     scale = torch.zeros((), dtype=op.dtype, device=op.device)
     converged = False
-    for j in range(m_max):
-        scale = _lanczos_step(op, basis, j, alpha, beta, scale, generator)
-        m = j + 1
-        if m < k or (m % check_every and m != m_max):
-            continue
-        theta, vecs = torch.linalg.eigh(_tridiagonal(alpha[:m], beta[: m - 1])[0])
-        residuals = (beta[m - 1, 0] * vecs[-1]).abs()
-        wanted = _wanted(m, k, which)
-        bound = tol * theta.abs().amax()
-        if m == n or bool((residuals[wanted] <= bound).all()):
-            converged = True
-            break
+    with progress(total=m_max, desc=f"{fn} (Lanczos)", enable=show_progress, leave=False) as bar:
+        for j in range(m_max):
+            scale = _lanczos_step(op, basis, j, alpha, beta, scale, generator)
+            bar.update(1)
+            m = j + 1
+            if m < k or (m % check_every and m != m_max):
+                continue
+            theta, vecs = torch.linalg.eigh(_tridiagonal(alpha[:m], beta[: m - 1])[0])
+            residuals = (beta[m - 1, 0] * vecs[-1]).abs()
+            wanted = _wanted(m, k, which)
+            bound = tol * theta.abs().amax()
+            if m == n or bool((residuals[wanted] <= bound).all()):
+                converged = True
+                break
     if not converged:
         warnings.warn(
             f"{fn}: Lanczos did not reach tol={tol:g} in max_iter={m_max} steps; "
@@ -274,6 +280,7 @@ def spectral_density(
     bandwidth: float | None = None,
     grid: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    show_progress: bool | None = None,
 ) -> SpectralDensity:
     """Spectral density of a symmetric operator by stochastic Lanczos quadrature (SLQ).
 
@@ -293,6 +300,8 @@ def spectral_density(
         grid: ``(g,)`` points to evaluate the density on; default ``num_points`` points spanning
             the nodes plus 5% (and 3 bandwidths) on each side.
         generator: random source for the probes.
+        show_progress: a progress bar over Lanczos steps (default: in notebooks and terminals
+            only).
 
     Returns:
         A :class:`SpectralDensity` (grid, density, nodes, weights).
@@ -324,8 +333,10 @@ def spectral_density(
     alpha = torch.zeros((m, p), dtype=op.dtype, device=op.device)
     beta = torch.zeros((m, p), dtype=op.dtype, device=op.device)
     scale = torch.zeros((), dtype=op.dtype, device=op.device)
-    for j in range(m):
-        scale = _lanczos_step(op, basis, j, alpha, beta, scale, generator)
+    with progress(total=m, desc=f"{fn} (SLQ)", enable=show_progress, leave=False) as bar:
+        for j in range(m):
+            scale = _lanczos_step(op, basis, j, alpha, beta, scale, generator)
+            bar.update(1)
     theta, vecs = torch.linalg.eigh(_tridiagonal(alpha, beta[: m - 1]))
     weights = vecs[:, 0, :].square()
     lo, hi = theta.amin(), theta.amax()

@@ -154,3 +154,42 @@ def test_convergence_is_tested_once_per_check_every(monkeypatch):
         res = rf.eigvalsh(a, k=2, check_every=5, max_iter=40, tol=1e-300)
     assert res.num_matvecs == 40
     assert len(calls) == 40 // 5
+
+
+@pytest.mark.parametrize(
+    ("call", "desc", "total"),
+    [
+        (
+            lambda A: rf.eigvalsh(A, k=2, max_iter=12, check_every=100, show_progress=True),
+            "eigvalsh",
+            12,
+        ),
+        (
+            lambda A: rf.spectral_density(A, num_steps=10, show_progress=True),
+            "spectral_density",
+            10,
+        ),
+        (lambda A: rf.trace(A, num_samples=9, show_progress=True), "trace (hutch++)", 9),
+        (lambda A: rf.diagonal(A, num_samples=7, show_progress=True), "diagonal (hutchinson)", 7),
+        (
+            lambda A: rf.diagonal(A, method="exact", batch_size=5, show_progress=True),
+            "diagonal (exact)",
+            20,
+        ),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:eigvalsh. Lanczos did not reach:RuntimeWarning")
+def test_long_curvature_work_shows_progress_when_asked(call, desc, total, capsys):
+    A = torch.diag(torch.arange(1.0, 21.0, dtype=torch.float64))
+    call(A)
+    err = capsys.readouterr().err
+    # tqdm redraws at most every 0.1 s and clears the bar at the end (leave=False): the first
+    # frame carries the label and the total (matvecs or Lanczos steps)
+    assert f"{desc}" in err and f" 0/{total} " in err
+
+
+def test_progress_is_silent_when_not_a_terminal(capsys):
+    A = torch.diag(torch.arange(1.0, 21.0, dtype=torch.float64))
+    rf.eigvalsh(A, k=2)
+    rf.trace(A, num_samples=9)
+    assert capsys.readouterr().err == ""
