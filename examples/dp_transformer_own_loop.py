@@ -26,6 +26,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 import research_ext.privacy as rp
+from research_ext.core import progress
 
 LEVELS, CLASSES = 17, 10  # intensity tokens 0..16, then ten class tokens, then the query token
 VOCAB = LEVELS + CLASSES + 1
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> tuple[float, float]:
     loader = opt.loader(train, max_physical_batch_size=args.max_physical_batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs * len(loader))
     model.train()
+    bar = progress(total=args.epochs * len(loader), desc="DP transformer")
     for _ in range(args.epochs):
         for logical in loader:
             for batch in logical if isinstance(logical, list) else [logical]:
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> tuple[float, float]:
             opt.step()
             opt.zero_grad()
             scheduler.step()
+            bar.update(1)
+    bar.close()
     model.eval()
     with torch.no_grad():
         accuracy = (model.logits(test["input_ids"]).argmax(1) == test["labels"]).float().mean()
