@@ -117,7 +117,7 @@ def _to_torch(value: Any) -> Any:
         if not arr.dtype.isnative:
             arr = arr.astype(arr.dtype.newbyteorder("="))
         if arr.dtype.kind in "fc":
-            return torch.from_numpy(np.ascontiguousarray(arr).copy())
+            return torch.from_numpy(arr.copy(order="C"))  # keeps 0-d data 0-d
     return value
 
 
