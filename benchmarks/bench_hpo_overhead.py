@@ -50,6 +50,9 @@ def objective(trial):
 
 
 def raw(storage_kind: str, directory: pathlib.Path) -> float:
+    # Timed from opening the storage, as `ours` is timed from `rh.run` (which opens it): both
+    # sides pay for creating the schema and the study once.
+    start = time.perf_counter()
     sampler = optuna.samplers.TPESampler(seed=0, n_startup_trials=10)
     if storage_kind == "memory":
         storage = None
@@ -72,7 +75,6 @@ def raw(storage_kind: str, directory: pathlib.Path) -> float:
                 grace_period=20 if heartbeat else None,
             )
     study = optuna.create_study(storage=storage, sampler=sampler)
-    start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study.optimize(objective, n_trials=N_TRIALS)
