@@ -474,6 +474,24 @@ def _retrying(action: Callable[[], Any], spec: StorageSpec) -> Any:
             delay = min(2 * delay, 2.0)
 
 
+def _retry_calls(storage: Any, spec: StorageSpec) -> None:
+    """Every public storage call is retried while the server is unreachable.
+
+    Each call of Optuna's RDB storage is one transaction, rolled back when its connection dies,
+    so a call that failed because the server went away (a statement in flight, or a pooled
+    connection that a restart closed) is simply made again once the server is back.
+    """
+    for name in dir(type(storage)):
+        method = getattr(storage, name)
+        if name.startswith("_") or not callable(method):
+            continue
+
+        def call(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
+            return _retrying(lambda: __method(*args, **kwargs), spec)
+
+        setattr(storage, name, functools.update_wrapper(call, method))
+
+
 def _reconnect_with_retries(engine: Any, spec: StorageSpec) -> None:
     """New connections (after a server restart) wait for the server instead of failing at once."""
     import sqlalchemy
@@ -617,4 +635,5 @@ def _open(
         raise
     if spec.kind != "sqlite":
         _reconnect_with_retries(storage.engine, spec)
+        _retry_calls(storage, spec)
     return storage
