@@ -15,6 +15,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # One thread per test process: the suite runs under pytest-xdist on 2 cores.
 torch.set_num_threads(1)
+# Stricter than users run: an op without a deterministic implementation raises instead of
+# making a test pass or fail by chance (on CUDA, cuBLAS needs this workspace setting for it).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+torch.use_deterministic_algorithms(True)
 
 
 @pytest.fixture
