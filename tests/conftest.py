@@ -39,7 +39,7 @@ def dtype(request: pytest.FixtureRequest) -> torch.dtype:
 
 
 # Skips are allowed only for a missing device or an optional platform feature; any other skip
-# (a missing package of ours, a service that did not start, "not landed yet") fails the run, so
+# (a missing package of ours, a service that did not start) fails the run, so
 # breakage cannot turn green by skipping.
 ALLOWED_SKIPS = (
     "no CUDA device",
