@@ -289,6 +289,10 @@ def resolve_storage(
 
 # (cause, what to do, fragments of the driver's message that identify it), first match wins
 _DAMAGED = "the SQLite file is damaged (truncated or corrupted)"
+# SQLite in WAL mode answers "database is locked" at once (no busy wait) when a transaction that
+# read before another process committed tries to write: the call is retried like a server that
+# went away, since each storage call is one transaction, rolled back when it fails.
+_LOCKED = "another process keeps the SQLite database locked"
 _UNREACHABLE = "the database server is unreachable (down, restarting, or a wrong host or port)"
 _CAUSES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
@@ -349,7 +353,7 @@ _CAUSES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("disk i/o error", "no space left", "database or disk is full"),
     ),
     (
-        "another process keeps the SQLite database locked",
+        _LOCKED,
         "let the other process finish (or stop it) and run again",
         ("database is locked",),
     ),
@@ -452,7 +456,7 @@ def _retry_seconds() -> float:
 
 def _is_unreachable(err: BaseException) -> bool:
     found = _classify(err)
-    return found is not None and found[0] == _UNREACHABLE
+    return found is not None and found[0] in (_UNREACHABLE, _LOCKED)
 
 
 def _retrying(action: Callable[[], Any], spec: StorageSpec) -> Any:
@@ -635,5 +639,5 @@ def _open(
         raise
     if spec.kind != "sqlite":
         _reconnect_with_retries(storage.engine, spec)
-        _retry_calls(storage, spec)
+    _retry_calls(storage, spec)
     return storage
