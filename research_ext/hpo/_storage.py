@@ -631,7 +631,7 @@ def _open(
             )
 
     try:
-        storage = create() if spec.kind == "sqlite" else _retrying(create, spec)
+        storage = _retrying(create, spec)  # a server starting, or SQLite locked by a creator
     except Exception as err:
         if spec.read_only and any("version_info" in str(e) for e in _chain(err)):
             # a database without Optuna's tables holds no study; reading must not create them
