@@ -34,8 +34,8 @@ from torch.fft import (
     rfftn,
 )
 
-from research_ext.complex._dct import dct, dctn, dst, dstn, idct, idctn, idst, idstn
-from research_ext.complex._fft import next_fast_len
+from research_ext.complex._scipy_fft.dct import dct, dctn, dst, dstn, idct, idctn, idst, idstn
+from research_ext.complex._shared.fft_lengths import next_fast_len
 
 __all__ = [
     "dct",

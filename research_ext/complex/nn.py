@@ -14,29 +14,39 @@ Example:
     torch.complex64
 """
 
-import research_ext.complex._init as init
-from research_ext.complex._activations import CGELU, Cardioid, CReLU, CTanh, ModReLU, ZReLU
-from research_ext.complex._attention import (
+from research_ext.complex._layers import init
+from research_ext.complex._layers.activations import CGELU, Cardioid, CReLU, CTanh, ModReLU, ZReLU
+from research_ext.complex._layers.attention import (
     ComplexSoftmax,
     complex_scaled_dot_product_attention,
     complex_softmax,
 )
-from research_ext.complex._dropout import (
+from research_ext.complex._layers.dropout import (
     ComplexDropout,
     ComplexDropout1d,
     ComplexDropout2d,
     ComplexDropout3d,
 )
-from research_ext.complex._fourier import FNOBlock, SpectralConv1d, SpectralConv2d, SpectralConv3d
-from research_ext.complex._linear import ComplexConv1d, ComplexConv2d, ComplexConv3d, ComplexLinear
-from research_ext.complex._normalization import (
+from research_ext.complex._layers.fourier import (
+    FNOBlock,
+    SpectralConv1d,
+    SpectralConv2d,
+    SpectralConv3d,
+)
+from research_ext.complex._layers.linear import (
+    ComplexConv1d,
+    ComplexConv2d,
+    ComplexConv3d,
+    ComplexLinear,
+)
+from research_ext.complex._layers.normalization import (
     ComplexBatchNorm1d,
     ComplexBatchNorm2d,
     ComplexBatchNorm3d,
     ComplexGroupNorm,
     ComplexLayerNorm,
 )
-from research_ext.complex._pooling import (
+from research_ext.complex._layers.pooling import (
     ComplexAdaptiveAvgPool1d,
     ComplexAdaptiveAvgPool2d,
     ComplexAdaptiveAvgPool3d,

@@ -18,16 +18,16 @@ Example:
     tensor([1., 2., 2., 1.])
 """
 
-from research_ext.complex._convolve import (
+from research_ext.complex._scipy_signal.convolve import (
     convolve,
     correlate,
     correlation_lags,
     fftconvolve,
     oaconvolve,
 )
-from research_ext.complex._czt import czt, zoom_fft
-from research_ext.complex._hilbert import envelope, hilbert, hilbert2
-from research_ext.complex._iir import (
+from research_ext.complex._scipy_signal.czt import czt, zoom_fft
+from research_ext.complex._scipy_signal.hilbert import envelope, hilbert, hilbert2
+from research_ext.complex._scipy_signal.iir import (
     filtfilt,
     lfilter,
     lfilter_zi,
@@ -36,10 +36,10 @@ from research_ext.complex._iir import (
     sosfilt_zi,
     sosfiltfilt,
 )
-from research_ext.complex._resample import resample, resample_poly
-from research_ext.complex._spectral import coherence, csd, periodogram, welch
-from research_ext.complex._stft import istft, spectrogram, stft
-from research_ext.complex._windows import get_window
+from research_ext.complex._scipy_signal.resample import resample, resample_poly
+from research_ext.complex._scipy_signal.spectral import coherence, csd, periodogram, welch
+from research_ext.complex._scipy_signal.stft import istft, spectrogram, stft
+from research_ext.complex._scipy_signal.windows import get_window
 
 __all__ = [
     "coherence",

@@ -9,8 +9,8 @@ import scipy.signal as ss
 import torch
 
 import research_ext.complex as rxc
-from research_ext.complex._convolve import _plan
-from research_ext.complex._fft import fast_len, transform_cost
+from research_ext.complex._scipy_signal.convolve import _plan
+from research_ext.complex._shared.fft_lengths import fast_len, transform_cost
 from tests.complex.spectral_utils import TOL_F64_TIGHT, assert_close32, assert_close64, randn
 
 S = rxc.signal

@@ -84,7 +84,7 @@ def test_roundtrip_and_orthogonality():
 
 
 def _chunk_rows(n: int, dtype: torch.dtype) -> int:
-    from research_ext.complex._r2r import _CHUNK_BYTES
+    from research_ext.complex._scipy_fft.r2r import _CHUNK_BYTES
 
     return _CHUNK_BYTES // (n * torch.empty(0, dtype=dtype).element_size())
 

@@ -146,7 +146,7 @@ def test_errors():
 
 
 def test_auto_method_never_direct_for_long_kernels():
-    from research_ext.complex._convolve import _choose
+    from research_ext.complex._scipy_signal.convolve import _choose
 
     x = torch.zeros(100_000)
     assert _choose(x, torch.zeros(3), (0,)) == "direct"

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from research_ext.complex._fft import cached, is_functorch_wrapped
+from research_ext.complex._shared.caching import cached, is_functorch_wrapped
 
 __all__ = ["r2r_last"]
 

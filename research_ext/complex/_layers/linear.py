@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from research_ext.complex._init import complex_kaiming_
-from research_ext.complex._layer_checks import complex_dtype_for, require_complex
+from research_ext.complex._layers.checks import complex_dtype_for, require_complex
+from research_ext.complex._layers.init import complex_kaiming_
 
 __all__ = ["ComplexConv1d", "ComplexConv2d", "ComplexConv3d", "ComplexLinear"]
 

@@ -8,7 +8,7 @@ random; sharing the mask keeps every surviving entry's phase intact. Survivors a
 import torch
 from torch import Tensor, nn
 
-from research_ext.complex._layer_checks import require_complex
+from research_ext.complex._layers.checks import require_complex
 from research_ext.core import check_in_range
 
 __all__ = ["ComplexDropout", "ComplexDropout1d", "ComplexDropout2d", "ComplexDropout3d"]

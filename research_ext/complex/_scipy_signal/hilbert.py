@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
-from research_ext.complex._fft import cached, check_real_or_complex, normalize_dim
-from research_ext.complex._resample import resample_freq
+from research_ext.complex._scipy_signal.resample import resample_freq
+from research_ext.complex._shared.arguments import check_real_or_complex, normalize_dim
+from research_ext.complex._shared.caching import cached
 from research_ext.core import check_int, check_one_of, format_message
 
 __all__ = ["envelope", "hilbert", "hilbert2"]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from research_ext.complex._layer_checks import complex_dtype_for, real_dtype_for, require_complex
+from research_ext.complex._layers.checks import complex_dtype_for, real_dtype_for, require_complex
 from research_ext.core import check_int, check_one_of
 
 __all__ = ["CGELU", "CReLU", "CTanh", "Cardioid", "ModReLU", "ZReLU"]

@@ -1,4 +1,4 @@
-"""Public DCT/DST API (scipy.fft's names, arguments and normalizations) over ``_r2r`` kernels."""
+"""Public DCT/DST API (scipy.fft's names, arguments and normalizations) over the ``r2r`` kernels."""
 
 import operator
 import textwrap
@@ -6,14 +6,14 @@ from typing import Any
 
 import torch
 
-from research_ext.complex._fft import (
+from research_ext.complex._scipy_fft.r2r import r2r_last
+from research_ext.complex._shared.arguments import (
     NORMS,
     check_real_or_complex,
     normalize_dim,
     normalize_dims,
     pad_or_trim,
 )
-from research_ext.complex._r2r import r2r_last
 from research_ext.core import check_int, check_one_of, format_message
 
 __all__ = ["dct", "dctn", "dst", "dstn", "idct", "idctn", "idst", "idstn"]

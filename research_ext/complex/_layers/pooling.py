@@ -10,7 +10,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from research_ext.complex._layer_checks import require_complex, split_apply
+from research_ext.complex._layers.checks import require_complex, split_apply
 
 __all__ = [
     "ComplexAdaptiveAvgPool1d",

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from research_ext.complex._fft import check_real_or_complex, normalize_dim
+from research_ext.complex._shared.arguments import check_real_or_complex, normalize_dim
 from research_ext.core import check_int, check_one_of, format_message
 
 __all__ = ["filtfilt", "lfilter", "lfilter_zi", "lfiltic", "sosfilt", "sosfilt_zi", "sosfiltfilt"]
@@ -496,7 +496,7 @@ def sosfiltfilt(
         >>> torch.allclose(y, torch.ones(20, dtype=torch.float64))
         True
     """
-    from research_ext.complex._stft import _extend
+    from research_ext.complex._scipy_signal.stft import _extend
 
     fn = "sosfiltfilt"
     check_real_or_complex(fn, "x", x)
@@ -671,7 +671,7 @@ def filtfilt(
         >>> torch.allclose(y, torch.ones(20, dtype=torch.float64))
         True
     """
-    from research_ext.complex._stft import _extend
+    from research_ext.complex._scipy_signal.stft import _extend
 
     fn = "filtfilt"
     check_one_of(fn, "method", method, ("pad", "gust"))

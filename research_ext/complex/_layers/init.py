@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor
 
-from research_ext.complex._layer_checks import real_dtype_for, require_complex
+from research_ext.complex._layers.checks import real_dtype_for, require_complex
 from research_ext.core import check_one_of, check_positive, format_message
 
 __all__ = ["complex_kaiming_", "complex_rayleigh_", "complex_unitary_", "complex_xavier_"]

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from research_ext.complex._fft import check_real_or_complex, next_fast_len, normalize_dim
+from research_ext.complex._shared.arguments import check_real_or_complex, normalize_dim
+from research_ext.complex._shared.fft_lengths import next_fast_len
 from research_ext.core import check_positive, format_message
 
 __all__ = ["czt", "zoom_fft"]

@@ -3,9 +3,9 @@
 Every method computes the ``"full"`` convolution over the convolution dims (other dims
 broadcast, as in scipy's ``axes=`` rule) and then crops it for ``"same"`` or ``"valid"``.
 The FFT method uses real transforms for real inputs and lengths that torch's FFT on the
-input's device handles fast (``_fft.fast_len``: 7-smooth, on CPU a multiple of 8), not scipy's
+input's device handles fast (``fft_lengths.fast_len``: 7-smooth, on CPU a multiple of 8), not scipy's
 pocketfft lengths. Along each dim it prices one transform of the whole against overlap-save
-blocks of every candidate length with ``_fft.transform_cost`` and runs the cheaper: on CPU a
+blocks of every candidate length with ``fft_lengths.transform_cost`` and runs the cheaper: on CPU a
 transform of a million points costs 3-5x more per point than batches of short ones (cache), so
 a long signal with a short kernel is always cut into blocks. The block method (what
 ``oaconvolve`` runs: overlap-save, which gives overlap-add's result with fewer passes) always
@@ -20,13 +20,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from research_ext.complex._fft import (
-    check_real_or_complex,
-    fast_len,
-    is_functorch_wrapped,
-    normalize_dims,
-    transform_cost,
-)
+from research_ext.complex._shared.arguments import check_real_or_complex, normalize_dims
+from research_ext.complex._shared.caching import is_functorch_wrapped
+from research_ext.complex._shared.fft_lengths import fast_len, transform_cost
 from research_ext.core import check_int, check_one_of
 
 __all__ = ["convolve", "correlate", "correlation_lags", "fftconvolve", "oaconvolve"]

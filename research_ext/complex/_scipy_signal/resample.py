@@ -14,7 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from research_ext.complex._fft import check_real_or_complex, normalize_dim, real_dtype_of
+from research_ext.complex._shared.arguments import (
+    check_real_or_complex,
+    normalize_dim,
+    real_dtype_of,
+)
 from research_ext.core import check_int, check_one_of, format_message
 
 __all__ = ["resample", "resample_freq", "resample_poly"]
@@ -43,7 +47,7 @@ def resample_freq(spectrum: torch.Tensor, num: int) -> torch.Tensor:
 
 
 def _window_weights(fn: str, window: Any, n_x: int, like: torch.Tensor) -> torch.Tensor | None:
-    from research_ext.complex._windows import get_window
+    from research_ext.complex._scipy_signal.windows import get_window
 
     rdtype = real_dtype_of(like.dtype)
     if window is None:
@@ -243,7 +247,7 @@ def resample_poly(
         >>> resample_poly(torch.ones(20, dtype=torch.float64), 3, 2).shape
         torch.Size([30])
     """
-    from research_ext.complex._convolve import fftconvolve
+    from research_ext.complex._scipy_signal.convolve import fftconvolve
 
     fn = "resample_poly"
     check_real_or_complex(fn, "x", x)

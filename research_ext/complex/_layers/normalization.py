@@ -27,8 +27,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from research_ext.complex._layer_checks import complex_dtype_for, real_dtype_for, require_complex
-from research_ext.complex._whitening import (
+from research_ext.complex._layers.checks import complex_dtype_for, real_dtype_for, require_complex
+from research_ext.complex._layers.whitening import (
     as_pq,
     batch_whitening,
     second_moments,

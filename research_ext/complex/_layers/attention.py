@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from research_ext.complex._layer_checks import require_complex
+from research_ext.complex._layers.checks import require_complex
 from research_ext.core import check_int, check_one_of
 
 __all__ = ["ComplexSoftmax", "complex_scaled_dot_product_attention", "complex_softmax"]

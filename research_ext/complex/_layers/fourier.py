@@ -42,9 +42,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from research_ext.complex._activations import CGELU
-from research_ext.complex._init import complex_rayleigh_
-from research_ext.complex._layer_checks import complex_dtype_for
+from research_ext.complex._layers.activations import CGELU
+from research_ext.complex._layers.checks import complex_dtype_for
+from research_ext.complex._layers.init import complex_rayleigh_
 from research_ext.core import check_int, check_one_of, format_message
 
 __all__ = ["FNOBlock", "SpectralConv1d", "SpectralConv2d", "SpectralConv3d"]

@@ -13,8 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from research_ext.complex._fft import check_real_or_complex, normalize_dim, real_dtype_of
-from research_ext.complex._windows import window_tensor
+from research_ext.complex._scipy_signal.windows import window_tensor
+from research_ext.complex._shared.arguments import (
+    check_real_or_complex,
+    normalize_dim,
+    real_dtype_of,
+)
 from research_ext.core import check_int, check_one_of, check_positive
 
 __all__ = ["coherence", "csd", "periodogram", "welch"]

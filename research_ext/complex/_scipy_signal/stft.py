@@ -12,8 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from research_ext.complex._fft import check_real_or_complex, normalize_dim, real_dtype_of
-from research_ext.complex._spectral import (
+from research_ext.complex._scipy_signal.spectral import (
     Detrend,
     _check_overlap,
     _detrend,
@@ -21,7 +20,12 @@ from research_ext.complex._spectral import (
     _segments_fft,
     _window,
 )
-from research_ext.complex._windows import window_tensor
+from research_ext.complex._scipy_signal.windows import window_tensor
+from research_ext.complex._shared.arguments import (
+    check_real_or_complex,
+    normalize_dim,
+    real_dtype_of,
+)
 from research_ext.core import check_one_of, check_positive
 
 __all__ = ["istft", "spectrogram", "stft"]
