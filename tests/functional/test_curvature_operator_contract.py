@@ -9,7 +9,14 @@ import research_ext.functional as rf
 from research_ext.core import LinearOperator
 from research_ext.functional import _curvature
 from tests.functional.test_curvature_parity import make_problem
-from tests.helpers import tolerances
+from tests.helpers import (
+    ATOL_FLOAT32_CURVATURE,
+    ATOL_FLOAT64,
+    RTOL_EIGENSOLVER_FLOAT64,
+    RTOL_FLOAT32_CURVATURE,
+    RTOL_FLOAT64,
+    tolerances,
+)
 
 # Block products run under both branches: the CPU loop and the vmapped pass accelerators run.
 pytestmark = pytest.mark.usefixtures("curvature_branch")
@@ -75,9 +82,11 @@ def test_to_scipy_and_eigsh(name, problem):
     lin = op.to_scipy()
     assert isinstance(lin, scipy.sparse.linalg.LinearOperator)
     v = np.random.default_rng(0).standard_normal(op.shape[0])
-    np.testing.assert_allclose(lin @ v, dense @ v, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(lin @ v, dense @ v, rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64)
     top = scipy.sparse.linalg.eigsh(lin, k=1, which="LA", return_eigenvectors=False)
-    np.testing.assert_allclose(top, np.linalg.eigvalsh(dense)[-1:], rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(
+        top, np.linalg.eigvalsh(dense)[-1:], rtol=RTOL_EIGENSOLVER_FLOAT64, atol=ATOL_FLOAT64
+    )
 
 
 def test_float32_follows_parameters(name, problem):
@@ -88,9 +97,16 @@ def test_float32_follows_parameters(name, problem):
     out = op32 @ v.float()
     assert out.dtype == torch.float32
     if name == "fisher_mc":  # Gaussian draws differ between dtypes; compare with its own matrix
-        torch.testing.assert_close(out, op32.to_dense() @ v.float(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            out,
+            op32.to_dense() @ v.float(),
+            rtol=RTOL_FLOAT32_CURVATURE,
+            atol=ATOL_FLOAT32_CURVATURE,
+        )
     else:
-        torch.testing.assert_close(out.double(), op64 @ v, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            out.double(), op64 @ v, rtol=RTOL_FLOAT32_CURVATURE, atol=ATOL_FLOAT32_CURVATURE
+        )
 
 
 def test_model_is_left_untouched_and_point_is_fixed(name, problem):

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import research_ext.functional as rf
-from tests.helpers import ATOL_FLOAT64, RTOL_FLOAT64
+from tests.helpers import ATOL_FLOAT64, RTOL_FLOAT64, RTOL_MONTE_CARLO_4000
 
 # Block products run under both branches: the CPU loop and the vmapped pass accelerators run.
 pytestmark = pytest.mark.usefixtures("curvature_branch")
@@ -150,7 +150,7 @@ def test_mc_fisher_converges_to_exact(loss):
     op = rf.fisher_operator(model, loss_fn, (x, y), kind="mc", mc_samples=4000, generator=gen)
     exact = dense_exact_fisher(model, loss_fn, x, y)
     # Monte Carlo error ~ 1/sqrt(4000) = 1.6% of the scale of the matrix.
-    close(op.to_dense(), exact, rtol=0, atol=0.08 * float(exact.abs().max()))
+    close(op.to_dense(), exact, rtol=0, atol=RTOL_MONTE_CARLO_4000 * float(exact.abs().max()))
 
 
 @pytest.mark.parametrize(

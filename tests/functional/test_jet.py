@@ -10,11 +10,19 @@ from torch import nn
 
 import research_ext.functional as rf
 from research_ext.functional._arguments import forward_ad_ready
+from tests.helpers import (
+    ATOL_CANCELLING_FLOAT64,
+    ATOL_HIGHER_ORDER_FLOAT64,
+    ATOL_POLYNOMIAL_FLOAT64,
+    RTOL_FLOAT64,
+    RTOL_HIGHER_ORDER_FLOAT64,
+)
 
 forward_ad_ready()  # torch's first forward-mode use warns about torch.jit (the references use it)
 
 D = torch.float64
-TOL = {"rtol": 1e-10, "atol": 1e-10}
+TOL = {"rtol": RTOL_FLOAT64, "atol": ATOL_CANCELLING_FLOAT64}
+HIGHER_ORDER = {"rtol": RTOL_HIGHER_ORDER_FLOAT64, "atol": ATOL_HIGHER_ORDER_FLOAT64}
 X = torch.tensor([-1.3, -0.4, 0.2, 0.9, 1.7], dtype=D)
 
 
@@ -43,7 +51,7 @@ def test_polynomial_to_order_8():
         ref = sum(
             c * math.perm(i, k) * X ** (i - k) for i, c in enumerate(coeffs) if i >= k
         ) * torch.ones_like(X)
-        torch.testing.assert_close(out[k], ref, rtol=1e-10, atol=1e-8)
+        torch.testing.assert_close(out[k], ref, rtol=RTOL_FLOAT64, atol=ATOL_POLYNOMIAL_FLOAT64)
 
 
 ELEMENTWISE = {
@@ -86,7 +94,7 @@ def test_derivatives_match_nested_grad(name):
     fns = _nested_grad(f, order)
     for k in range(order + 1):
         ref = torch.stack([fns[k](x) for x in X])
-        torch.testing.assert_close(out[k], ref, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(out[k], ref, **HIGHER_ORDER)
 
 
 def _nested_jvp(f, x, v, order):
@@ -117,7 +125,7 @@ def test_jet_mlp_directional_derivatives_match_nested_jvp():
         torch.testing.assert_close(y[key], f(x)[key], **TOL)
         for k in range(1, 5):
             ref = _nested_jvp(lambda x, key=key: f(x)[key], x, v, k)
-            torch.testing.assert_close(ys[key][k - 1], ref, rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(ys[key][k - 1], ref, **HIGHER_ORDER)
 
 
 def test_jet_second_order_series_term():
@@ -147,7 +155,7 @@ def test_jet_linear_algebra_and_shape_ops():
     zeros = [torch.zeros_like(x)] * 3
     _, ys = rf.jet(f, (x,), ([v, *zeros],))
     for k in range(1, 5):
-        torch.testing.assert_close(ys[k - 1], _nested_jvp(f, x, v, k), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(ys[k - 1], _nested_jvp(f, x, v, k), **HIGHER_ORDER)
 
 
 def test_constant_output_and_mse_loss():
@@ -167,9 +175,7 @@ def test_fallback_warns_and_is_correct():
         out = rf.derivatives(torch.special.ndtr, 3)(X)
     fns = _nested_grad(torch.special.ndtr, 3)
     for k in range(4):
-        torch.testing.assert_close(
-            out[k], torch.stack([fns[k](x) for x in X]), rtol=1e-9, atol=1e-9
-        )
+        torch.testing.assert_close(out[k], torch.stack([fns[k](x) for x in X]), **HIGHER_ORDER)
 
 
 def test_errors():

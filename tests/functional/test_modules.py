@@ -8,9 +8,10 @@ from torch import nn
 from torch.autograd.functional import hessian as ag_hessian, jacobian as ag_jacobian
 
 import research_ext.functional as rf
+from tests.helpers import tolerances
 
 D = torch.float64
-TOL = {"rtol": 1e-10, "atol": 1e-12}
+TOL = tolerances(torch.float64)
 
 
 def _net(batch_norm: bool = True) -> nn.Module:

@@ -9,6 +9,15 @@ from hypothesis import given, strategies as st
 import research_ext.functional as rf
 from research_ext.core import DenseOperator, DiagonalOperator
 from tests.functional.test_curvature_parity import dense_hessian, make_problem
+from tests.helpers import (
+    ATOL_CANCELLING_FLOAT64,
+    ATOL_RITZ_VECTORS_FLOAT64,
+    RTOL_DENSITY_MASS,
+    RTOL_EIGENSOLVER_FLOAT64,
+    RTOL_FLOAT64,
+    RTOL_RITZ_VALUES_FLOAT64,
+    tolerances,
+)
 
 # Block products run under both branches: the CPU loop and the vmapped pass accelerators run.
 pytestmark = pytest.mark.usefixtures("curvature_branch")
@@ -37,7 +46,9 @@ def test_eigvalsh_matches_torch(n, k, which):
     res = rf.eigvalsh(a, k=k, which=which, generator=torch.Generator().manual_seed(0))
     expected = _expected(torch.linalg.eigvalsh(a), k, which)
     assert res.converged and res.num_matvecs <= n
-    torch.testing.assert_close(res.eigenvalues, expected, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        res.eigenvalues, expected, rtol=RTOL_FLOAT64, atol=ATOL_CANCELLING_FLOAT64
+    )
     # The residual bound is rigorous: some eigenvalue lies within r_i of theta_i.
     eigs = torch.linalg.eigvalsh(a)
     distance = (eigs.unsqueeze(0) - res.eigenvalues.unsqueeze(1)).abs().amin(dim=1)
@@ -58,12 +69,17 @@ def test_eigvalsh_eigenpairs_and_bounds(n, seed, which):
     )
     vecs = res.eigenvectors
     assert vecs is not None and vecs.shape == (n, k)
-    torch.testing.assert_close(vecs.T @ vecs, torch.eye(k, dtype=F64), rtol=0, atol=1e-8)
+    torch.testing.assert_close(
+        vecs.T @ vecs, torch.eye(k, dtype=F64), rtol=0, atol=ATOL_RITZ_VECTORS_FLOAT64
+    )
     residual = torch.linalg.vector_norm(a @ vecs - vecs * res.eigenvalues, dim=0)
     scale = float(torch.linalg.matrix_norm(a, ord=2))
-    assert bool((residual <= res.residuals + 1e-8 * scale).all())
+    assert bool((residual <= res.residuals + ATOL_RITZ_VECTORS_FLOAT64 * scale).all())
     torch.testing.assert_close(
-        res.eigenvalues, _expected(torch.linalg.eigvalsh(a), k, which), rtol=1e-7, atol=1e-7 * scale
+        res.eigenvalues,
+        _expected(torch.linalg.eigvalsh(a), k, which),
+        rtol=RTOL_RITZ_VALUES_FLOAT64,
+        atol=RTOL_RITZ_VALUES_FLOAT64 * scale,
     )
 
 
@@ -72,14 +88,16 @@ def test_eigvalsh_on_a_hessian_operator():
     op = rf.hessian_operator(model, loss_fn, (x, y))
     res = rf.eigvalsh(op, k=4, which="both", generator=torch.Generator().manual_seed(1))
     expected = _expected(torch.linalg.eigvalsh(dense_hessian(model, loss_fn, x, y)), 4, "both")
-    torch.testing.assert_close(res.eigenvalues, expected, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(
+        res.eigenvalues, expected, rtol=RTOL_EIGENSOLVER_FLOAT64, atol=ATOL_CANCELLING_FLOAT64
+    )
 
 
 def test_eigvalsh_float32_and_repeated_eigenvalues():
     d = torch.tensor([1.0, 1.0, 1.0, 2.0, 5.0, 5.0, 7.0])
     res = rf.eigvalsh(DiagonalOperator(d), k=7, generator=torch.Generator().manual_seed(0))
     assert res.eigenvalues.dtype == torch.float32
-    torch.testing.assert_close(res.eigenvalues, d.sort().values, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(res.eigenvalues, d.sort().values, **tolerances(torch.float32))
     assert bool(torch.isfinite(res.error_estimate).all())
 
 
@@ -99,7 +117,9 @@ def test_trace_within_reported_error(method, distribution, seed):
 def test_hutch_plus_plus_is_exact_with_a_full_sketch():
     a = random_symmetric(10, 3)
     est = rf.trace(a, 31, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(est.estimate, torch.trace(a), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        est.estimate, torch.trace(a), rtol=RTOL_FLOAT64, atol=ATOL_CANCELLING_FLOAT64
+    )
 
 
 def test_trace_of_a_ggn_operator_and_batching():
@@ -142,7 +162,9 @@ def test_slq_moments_are_exact_for_diagonal_matrices():
     for p in range(12):
         moments = (sd.weights * sd.nodes**p).sum(dim=1)
         expected = (eigs**p).mean().expand(3)
-        torch.testing.assert_close(moments, expected, rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(
+            moments, expected, rtol=RTOL_EIGENSOLVER_FLOAT64, atol=ATOL_CANCELLING_FLOAT64
+        )
 
 
 def test_slq_density_matches_kernel_density_of_true_spectrum():
@@ -162,5 +184,8 @@ def test_slq_density_matches_kernel_density_of_true_spectrum():
     # Every probe's weights sum to 1, so the mass equals the true density's on this grid.
     torch.testing.assert_close(sd.weights.sum(dim=1), torch.ones(400, dtype=F64))
     torch.testing.assert_close(
-        torch.trapezoid(sd.density, grid), torch.trapezoid(kde, grid), rtol=1e-4, atol=0
+        torch.trapezoid(sd.density, grid),
+        torch.trapezoid(kde, grid),
+        rtol=RTOL_DENSITY_MASS,
+        atol=0,
     )

@@ -5,9 +5,15 @@ import torch
 from torch.autograd.functional import hessian as ag_hessian, jacobian as ag_jacobian
 
 import research_ext.functional as rf
-from tests.helpers import ATOL_FLOAT64, RTOL_FLOAT64
+from tests.helpers import (
+    ATOL_FINITE_DIFFERENCES,
+    ATOL_FLOAT64,
+    RTOL_FINITE_DIFFERENCES,
+    RTOL_FLOAT64,
+)
 
 TOL = {"rtol": RTOL_FLOAT64, "atol": ATOL_FLOAT64}
+FINITE_DIFFERENCES = {"rtol": RTOL_FINITE_DIFFERENCES, "atol": ATOL_FINITE_DIFFERENCES}
 D = torch.float64
 
 
@@ -63,7 +69,7 @@ def test_jacobian_matches_autograd_functional(name, mode, chunk_size):
 @pytest.mark.parametrize("name", list(ZOO))
 def test_jacobian_matches_finite_differences(name):
     f, x = ZOO[name]
-    torch.testing.assert_close(rf.jacobian(f)(x), _dense_jacobian(f, x), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(rf.jacobian(f)(x), _dense_jacobian(f, x), **FINITE_DIFFERENCES)
 
 
 @pytest.mark.parametrize("mode", ["fwd", "rev"])

@@ -5,6 +5,13 @@ from hypothesis import given, strategies as st
 
 import research_ext.functional as rf
 from research_ext.functional._arguments import forward_ad_ready
+from tests.helpers import (
+    ATOL_CANCELLING_FLOAT64,
+    ATOL_FLOAT64,
+    ATOL_HIGHER_ORDER_FLOAT64,
+    RTOL_FLOAT64,
+    RTOL_HIGHER_ORDER_FLOAT64,
+)
 
 D = torch.float64
 forward_ad_ready()  # torch's first forward-mode use warns about torch.jit (the references use it)
@@ -30,7 +37,7 @@ seeds = st.integers(min_value=0, max_value=2**16)
 def test_hessian_is_symmetric(seed, n):
     f, x, _ = _map(seed, n, 3)
     h = rf.hessian(lambda x: f(x).sum())(x)
-    torch.testing.assert_close(h, h.T, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(h, h.T, rtol=RTOL_FLOAT64, atol=ATOL_CANCELLING_FLOAT64)
 
 
 @given(seed=seeds, n=dims, m=dims)
@@ -41,9 +48,11 @@ def test_adjoint_identity(seed, n, m):
     _, jv = rf.jvp(f, (x,), (v,))
     _, vjp_fn = rf.vjp(f, x)
     (jtw,) = vjp_fn(w)
-    torch.testing.assert_close(torch.dot(jv, w), torch.dot(v, jtw), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        torch.dot(jv, w), torch.dot(v, jtw), rtol=RTOL_FLOAT64, atol=ATOL_CANCELLING_FLOAT64
+    )
     _, jvp_fn = rf.linearize(f, x)
-    torch.testing.assert_close(jvp_fn(v), jv, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(jvp_fn(v), jv, rtol=RTOL_FLOAT64, atol=ATOL_CANCELLING_FLOAT64)
 
 
 @given(seed=seeds, n=dims, m=dims, chunk=st.one_of(st.none(), st.integers(1, 8), st.just("auto")))
@@ -52,7 +61,10 @@ def test_all_modes_and_chunks_agree(seed, n, m, chunk):
     ref = rf.jacobian(f, mode="rev")(x)
     for mode in ("auto", "fwd", "rev"):
         torch.testing.assert_close(
-            rf.jacobian(f, mode=mode, chunk_size=chunk)(x), ref, rtol=1e-10, atol=1e-12
+            rf.jacobian(f, mode=mode, chunk_size=chunk)(x),
+            ref,
+            rtol=RTOL_FLOAT64,
+            atol=ATOL_FLOAT64,
         )
 
 
@@ -62,9 +74,14 @@ def test_hvp_fresh_repeated_and_dense_agree(seed, n):
     v = torch.randn(n, generator=g, dtype=D)
     scalar = lambda x: f(x).sum()  # noqa: E731
     dense = rf.hessian(scalar)(x)
-    torch.testing.assert_close(rf.hvp(scalar, (x,), (v,))[1][0], dense @ v, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(
-        rf.hessian_vector_product(scalar, (x,))((v,))[0], dense @ v, rtol=1e-10, atol=1e-10
+        rf.hvp(scalar, (x,), (v,))[1][0], dense @ v, rtol=RTOL_FLOAT64, atol=ATOL_CANCELLING_FLOAT64
+    )
+    torch.testing.assert_close(
+        rf.hessian_vector_product(scalar, (x,))((v,))[0],
+        dense @ v,
+        rtol=RTOL_FLOAT64,
+        atol=ATOL_CANCELLING_FLOAT64,
     )
 
 
@@ -77,4 +94,9 @@ def test_jet_is_homogeneous_in_the_direction(seed, order):
     _, ys = rf.jet(f, (x,), ([v, *zeros],))
     _, ys2 = rf.jet(f, (x,), ([2 * v, *zeros],))
     for k in range(order):
-        torch.testing.assert_close(ys2[k], 2 ** (k + 1) * ys[k], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(
+            ys2[k],
+            2 ** (k + 1) * ys[k],
+            rtol=RTOL_HIGHER_ORDER_FLOAT64,
+            atol=ATOL_HIGHER_ORDER_FLOAT64,
+        )
