@@ -173,8 +173,59 @@ class _Records(list):  # type: ignore[type-arg]
         )
 
 
-def _guarded_forward(name: str, rule: Any, records: "_Records", *args: Any, **kwargs: Any) -> Any:
+class _Tap(torch.autograd.Function):
+    """An alias of ``x`` that needs a gradient; the gradient stops there (never passed on)."""
+
+    @staticmethod
+    def forward(ctx: Any, anchor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # Not a view: in-place changes of the output stay legal for autograd (they show in the
+        # shared version counter, which ``_Records.modified`` checks).
+        return x.detach()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None]:
+        return None, None
+
+
+def _needs_tap(t: torch.Tensor) -> bool:
+    return not t.requires_grad and (t.is_floating_point() or t.is_complex())
+
+
+def _tap(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a tensor whose gradient the backward computes (see :meth:`HookEngine.capture`)."""
+    anchor = torch.zeros((), device=t.device, requires_grad=True)
+    return _Tap.apply(anchor, t)  # type: ignore[no-any-return]
+
+
+#: The positional and keyword inputs that an attention layer projects.
+_ATTENTION_INPUTS = ("query", "key", "value")
+
+
+def _tap_attention_inputs(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Query, key and value that need no gradient, as aliases that do (the same one if shared)."""
+    done: dict[int, torch.Tensor] = {}
+
+    def tapped(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor) or not _needs_tap(t):
+            return t
+        if id(t) not in done:
+            done[id(t)] = _tap(t)
+        return done[id(t)]
+
+    n = len(_ATTENTION_INPUTS)
+    args = (*(tapped(a) for a in args[:n]), *args[n:])
+    kwargs = {k: tapped(v) if k in _ATTENTION_INPUTS else v for k, v in kwargs.items()}
+    return args, kwargs
+
+
+def _guarded_forward(
+    name: str, rule: Any, records: "_Records", tap: bool, *args: Any, **kwargs: Any
+) -> Any:
     """A rule's replacement forward; what it cannot compute is a failure of that layer."""
+    if tap:
+        args, kwargs = _tap_attention_inputs(args, kwargs)
     try:
         return rule.forward(records, *args, **kwargs)
     except _LayerFailureError:
@@ -184,6 +235,12 @@ def _guarded_forward(name: str, rule: Any, records: "_Records", *args: Any, **kw
         raise _LayerFailureError(
             name, f"DPSGD: layer `{name}` ({kind}) failed in its per-sample rule's forward: {err}"
         ) from err
+
+
+#: Rules that need only a layer's inputs and output gradients: their parameters can leave the
+#: user's graph (generic, merged and recurrent rules keep theirs: a recurrent layer's first
+#: hidden projection, for one, has no input that needs a gradient).
+_DETACHABLE = (LinearRule, ConvRule, EmbeddingRule, NormRule, AttentionRule)
 
 
 class _LayerFailureError(Exception):
@@ -205,6 +262,8 @@ class HookEngine:
         }
         self.groups = layer_groups(model)
         self._active: list[tuple[str, LayerRule]] = []
+        self._detachable: list[nn.Parameter] = []
+        self._detachable_for: dict[str, LayerRule] | None = None
 
     def plan(self) -> dict[str, str]:
         """``{layer: "Type: method"}``: how each layer's per-sample gradients are computed."""
@@ -283,21 +342,37 @@ class HookEngine:
             by_call.setdefault((name, i), []).append(g)
         return self.norms(records, by_call, batch_size)
 
-    def capture(self, records: dict[str, "_Records"]) -> Callable[[], None]:
+    def capture(
+        self, records: dict[str, "_Records"], detach_parameters: bool = False
+    ) -> Callable[[], None]:
         """Install the layers' hooks (and patched forwards) that fill ``records`` in a forward.
 
         Returns the function that removes them. ``DPSGD.step`` wraps its own forward with it;
         the user-loop ``DPOptimizer`` wraps the user's forward.
+
+        With ``detach_parameters``, the parameters of the layers whose rules need only their
+        inputs and output gradients (Linear, convolutions, embeddings, norms, attention) are
+        taken out of the forward's graph until ``undo``: a backward through that forward then
+        computes the gradients the rules need and no parameter gradient (``p.grad`` stays as
+        it was). A layer output that then needs no gradient (its input needs none, e.g. the
+        first layer) is replaced by an alias that does, so its output gradient still arrives;
+        attention layers get such aliases of their query, key and value instead.
         """
         for rule in self.rules.values():
             rule.used.clear()
         handles = []
         patched = []
+        frozen = (
+            [p for p in self._detachable_parameters() if p.requires_grad]
+            if detach_parameters
+            else []
+        )
         for name, rule in self.rules.items():
+            tap = detach_parameters and isinstance(rule, _DETACHABLE)
             if getattr(rule, "patches_forward", False):
                 # Run attention and recurrent layers as explicit projections (Linear-like blocks).
                 rule.module.forward = functools.partial(
-                    _guarded_forward, name, rule, records.setdefault(name, _Records())
+                    _guarded_forward, name, rule, records.setdefault(name, _Records()), tap
                 )
                 patched.append(rule.module)
                 continue
@@ -309,19 +384,36 @@ class HookEngine:
                 rule.module.register_forward_hook(
                     # First among the forward hooks: the layer's own output, before any user
                     # hook replaces it.
-                    self._hook(name, records),
+                    self._hook(name, records, tap),
                     with_kwargs=True,
                     prepend=True,
                 )
             )
+        for p in frozen:
+            p.requires_grad_(False)
 
         def undo() -> None:
+            for p in frozen:
+                p.requires_grad_(True)
             for h in handles:
                 h.remove()
             for module in patched:
                 del module.forward
 
         return undo
+
+    def _detachable_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the layers whose rules work without parameter gradients."""
+        if self._detachable_for is not self.rules:  # built anew after a fallback
+            named = dict(self.model.named_parameters())
+            self._detachable = [
+                named[q]
+                for rule in self.rules.values()
+                if isinstance(rule, _DETACHABLE)
+                for q in rule.names.values()
+            ]
+            self._detachable_for = self.rules
+        return self._detachable
 
     def check_unmodified(self, records: dict[str, "_Records"]) -> None:
         """Raise a layer failure if a captured input or output was modified in place."""
@@ -395,10 +487,15 @@ class HookEngine:
                         f"(e.g. batch_first=True)"
                     )
 
-    def _hook(self, name: str, records: dict[str, _Records]) -> Callable[..., None]:
+    def _hook(
+        self, name: str, records: dict[str, _Records], tap: bool = False
+    ) -> Callable[..., Any]:
         def hook(
             module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
-        ) -> None:
+        ) -> Any:
+            replaced = None
+            if tap and isinstance(output, torch.Tensor) and _needs_tap(output):
+                output = replaced = _tap(output)
             outs = (
                 (output,)
                 if isinstance(output, torch.Tensor)
@@ -408,6 +505,7 @@ class HookEngine:
             if isinstance(rule, GenericRule) and rule.pending is not None:
                 kwargs, rule.pending = {**kwargs, MASKS: rule.pending}, None
             records.setdefault(name, _Records()).append((args, kwargs, outs))
+            return replaced
 
         return hook
 

@@ -14,6 +14,11 @@ How a step works: a forward pre-hook on the model installs the engine's layer ho
 duration of the user's forward (those of :class:`DPSGD`'s ``"auto"``, ``"ghost"`` and
 ``"materialized"`` modes), and tensor hooks on every captured layer output record the output
 gradients during the user's own ``loss.backward()``: book-keeping needs that one backward.
+The parameters of layers whose rules need only inputs and output gradients (Linear,
+convolutions, embeddings, norms, attention) leave the graph for the duration of the forward
+(``requires_grad`` off, outputs of first layers aliased to need a gradient), so that backward
+costs what :meth:`DPSGD.step`'s does: no batch parameter gradient, which DP-SGD never uses
+(``p.grad`` is left untouched by it, except on a step whose loss is checked, see below).
 Per-sample norms and clipped sums of a micro-batch are computed when its backward has finished
 (at ``optimizer.step()`` or at the next forward), so several forward/backward pairs before one
 ``step()`` are one logical step over their union (gradient accumulation). ``step()`` then
@@ -409,7 +414,13 @@ class DPOptimizer(torch.optim.Optimizer):
             self.dp._check_model()  # may rebuild the engine; nothing is captured yet
         engine = self.dp.engine
         records: dict[str, _Records] = {}
-        undo = engine.capture(records) if isinstance(engine, HookEngine) else None
+        # Unless this step compares the user's batch gradient with ours, the user's backward
+        # computes no parameter gradient: the rules build the clipped sum from what they capture.
+        undo = (
+            engine.capture(records, detach_parameters=not self._check_now())
+            if isinstance(engine, HookEngine)
+            else None
+        )
         pending = _Pending(args, kwargs, records, _rng_state(module))
         self._open = (pending, undo)
 

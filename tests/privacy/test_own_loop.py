@@ -10,7 +10,7 @@ from torch import nn
 from research_ext.errors import PrivacyBudgetExceededError
 from research_ext.privacy import DPSGD, DPOptimizer, NonDecomposableLossError
 from tests.helpers import ATOL_FLOAT64, RTOL_FLOAT64
-from tests.privacy.zoo import loop_grads, make
+from tests.privacy.zoo import ZOO, loop_grads, make
 
 MODES = ("auto", "ghost", "materialized", "vmap")
 CLIPPINGS = ("flat", "per_layer", "adaptive")
@@ -27,8 +27,12 @@ def _settings(**kwargs):
     return {**base, **kwargs}
 
 
-def _pair(model, **kwargs):
-    """A DPSGD on ``model`` and a DPOptimizer on a copy, with equal noise seeds."""
+def _pair(model, check_loss="first", **kwargs):
+    """A DPSGD on ``model`` and a DPOptimizer on a copy, with equal noise seeds.
+
+    With ``check_loss="first"``, the user's first backward computes parameter gradients (they
+    are compared with ours) and later ones do not (the rules need none): both paths are run.
+    """
     twin = copy.deepcopy(model)
     dp = DPSGD(
         model,
@@ -41,7 +45,7 @@ def _pair(model, **kwargs):
         twin,
         torch.optim.SGD(twin.parameters(), lr=0.5, momentum=0.9),
         generator=torch.Generator().manual_seed(3),
-        check_loss="always",
+        check_loss=check_loss,
         **_settings(**kwargs),
     )
     return dp, opt, twin
@@ -77,11 +81,88 @@ def test_user_loop_in_auto_mode_matches_on_harder_layers(name):
     # which the user loop makes by an invisible second pass.
     model, x, y = make(name, torch.float64, batch=5)
     dp, opt, twin = _pair(model)
-    dp.step((x, y))
-    F.cross_entropy(twin(x), y).backward()
-    opt.step()
+    for _ in range(2):
+        dp.step((x, y))
+        F.cross_entropy(twin(x), y).backward()
+        opt.step()
+        opt.zero_grad()
     assert opt.plan == dp.plan
     _assert_same(model, twin)
+
+
+@pytest.mark.parametrize("name", [n for n in ZOO if n not in ("mlp", "cnn", "transformer")])
+def test_unchecked_steps_equal_dpsgd_step_on_every_zoo_model(name):
+    # check_loss="never": from the first step on, the user's backward runs without parameter
+    # gradients, the first layers' outputs (or attention's inputs) get gradients through aliases.
+    model, x, y = make(name, torch.float64, batch=5)
+    dp, opt, twin = _pair(model, check_loss="never")
+    dp.step((x, y))
+    out = twin(x)
+    F.cross_entropy(out, y).backward()
+    opt.step()
+    _assert_same(model, twin)
+
+
+class FloatAttention(nn.Module):
+    """Attention first on float features (no input needs a gradient), then to a fixed memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.cross = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        h, _ = self.attn(x, x, x)
+        c, _ = self.cross(h, memory, value=memory, need_weights=False)
+        return self.head(torch.tanh(c).mean(1))
+
+
+class InplaceAfterLinear(nn.Module):
+    """A Linear whose output is changed in place: "auto" falls back (an invisible replay)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.head = nn.Linear(4, 5), nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.fc(x).relu_()).mean(1)
+
+
+@pytest.mark.parametrize("model_cls", [FloatAttention, InplaceAfterLinear])
+def test_unchecked_steps_on_first_attention_fixed_memory_and_in_place_outputs(model_cls):
+    torch.manual_seed(0)
+    model = model_cls().double()
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    memory = torch.randn(5, 2, 4, dtype=torch.float64)
+    inputs = (x, memory) if model_cls is FloatAttention else x
+    y = torch.randint(0, 3, (5,))
+    for check_loss in ("first", "never"):
+        twin_model = copy.deepcopy(model)
+        dp, opt, twin = _pair(twin_model, check_loss=check_loss)
+        for _ in range(2):
+            dp.step((inputs, y))
+            args = inputs if isinstance(inputs, tuple) else (inputs,)
+            F.cross_entropy(twin(*args), y).backward()
+            opt.step()
+            opt.zero_grad()
+        _assert_same(twin_model, twin)
+
+
+@pytest.mark.parametrize("mode", ["auto", "ghost", "materialized"])
+def test_unchecked_backward_computes_no_parameter_gradient(mode):
+    # The engine needs only the layers' output gradients; the first (checked) step needs p.grad.
+    model, x, y = make("transformer", torch.float64, batch=4)
+    opt = DPOptimizer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), grad_sample_mode=mode, **_settings()
+    )
+    for step in range(2):
+        F.cross_entropy(model(x), y).backward()
+        computed = [n for n, p in model.named_parameters() if p.grad is not None]
+        assert computed == ([n for n, _ in model.named_parameters()] if step == 0 else []), step
+        opt.step()
+        opt.zero_grad()
+    assert all(p.requires_grad for p in model.parameters())
 
 
 class TiedLM(nn.Module):
