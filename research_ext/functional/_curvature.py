@@ -9,8 +9,12 @@ forces the vmapped branch on the CPU too (the test suite runs both). Products ar
 host. For an iterable of batches the graphs are kept only with ``cache=True`` (memory grows with the
 number of batches); otherwise each product re-runs the forward pass batch by batch and accumulates.
 
-The module is one unit past the usual ~500 lines because the three operators share the batching,
-flattening and linearization machinery; about a third of it is the public factories' docstrings.
+GGN and Fisher share one product ``J^T M J`` (:class:`_OutputCurvatureOperator`) and differ
+only in the output-space matrix ``M``: the loss's Hessian in the outputs (the GGN, and the exact
+Fisher of the losses whose likelihood is known) or a sum of score outer products (the sampled and
+empirical Fishers). Reading the data lives in ``_batches``, the likelihoods in ``_likelihood``.
+The module stays one unit past the usual ~500 lines: the three operators share the flattening and
+linearization machinery, and about a third of it is the public factories' docstrings.
 """
 
 import abc
@@ -23,14 +27,20 @@ from torch import nn
 
 from research_ext.core import (
     LinearOperator,
-    call_with_params,
     check_int,
     check_one_of,
     check_type,
     format_message,
     progress,
 )
+from research_ext.functional._batches import (
+    as_batches,
+    batch_size,
+    call_model,
+    loss_reduction,
+)
 from research_ext.functional._hvp import batched_backward
+from research_ext.functional._likelihood import likelihood_of, sample_targets
 
 __all__ = [
     "AbstractCurvatureOperator",
@@ -42,7 +52,6 @@ __all__ = [
     "hessian_operator",
 ]
 
-Batch = tuple[Any, torch.Tensor]
 #: Vectorize block products with vmap on the CPU too (on accelerators they always are). Off by
 #: default: at one CPU thread a loop over the columns was faster (vmap added ~40% per product).
 #: The environment variable ``RESEARCH_EXT_VMAP_ON_CPU=1`` (read at every product) switches it
@@ -59,6 +68,8 @@ def _vmap_block(device: torch.device) -> bool:
 
 
 Apply = Callable[[list[torch.Tensor], bool], list[torch.Tensor]]
+#: ``(W, batched) -> M W``: an output-space matrix ``M`` applied to a block of output tangents.
+OutputApply = Callable[[torch.Tensor, bool], torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -103,44 +114,6 @@ def _grad(
     if batched:  # is_grads_batched, or one pass per vector where torch cannot batch it
         return list(batched_backward(lambda c, v: tuple(vjp(list(c), v)), tuple(cotangents)))
     return vjp(cotangents, False)
-
-
-def _reduction(fn: str, loss_fn: Any, reduction: str | None) -> str:
-    if reduction is None:
-        reduction = getattr(loss_fn, "reduction", "mean")
-    return check_one_of(fn, "reduction", reduction, ("mean", "sum"))
-
-
-def _as_batches(fn: str, data: Any) -> tuple[list[Batch] | Iterable[Batch], bool]:
-    """``(batches, single)``: a tensor batch becomes a one-element list; iterables stay lazy."""
-    if isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[1], torch.Tensor):
-        if isinstance(data[0], torch.Tensor | tuple | list | dict):
-            return [(data[0], data[1])], True
-    if isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
-        raise TypeError(
-            format_message(
-                fn, "data", "an (inputs, targets) batch or an iterable of batches", type(data)
-            )
-        )
-    if iter(data) is data:  # a one-shot iterator cannot be replayed for every product
-        data = list(data)
-    return data, False
-
-
-def _batch_size(x: Any) -> int:
-    if isinstance(x, torch.Tensor):
-        return x.shape[0]
-    if isinstance(x, tuple | list):
-        return _batch_size(x[0])
-    if isinstance(x, dict):
-        return _batch_size(next(iter(x.values())))
-    raise TypeError(f"curvature operator: cannot infer a batch size from inputs of type {type(x)}")
-
-
-def _call(model: nn.Module, params: dict[str, torch.Tensor], x: Any) -> torch.Tensor:
-    if isinstance(x, dict):
-        return call_with_params(model, params, (), x)
-    return call_with_params(model, params, tuple(x) if isinstance(x, list) else x)
 
 
 class AbstractCurvatureOperator(LinearOperator):
@@ -188,7 +161,7 @@ class AbstractCurvatureOperator(LinearOperator):
                 )
             )
         self.model, self.loss_fn = model, loss_fn
-        self.reduction = _reduction(fn, loss_fn, reduction)
+        self.reduction = loss_reduction(fn, loss_fn, reduction)
         self.names = names
         # Clones fix the linearization point: later optimizer steps do not leak into products.
         self._params = {n: named[n].detach().clone().requires_grad_(True) for n in names}
@@ -197,7 +170,7 @@ class AbstractCurvatureOperator(LinearOperator):
         self._sizes = [self._params[n].numel() for n in names]
         first = self._params[names[0]]
         self._dtype, self._device = first.dtype, first.device
-        self._batches, self._single = _as_batches(fn, data)
+        self._batches, self._single = as_batches(fn, data)
         self.cache = self._single if cache is None else bool(cache)
         self.show_progress = show_progress
         self._cached: list[tuple[int, Apply]] = []
@@ -222,7 +195,7 @@ class AbstractCurvatureOperator(LinearOperator):
         leaves = list(self._params.values())
         params = dict(self._fixed)
         params.update(zip(self.names, leaves, strict=True))
-        return _call(self.model, params, x)
+        return call_model(self.model, params, x)
 
     @abc.abstractmethod
     def _linearize(self, x: Any, y: torch.Tensor) -> Apply:
@@ -236,7 +209,7 @@ class AbstractCurvatureOperator(LinearOperator):
         if not self._single:
             batches = progress(batches, desc=self._name, enable=self.show_progress, leave=False)
         for x, y in batches:
-            piece = (_batch_size(x), self._linearize(x, y))
+            piece = (batch_size(x), self._linearize(x, y))
             if self.cache:
                 self._cached.append(piece)
             yield piece
@@ -320,40 +293,53 @@ class _OutputLinearization:
         return _grad([self.outputs], self.leaves, [block], batched=batched)
 
 
-@final
-class GGNOperator(AbstractCurvatureOperator):
-    """The generalized Gauss-Newton ``J^T H_f J``; see :func:`ggn_operator`."""
+class _OutputCurvatureOperator(AbstractCurvatureOperator):
+    """``J^T M J``: a curvature ``M`` in the model's outputs, pulled back through their Jacobian.
 
-    _name = "ggn_operator"
+    The one product behind the GGN and every Fisher: subclasses give ``M`` for one batch in
+    ``_output_curvature``; ``J V`` and ``J^T W`` run over the batch's cached output graph.
+    """
 
     def _linearize(self, x: Any, y: torch.Tensor) -> Apply:
-        leaves = list(self._params.values())
-        lin = _OutputLinearization(self._forward(x), leaves)
-        out = lin.outputs.detach().requires_grad_(True)
+        lin = _OutputLinearization(self._forward(x), list(self._params.values()))
+        middle = self._output_curvature(lin.outputs.detach().requires_grad_(True), y)
+
+        def apply(block: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+            return lin.vjp(middle(lin.jvp(block, batched), batched), batched)
+
+        return apply
+
+    @abc.abstractmethod
+    def _output_curvature(self, out: torch.Tensor, y: torch.Tensor) -> OutputApply:
+        """``W -> M W`` at the outputs ``out`` (a leaf that requires grad) and targets ``y``."""
+
+    def _loss_hessian(self, out: torch.Tensor, y: torch.Tensor) -> OutputApply:
+        """``W -> (d^2 L / d f^2) W``, by differentiating the loss's output gradient once more."""
         (grad_out,) = torch.autograd.grad(
             self.loss_fn(out, y), out, create_graph=True, materialize_grads=True
         )
 
-        def apply(block: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
-            jv = lin.jvp(block, batched)
-            return lin.vjp(_grad([grad_out], [out], [jv], batched=batched)[0], batched)
+        def apply(block: torch.Tensor, batched: bool) -> torch.Tensor:
+            return _grad([grad_out], [out], [block], batched=batched)[0]
 
         return apply
+
+
+@final
+class GGNOperator(_OutputCurvatureOperator):
+    """The generalized Gauss-Newton ``J^T H_f J``; see :func:`ggn_operator`."""
+
+    _name = "ggn_operator"
+
+    def _output_curvature(self, out: torch.Tensor, y: torch.Tensor) -> OutputApply:
+        return self._loss_hessian(out, y)
 
 
 _FISHER_KINDS = ("empirical", "mc", "exact")
 
 
-def _likelihood(loss_fn: Any) -> str | None:
-    if isinstance(loss_fn, nn.MSELoss) or loss_fn is nn.functional.mse_loss:
-        return "gaussian"
-    if isinstance(loss_fn, nn.CrossEntropyLoss) or loss_fn is nn.functional.cross_entropy:
-        return "categorical"
-    return None
-
-
 @final
-class FisherOperator(AbstractCurvatureOperator):
+class FisherOperator(_OutputCurvatureOperator):
     """The Fisher information of the model's likelihood; see :func:`fisher_operator`."""
 
     _name = "fisher_operator"
@@ -372,7 +358,7 @@ class FisherOperator(AbstractCurvatureOperator):
         self.kind = check_one_of(self._name, "kind", kind, _FISHER_KINDS)
         self.mc_samples = check_int(self._name, "mc_samples", mc_samples, minimum=1)
         self.generator = generator
-        self.likelihood = _likelihood(loss_fn)
+        self.likelihood = likelihood_of(loss_fn)
         if kind != "empirical" and self.likelihood is None:
             raise NotImplementedError(
                 f"fisher_operator: kind={kind!r} needs the model's likelihood, known only for "
@@ -383,31 +369,17 @@ class FisherOperator(AbstractCurvatureOperator):
         if self.kind == "mc" and not self.cache and not self._single:
             self.cache = True  # sampled targets must stay fixed for the operator to be linear
 
-    def _sample_targets(self, out: torch.Tensor) -> torch.Tensor:
-        shape = (self.mc_samples, *out.shape)
-        if self.likelihood == "categorical":
-            probs = out.softmax(dim=1).movedim(1, -1).reshape(-1, out.shape[1])
-            draws = torch.multinomial(probs, self.mc_samples, True, generator=self.generator)
-            return draws.mT.reshape(self.mc_samples, out.shape[0], *out.shape[2:])
-        # The NLL a * ||f - y||^2 (a = 1/C for a mean, 1 for a sum) is a Gaussian of variance 1/2a.
-        per_sample = out[0].numel() if self.reduction == "mean" else 1
-        noise = torch.randn(shape, generator=self.generator, dtype=out.dtype, device=out.device)
-        return out + noise * (per_sample / 2) ** 0.5
-
-    def _linearize(self, x: Any, y: torch.Tensor) -> Apply:
-        leaves = list(self._params.values())
-        lin = _OutputLinearization(self._forward(x), leaves)
-        out = lin.outputs.detach().requires_grad_(True)
+    def _output_curvature(self, out: torch.Tensor, y: torch.Tensor) -> OutputApply:
         if self.kind == "exact":
             # For these exponential-family likelihoods, E_y[g g^T] is the output Hessian.
-            (grad_out,) = torch.autograd.grad(self.loss_fn(out, y), out, create_graph=True)
-
-            def exact(block: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
-                jv = lin.jvp(block, batched)
-                return lin.vjp(_grad([grad_out], [out], [jv], batched=batched)[0], batched)
-
-            return exact
-        targets = y.unsqueeze(0) if self.kind == "empirical" else self._sample_targets(out.detach())
+            return self._loss_hessian(out, y)
+        if self.kind == "empirical":
+            targets = y.unsqueeze(0)
+        else:
+            assert self.likelihood is not None  # checked at construction
+            targets = sample_targets(
+                self.likelihood, out.detach(), self.mc_samples, self.reduction, self.generator
+            )
         # sum_i w * grad l_i grad l_i^T = (1/w) sum_i s_i s_i^T, with s_i = dL/df_i = w grad l_i.
         weight = out.shape[0] if self.reduction == "mean" else 1
         scores = (
@@ -416,13 +388,12 @@ class FisherOperator(AbstractCurvatureOperator):
         )
         dims = tuple(range(2, scores.ndim))
 
-        def apply(block: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
-            jv = lin.jvp(block, batched)
+        def apply(jv: torch.Tensor, batched: bool) -> torch.Tensor:
             if not batched:
                 jv = jv.unsqueeze(0)  # (k, N, ...) with k = 1
             coef = (scores.unsqueeze(1) * jv.unsqueeze(0)).sum(dim=tuple(d + 1 for d in dims))
             w = (scores.unsqueeze(1) * coef.reshape(coef.shape + (1,) * len(dims))).sum(dim=0)
-            return lin.vjp(w if batched else w.squeeze(0), batched)
+            return w if batched else w.squeeze(0)
 
         return apply
 
