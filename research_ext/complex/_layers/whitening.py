@@ -23,6 +23,8 @@ Higher-order gradients (``create_graph=True``) differentiate the plain autograd 
 so they are exact too.
 """
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -97,7 +99,14 @@ class _BatchWhitening(torch.autograd.Function):
     # map is a complex multiply-add p z + q conj(z). (Measured on CPU against a strided real-view
     # form, (S, 2) @ (2, 2) bmm and complex-by-real products, this was the fastest.)
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, dims):  # type: ignore[no-untyped-def, override]
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        eps: float,
+        dims: tuple[int, ...],
+    ) -> tuple[Tensor, Tensor, Tensor]:
         batch, channels = x.shape[0], x.shape[1]
         shape = (1, -1) + (1,) * (x.ndim - 2)
         n = x.numel() // channels
@@ -119,7 +128,9 @@ class _BatchWhitening(torch.autograd.Function):
         return out, mean, covar
 
     @staticmethod
-    def backward(ctx, g, _g_mean, _g_covar):  # type: ignore[no-untyped-def, override]
+    def backward(
+        ctx: Any, g: Tensor, _g_mean: Tensor, _g_covar: Tensor
+    ) -> tuple[Tensor | None, ...]:
         x, weight, bias, c, vrr, vii, vri, m = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain forward
@@ -158,9 +169,13 @@ class _BatchWhitening(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
-def _graph_backward(ctx, g, x, weight, bias):  # type: ignore[no-untyped-def]
+def _graph_backward(
+    ctx: Any, g: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | None
+) -> tuple[Tensor | None, ...]:
     inputs = [
-        t for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3], strict=True) if need
+        t
+        for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3], strict=True)
+        if need and t is not None
     ]
     out = _batch_forward(x, weight, bias, ctx.eps, ctx.dims)[0]
     grads = iter(torch.autograd.grad(out, inputs, g, create_graph=True))
@@ -171,4 +186,8 @@ def batch_whitening(
     x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, dims: tuple[int, ...]
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-channel whitening over ``dims`` of complex ``x``; returns (y, batch mean, (3, C) covariance)."""
-    return _BatchWhitening.apply(x, weight, bias, eps, dims)  # type: ignore[no-any-return]
+    # torch types Function.apply without annotations.
+    out: tuple[Tensor, Tensor, Tensor] = _BatchWhitening.apply(  # type: ignore[no-untyped-call]
+        x, weight, bias, eps, dims
+    )
+    return out
