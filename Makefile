@@ -41,9 +41,11 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
+# The slow tests (subprocess runs, notebooks, docs blocks, accounting grids) run on both cores too:
+# every timing-sensitive one waits on conditions with generous deadlines, never on a sleep.
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow and not gpu" -q
-	$(BIN)/python -m pytest -m "slow and not gpu" -q
+	$(BIN)/python -m pytest -n 2 -m "slow and not gpu" -q
 
 # The documentation site, built with warnings as errors (mkdocs.yml; site/ is the output). The
 # notebooks are executed at a small size for it, cached in build/docs-notebooks by content.
