@@ -720,6 +720,8 @@ def executed_notebook(
     data = nbformat.writes(notebook).encode("utf-8")
     cache_dir.mkdir(parents=True, exist_ok=True)
     for stale in cache_dir.glob(f"{path.stem}-*.ipynb"):
-        stale.unlink()
-    cached.write_bytes(data)
+        stale.unlink(missing_ok=True)  # another test process may have removed it first
+    partial = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+    partial.write_bytes(data)
+    os.replace(partial, cached)  # whole or absent, never a truncated run
     return data
