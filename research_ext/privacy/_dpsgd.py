@@ -401,8 +401,13 @@ class DPSGD:
         sq: dict[str, torch.Tensor],
         total: dict[str, torch.Tensor],
         unclipped: torch.Tensor | None,
+        grad_scale: float = 1.0,
     ) -> torch.Tensor | None:
         """Add a micro-batch's clipped sums (from the engine's last run) to ``total``.
+
+        ``grad_scale``: the engine's per-sample gradients (and ``sq``, the squared norms) are
+        those of the per-example losses divided by it (the user loop's output gradients of a
+        mean loss); the norms and clip factors are scaled here, on ``(batch,)`` vectors.
 
         Returns the adaptive centred count accumulated so far (``None`` unless adaptive).
         """
@@ -410,8 +415,13 @@ class DPSGD:
         # captured activations) alive in ``p.grad`` until the next step. The per-layer vmap
         # rules' ``torch.func`` transforms ignore an outer ``no_grad``, so they still work.
         with torch.no_grad():
-            sq = {name: s.detach() for name, s in sq.items()}
+            if grad_scale == 1.0:
+                sq = {name: s.detach() for name, s in sq.items()}
+            else:
+                sq = {name: s.detach() * grad_scale**2 for name, s in sq.items()}
             factors = clip_factors(sq, self.thresholds, self.clipping)
+            if grad_scale != 1.0:
+                factors = {name: f * grad_scale for name, f in factors.items()}
             for name, s in self.engine.clipped_sum(factors).items():
                 total[name] = total[name] + s if name in total else s
         if self.clipping == "adaptive":

@@ -26,8 +26,9 @@ runs the very code :meth:`DPSGD.step` ends with (noise once, ``optimizer.step()`
 clip update, accounting), so both paths are one implementation.
 
 The loss must be a sum or a mean of per-example losses, declared by ``loss_reduction``
-(``"mean"``, torch's default, or ``"sum"``); output gradients are scaled by the micro-batch size
-for ``"mean"``. A second pass, invisible to the user, is made where one-backward book-keeping
+(``"mean"``, torch's default, or ``"sum"``); for ``"mean"``, the per-sample norms and clip
+factors computed from the output gradients are scaled by the micro-batch size (on vectors of
+one value per example, not on the gradients themselves). A second pass, invisible to the user, is made where one-backward book-keeping
 cannot give per-example gradients: whole-model ``vmap`` (tied weights under ``"auto"``, or
 ``grad_sample_mode="vmap"``) and ``"auto"``'s per-layer fallback re-run the forward on the
 inputs the model received, with the random state of the user's forward (same dropout masks),
@@ -434,25 +435,26 @@ class DPOptimizer(torch.optim.Optimizer):
         if output is None:
             return  # the forward raised
         pending.args, pending.kwargs = args, kwargs
-        scale = float(pending.batch_size) if self.loss_reduction == "mean" else 1.0
+        # The output gradients are stored as they come (those of a mean loss are the
+        # per-example ones over the batch size: _process scales norms and clip factors).
         for name, calls in pending.records.items():
             for i, (_, _, outs) in enumerate(calls):
                 slot: list[torch.Tensor | None] = [None] * len(outs)
                 pending.by_call[(name, i)] = slot
                 for j, out in enumerate(outs):
                     if out.requires_grad:
-                        out.register_hook(self._store(pending, slot, j, scale))
+                        out.register_hook(self._store(pending, slot, j))
         leaves = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
         pending.root = [None] * len(leaves)
         for k, t in enumerate(leaves):
             if t.requires_grad:
-                t.register_hook(self._store(pending, pending.root, k, 1.0))
+                t.register_hook(self._store(pending, pending.root, k))
         self._pending.append(pending)
 
     @staticmethod
-    def _store(pending: _Pending, slot: list[torch.Tensor | None], j: int, scale: float) -> Any:
+    def _store(pending: _Pending, slot: list[torch.Tensor | None], j: int) -> Any:
         def hook(grad: torch.Tensor) -> None:
-            slot[j] = grad if scale == 1.0 else grad * scale
+            slot[j] = grad
             pending.arrived()
 
         return hook
@@ -473,26 +475,28 @@ class DPOptimizer(torch.optim.Optimizer):
         if pending.batch_size == 0:
             return  # an empty Poisson batch adds nothing (its mean loss is NaN)
         engine = self.dp.engine
+        scale = float(pending.batch_size) if self.loss_reduction == "mean" else 1.0
         sq = None
         if isinstance(engine, HookEngine):
             try:
                 engine.check_unmodified(pending.records)
                 sq = engine.norms(pending.records, pending.by_call, pending.batch_size)
+                grad_scale = scale  # from the gradients of the loss, not of the sum
             except _LayerFailureError:
                 sq = None  # the engine's own run falls back (auto) or names the layer
         if sq is None:
             sq = self._replay(pending, engine)
+            grad_scale = 1.0
         pending.records, pending.by_call = {}, {}
         if self._check_now():
-            scale = pending.batch_size if self.loss_reduction == "mean" else 1
             with torch.no_grad():  # compared with p.grad only: no graph to keep
                 batch_sums = _batch_sum(engine, sq)
             for name, s in batch_sums.items():
-                s = s / scale
+                s = s * (grad_scale / scale) if grad_scale != scale else s
                 self._batch_total[name] = (
                     self._batch_total[name] + s if name in self._batch_total else s
                 )
-        self._unclipped = self.dp._clip_into(sq, self._total, self._unclipped)
+        self._unclipped = self.dp._clip_into(sq, self._total, self._unclipped, grad_scale)
         self._micro += 1
 
     def _replay(
