@@ -496,7 +496,7 @@ def sosfiltfilt(
         >>> torch.allclose(y, torch.ones(20, dtype=torch.float64))
         True
     """
-    from research_ext.complex._scipy_signal.stft import _extend
+    from research_ext.complex._scipy_signal.segments import extend
 
     fn = "sosfiltfilt"
     check_real_or_complex(fn, "x", x)
@@ -507,7 +507,7 @@ def sosfiltfilt(
     zeros_a = int((sections[:, 5] == 0).sum())
     default = 3 * (2 * sections.shape[0] + 1 - min(zeros_b, zeros_a))
     edge = _check_padding(fn, padtype, padlen, default, xl.shape[-1])
-    ext = _extend(fn, xl, edge, padtype) if edge > 0 and padtype is not None else xl
+    ext = extend(fn, xl, edge, padtype) if edge > 0 and padtype is not None else xl
     zi = sosfilt_zi(sections.detach()).to(device=x.device)  # (n_sections, 2)
     lead = (slice(None),) + (None,) * (ext.ndim - 1)
     y, _ = _sosfilt_last(sections, ext, zi[lead] * ext[..., :1])
@@ -671,7 +671,7 @@ def filtfilt(
         >>> torch.allclose(y, torch.ones(20, dtype=torch.float64))
         True
     """
-    from research_ext.complex._scipy_signal.stft import _extend
+    from research_ext.complex._scipy_signal.segments import extend
 
     fn = "filtfilt"
     check_one_of(fn, "method", method, ("pad", "gust"))
@@ -683,7 +683,7 @@ def filtfilt(
         return _gust_last(b_, a_, xl, irlen).movedim(-1, d)
     default = 3 * max(torch.as_tensor(a).numel(), torch.as_tensor(b).numel())
     edge = _check_padding(fn, padtype, padlen, default, xl.shape[-1])
-    ext = _extend(fn, xl, edge, padtype) if edge > 0 and padtype is not None else xl
+    ext = extend(fn, xl, edge, padtype) if edge > 0 and padtype is not None else xl
     zi = _steady_state(b_.detach(), a_.detach())
     y, _ = _lfilter_last(b_, a_, ext, zi * ext[..., :1])
     y, _ = _lfilter_last(b_, a_, y.flip(-1), zi * y[..., -1:])

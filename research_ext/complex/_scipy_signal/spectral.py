@@ -6,117 +6,26 @@ signals costs a single FFT call. The conventions (scaling, one-sided doubling, m
 boundary extension, padding, time grids) are scipy's.
 """
 
-import warnings
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
-from research_ext.complex._scipy_signal.windows import window_tensor
+from research_ext.complex._scipy_signal.segments import (
+    Detrend,
+    detrend_function,
+    frequencies,
+    onesided_weights,
+    plan_segments,
+    segment_spectra,
+)
 from research_ext.complex._shared.arguments import (
     check_real_or_complex,
     normalize_dim,
     real_dtype_of,
 )
-from research_ext.core import check_int, check_one_of, check_positive
+from research_ext.core import check_one_of
 
 __all__ = ["coherence", "csd", "periodogram", "welch"]
-
-Detrend = str | bool | Callable[[torch.Tensor], torch.Tensor]
-
-
-def _constant_detrend(seg: torch.Tensor) -> torch.Tensor:
-    return seg - seg.mean(-1, keepdim=True)
-
-
-def _detrend(fn: str, detrend: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    if detrend is False or detrend is None:
-        return None
-    if callable(detrend):
-        user = detrend
-
-        def call(seg: torch.Tensor) -> torch.Tensor:
-            # scipy hands a callable numpy segments: one written for numpy (scipy.signal.detrend,
-            # say) may return an array; take it back as a tensor (no gradient through it).
-            out = user(seg)
-            if isinstance(out, torch.Tensor):
-                return out
-            return torch.as_tensor(np.asarray(out), dtype=seg.dtype, device=seg.device)
-
-        return call
-    check_one_of(fn, "detrend", detrend, ("constant", "linear", False))
-    if detrend == "constant":
-        return _constant_detrend
-
-    def linear(seg: torch.Tensor) -> torch.Tensor:
-        n = seg.shape[-1]
-        t = torch.arange(n, dtype=real_dtype_of(seg.dtype), device=seg.device) - (n - 1) / 2
-        centred = seg - seg.mean(-1, keepdim=True)
-        if n < 2:
-            return centred
-        slope = (centred * t).sum(-1, keepdim=True) / (t * t).sum()
-        return centred - slope * t
-
-    return linear
-
-
-def _window(
-    fn: str, window: Any, nperseg: int | None, n: int, dtype: torch.dtype, device: torch.device
-) -> tuple[torch.Tensor, int]:
-    """Resolve (window, nperseg) with scipy's defaults and its shortening warning."""
-    if nperseg is not None:
-        check_int(fn, "nperseg", nperseg, minimum=1)
-    if isinstance(window, str | tuple):
-        nperseg = 256 if nperseg is None else nperseg
-        if nperseg > n:
-            warnings.warn(
-                f"{fn}: nperseg={nperseg} is greater than the signal length {n}, using nperseg={n}",
-                UserWarning,
-                stacklevel=3,
-            )
-            nperseg = n
-    win = window_tensor(fn, window, nperseg, dtype, device)
-    if win.shape[0] > n:
-        raise ValueError(
-            f"{fn}: `window` must not be longer than the signal, got len(window)={win.shape[0]} "
-            f"and x.shape[dim]={n}"
-        )
-    return win, win.shape[0]
-
-
-def _segments_fft(
-    x: torch.Tensor,
-    win: torch.Tensor,
-    nperseg: int,
-    step: int,
-    nfft: int,
-    detrend: Callable[[torch.Tensor], torch.Tensor] | None,
-    onesided: bool,
-) -> torch.Tensor:
-    """(..., n) -> (..., nseg, nfreq): detrended, windowed FFT of every segment."""
-    seg = x.unfold(-1, nperseg, step)
-    if detrend is _constant_detrend:  # (seg - mean) w in one pass: seg w - mean w
-        seg = torch.addcmul(-seg.mean(-1, keepdim=True) * win, seg, win)
-    else:
-        if detrend is not None:
-            seg = detrend(seg)
-        seg = seg * win
-    return torch.fft.rfft(seg, n=nfft) if onesided else torch.fft.fft(seg, n=nfft)
-
-
-def _check_overlap(
-    fn: str, nperseg: int, noverlap: Any, nfft: Any, default: int
-) -> tuple[int, int]:
-    noverlap = default if noverlap is None else check_int(fn, "noverlap", noverlap, minimum=0)
-    if noverlap >= nperseg:
-        raise ValueError(
-            f"{fn}: `noverlap` must be less than nperseg={nperseg}, got noverlap={noverlap}"
-        )
-    nfft = nperseg if nfft is None else check_int(fn, "nfft", nfft, minimum=1)
-    if nfft < nperseg:
-        raise ValueError(f"{fn}: `nfft` must be >= nperseg={nperseg}, got nfft={nfft}")
-    return noverlap, nfft
 
 
 def _median_bias(n: int) -> float:
@@ -142,10 +51,9 @@ def _cross(
     check_real_or_complex(fn, "x", x)
     if y is not None:
         check_real_or_complex(fn, "y", y)
-    check_positive(fn, "fs", fs)
     check_one_of(fn, "scaling", scaling, ("density", "spectrum"))
     check_one_of(fn, "average", average, ("mean", "median"))
-    detrend_fn = _detrend(fn, detrend)
+    detrend_fn = detrend_function(fn, detrend)
     if y is x:  # scipy's same-data case: the (real) auto spectrum
         y = None
     d = normalize_dim(fn, dim, max(x.ndim, 1))
@@ -181,16 +89,16 @@ def _cross(
         )
     n = xl.shape[-1]
     rdtype = real_dtype_of(xl.dtype if yl is None else torch.result_type(xl, yl))
-    win, nperseg = _window(fn, window, nperseg, n, rdtype, x.device)
-    noverlap, nfft = _check_overlap(fn, nperseg, noverlap, nfft, nperseg // 2)
+    plan = plan_segments(
+        fn, n, fs, window, nperseg, noverlap, nfft, scaling, lambda m: m // 2, rdtype, x.device
+    )
     onesided = return_onesided and not xl.is_complex() and (yl is None or not yl.is_complex())
-    scale = 1.0 / (fs * (win * win).sum()) if scaling == "density" else 1.0 / win.sum() ** 2
-    step = nperseg - noverlap
-    fx = _segments_fft(xl, win, nperseg, step, nfft, detrend_fn, onesided)
+    cut = (plan.window, plan.nperseg, plan.step, plan.nfft, detrend_fn, onesided)
+    fx = segment_spectra(xl, *cut)
     if yl is None:
         p = fx.real.square().addcmul_(fx.imag, fx.imag)
     else:
-        p = fx.conj() * _segments_fft(yl, win, nperseg, step, nfft, detrend_fn, onesided)
+        p = fx.conj() * segment_spectra(yl, *cut)
     # Scaling and one-sided doubling commute with the mean and the median: apply them after
     # averaging, on the (..., nfreq) result instead of every segment.
     if average == "mean" or p.shape[-2] == 1:
@@ -200,13 +108,11 @@ def _cross(
         p = torch.complex(_median(p.real), _median(p.imag)) / bias
     else:
         p = _median(p) / _median_bias(p.shape[-2])
-    weight = torch.full((p.shape[-1],), 2.0 if onesided else 1.0, dtype=rdtype, device=x.device)
     if onesided:
-        weight[0] = 1.0
-        if nfft % 2 == 0:
-            weight[-1] = 1.0
-    p = p * (weight * scale)
-    freqs = _freqs(nfft, fs, onesided, rdtype, x.device)
+        p = p * (onesided_weights(p.shape[-1], plan.nfft, rdtype, x.device) * plan.scale)
+    else:
+        p = p * plan.scale
+    freqs = frequencies(plan.nfft, fs, onesided, rdtype, x.device)
     return freqs, p.movedim(-1, d)
 
 
@@ -217,12 +123,6 @@ def _median(p: torch.Tensor) -> torch.Tensor:
 
 def _zpad(x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros((*x.shape[:-1], n - x.shape[-1]))], -1)
-
-
-def _freqs(nfft: int, fs: float, onesided: bool, dtype: torch.dtype, device: torch.device):
-    if onesided:
-        return torch.fft.rfftfreq(nfft, 1.0 / fs, dtype=dtype, device=device)
-    return torch.fft.fftfreq(nfft, 1.0 / fs, dtype=dtype, device=device)
 
 
 def csd(

@@ -12,13 +12,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from research_ext.complex._scipy_signal.spectral import (
+from research_ext.complex._scipy_signal.segments import (
     Detrend,
-    _check_overlap,
-    _detrend,
-    _freqs,
-    _segments_fft,
-    _window,
+    check_overlap,
+    detrend_function,
+    extend,
+    frequencies,
+    onesided_weights,
+    plan_segments,
+    segment_spectra,
 )
 from research_ext.complex._scipy_signal.windows import window_tensor
 from research_ext.complex._shared.arguments import (
@@ -26,34 +28,11 @@ from research_ext.complex._shared.arguments import (
     normalize_dim,
     real_dtype_of,
 )
-from research_ext.core import check_one_of, check_positive
+from research_ext.core import check_one_of
 
 __all__ = ["istft", "spectrogram", "stft"]
 
 _BOUNDARIES = ("even", "odd", "constant", "zeros", None)
-
-
-def _extend(fn: str, x: torch.Tensor, n: int, kind: str) -> torch.Tensor:
-    """Scipy's even/odd/constant/zero extension of the last dim by ``n`` samples each side."""
-    if n < 1:
-        return x
-    if kind in ("even", "odd") and n > x.shape[-1] - 1:
-        raise ValueError(
-            f"{fn}: the boundary extension nperseg//2={n} must not exceed x.shape[dim]-1="
-            f"{x.shape[-1] - 1} for boundary={kind!r}"
-        )
-    if kind == "zeros":
-        zeros = x.new_zeros((*x.shape[:-1], n))
-        return torch.cat([zeros, x, zeros], -1)
-    if kind == "constant":
-        return torch.cat(
-            [x[..., :1].expand(*x.shape[:-1], n), x, x[..., -1:].expand(*x.shape[:-1], n)], -1
-        )
-    left = x[..., 1 : n + 1].flip(-1)
-    right = x[..., -n - 1 : -1].flip(-1)
-    if kind == "odd":
-        left, right = 2 * x[..., :1] - left, 2 * x[..., -1:] - right
-    return torch.cat([left, x, right], -1)
 
 
 def _short_time(
@@ -74,17 +53,27 @@ def _short_time(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Scipy's legacy ``_spectral_helper`` in "stft" mode: (f, t, X, nfft), X (..., nseg, nfreq)."""
     check_real_or_complex(fn, "x", x)
-    check_positive(fn, "fs", fs)
     check_one_of(fn, "boundary", boundary, _BOUNDARIES)
-    detrend_fn = _detrend(fn, detrend)
+    detrend_fn = detrend_function(fn, detrend)
     d = normalize_dim(fn, dim, max(x.ndim, 1))
     xl = x.movedim(d, -1)
     rdtype = real_dtype_of(x.dtype)
-    win, nperseg = _window(fn, window, nperseg, xl.shape[-1], rdtype, x.device)
-    noverlap, nfft = _check_overlap(fn, nperseg, noverlap, nfft, default_overlap(nperseg))
-    step = nperseg - noverlap
+    plan = plan_segments(
+        fn,
+        xl.shape[-1],
+        fs,
+        window,
+        nperseg,
+        noverlap,
+        nfft,
+        scaling,
+        default_overlap,
+        rdtype,
+        x.device,
+    )
+    nperseg, nfft, step = plan.nperseg, plan.nfft, plan.step
     if boundary is not None:
-        xl = _extend(fn, xl, nperseg // 2, boundary)
+        xl = extend(fn, xl, nperseg // 2, boundary)
     if padded:
         extra = (-(xl.shape[-1] - nperseg) % step) % nperseg
         xl = torch.cat([xl, xl.new_zeros((*xl.shape[:-1], extra))], -1)
@@ -93,14 +82,14 @@ def _short_time(
             f"{fn}: input is complex, switching to return_onesided=False", UserWarning, stacklevel=3
         )
     onesided = return_onesided and not x.is_complex()
-    scale = 1.0 / (fs * (win * win).sum()) if scaling == "density" else 1.0 / win.sum() ** 2
     # sqrt(scale) rides on the window, so the spectrum needs no extra pass.
-    spec = _segments_fft(xl, win * scale.sqrt(), nperseg, step, nfft, detrend_fn, onesided)
+    win = plan.window * plan.scale.sqrt()
+    spec = segment_spectra(xl, win, nperseg, step, nfft, detrend_fn, onesided)
     nseg = spec.shape[-2]
     times = (nperseg / 2 + step * torch.arange(nseg, dtype=rdtype, device=x.device)) / fs
     if boundary is not None:
         times = times - (nperseg / 2) / fs
-    freqs = _freqs(nfft, fs, onesided, rdtype, x.device)
+    freqs = frequencies(nfft, fs, onesided, rdtype, x.device)
     return freqs, times, spec, nfft
 
 
@@ -270,11 +259,7 @@ def spectrogram(
     if mode == "psd":  # computed in the FFT's own layout, then placed
         s = z.real.square().addcmul_(z.imag, z.imag)
         if not x.is_complex() and return_onesided:
-            doubling = torch.full((s.shape[-1],), 2.0, dtype=s.dtype, device=s.device)
-            doubling[0] = 1.0
-            if nfft_used % 2 == 0:
-                doubling[-1] = 1.0
-            s = s.mul_(doubling)
+            s = s.mul_(onesided_weights(s.shape[-1], nfft_used, s.dtype, s.device))
         return f, t, _place(s, d)
     if mode == "magnitude":
         return f, t, _place(z.abs(), d)
@@ -358,7 +343,7 @@ def istft(
         raise ValueError(f"{fn}: `nperseg` must be a positive int, got nperseg={nperseg!r}")
     if nfft is None:
         nfft = nperseg if input_onesided and nperseg == n_default + 1 else n_default
-    noverlap, nfft = _check_overlap(fn, nperseg, noverlap, nfft, nperseg // 2)
+    noverlap, nfft = check_overlap(fn, nperseg, noverlap, nfft, nperseg // 2)
     step = nperseg - noverlap
     rdtype = real_dtype_of(z.dtype)
     win = window_tensor(fn, window, nperseg, rdtype, z.device)
