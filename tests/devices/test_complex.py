@@ -158,6 +158,12 @@ def _signal_cases() -> dict[str, Case]:
         "welch:median": (S.welch, ss.welch, {"nperseg": 64, "average": "median"}),
         "spectrogram": (S.spectrogram, ss.spectrogram, {"nperseg": 64}),
         "spectrogram:complex": (S.spectrogram, ss.spectrogram, {"nperseg": 32, "mode": "complex"}),
+        "spectrogram:phase": (S.spectrogram, ss.spectrogram, {"nperseg": 32, "mode": "phase"}),
+        "spectrogram:magnitude": (
+            S.spectrogram,
+            ss.spectrogram,
+            {"nperseg": 32, "mode": "magnitude"},
+        ),
         "stft": (S.stft, ss.stft, {"nperseg": 64}),
     }
     for name, (ours, ref, kw) in spectral.items():
@@ -166,6 +172,12 @@ def _signal_cases() -> dict[str, Case]:
             lambda x, r=ref, k=kw: r(x, fs=10.0, **k),
             ((2, 500),),
         )
+    # An odd number of segments (15) takes the median, an even one (above) the mean of the middle two.
+    cases["welch:median_odd"] = Case(
+        lambda x: S.welch(x, fs=10.0, nperseg=64, average="median"),
+        lambda x: ss.welch(x, fs=10.0, nperseg=64, average="median"),
+        ((2, 512),),
+    )
     for name in ("csd", "coherence"):
         ours, ref = getattr(S, name), getattr(ss, name)
         cases[name] = Case(
