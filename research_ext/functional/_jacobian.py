@@ -414,9 +414,16 @@ def _forward_or_raise(err: RuntimeError, forward: Callable[[], Any]) -> Any:
         raise err from None
 
 
+# How torch says an op has no forward-mode formula: a built-in op ("Trying to use forward AD
+# with ..."), an autograd.Function without jvp ("... to use it with forward mode AD"), and the
+# wording torch.func's documentation quotes ("forward-mode AD not implemented").
+_NO_FORWARD_AD = ("forward AD", "forward mode AD", "forward-mode")
+
+
 def _no_forward_ad(err: NotImplementedError) -> bool:
     """Whether ``err`` is torch's "no forward-mode formula for this op"."""
-    return "forward AD" in str(err) or "forward-mode" in str(err)
+    message = str(err)
+    return any(phrase in message for phrase in _NO_FORWARD_AD)
 
 
 def _transform(

@@ -1,0 +1,129 @@
+"""Tests that pin down behaviour of ``_jacobian`` which the other suites left open.
+
+Each test here kills mutants that survived a mutation-testing pass over
+``research_ext/functional/_jacobian.py`` (``tools/mutation_jacobian.sh``): the auto chunk size's
+arithmetic, the recognition of torch's "no forward-mode formula" errors, the hessian's own
+error names, tie-breaking and chunking, and the paths of the general (non-lean) transform.
+"""
+
+import pytest
+import torch
+
+import research_ext.functional as rf
+from research_ext.functional import _jacobian
+from tests.helpers import tolerances
+
+D = torch.float64
+MiB = 2**20
+
+
+def _close(actual, expected):
+    torch.testing.assert_close(actual, expected, **tolerances(D))
+
+
+class _Doubled(torch.autograd.Function):
+    """``2 x`` with a backward formula but no jvp (forward mode raises)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return 2 * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])  # the lean path and the general one
+def test_auto_mode_falls_back_to_reverse_for_a_custom_function_without_jvp(chunk_size):
+    # A square Jacobian ties, and ties go to forward mode, which this Function lacks.
+    x = torch.linspace(-1.0, 1.0, 3, dtype=D)
+    jac = rf.jacobian(_Doubled.apply, chunk_size=chunk_size)
+    _close(jac(x), 2 * torch.eye(3, dtype=D))
+    _close(jac(x), 2 * torch.eye(3, dtype=D))  # the cached decision is reverse mode now
+    _close(rf.jacobian(lambda x: (_Doubled.apply(x),))(x)[0], 2 * torch.eye(3, dtype=D))
+    with pytest.raises(NotImplementedError, match="forward mode AD"):
+        rf.jacobian(_Doubled.apply, mode="fwd")(x)
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("Trying to use forward AD with _cdist_forward that does not support it", True),
+        ("You must implement the jvp function ... to use it with forward mode AD.", True),
+        ("forward-mode AD not implemented for operator", True),
+        ("some other missing kernel", False),
+    ],
+)
+def test_no_forward_ad_recognizes_torchs_wordings(message, expected):
+    assert _jacobian._no_forward_ad(NotImplementedError(message)) is expected
+
+
+@pytest.mark.parametrize(
+    ("rows", "n", "m", "itemsize", "expected"),
+    [
+        # budget 64 MiB (the cap) over 2 * (n + m) * 8 bytes per row: 209 rows
+        (10_000, 10_000, 10_000, 8, 209),
+        # budget half the Jacobian (36e6 bytes) over 72_000 bytes per row: 500 rows
+        (6_000, 3_000, 6_000, 4, 500),
+        # 256 rows would pass the cap: as many as it allows (64 MiB // 640_000 bytes)
+        (20_000, 20_000, 20_000, 8, 104),
+        # a tiny problem: the 1 MiB floor covers every row
+        (50, 10, 50, 8, 50),
+        # at least 256 rows while the cap allows, never more than there are
+        (1_000, 1_000, 1_000, 8, 256),
+        (1, 5, 1, 8, 1),
+    ],
+)
+def test_auto_chunk_size(rows, n, m, itemsize, expected):
+    chunk = _jacobian._auto_chunk(rows, n, m, itemsize)
+    assert type(chunk) is int
+    assert chunk == expected
+    per_row = 2 * (n + m) * itemsize
+    assert chunk * per_row <= 64 * MiB or chunk == 1
+
+
+def test_auto_chunk_size_with_nothing_to_chunk():
+    assert _jacobian._auto_chunk(0, 0, 0, 8) == 1
+
+
+def test_hessian_argument_errors_name_hessian():
+    with pytest.raises(TypeError, match=r"^hessian: `argnums` must be"):
+        rf.hessian(lambda x: x.sum(), argnums="0")
+    with pytest.raises(TypeError, match=r"^hessian: `f` must be callable"):
+        rf.hessian(3)
+    x = torch.ones(2, dtype=D)
+    with pytest.raises(TypeError, match=r"^hessian: "):  # raised by the inner level
+        rf.hessian(lambda x: "no tensor")(x)
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_hessian_levels_break_ties_towards_reverse_mode(monkeypatch, n):
+    # The gradient of a scalar f has as many outputs as inputs: a tie, which goes to reverse mode.
+    def no_forward(*args, **kwargs):
+        raise AssertionError("hessian took forward mode on a tie")
+
+    monkeypatch.setattr(_jacobian, "_lean_fwd", no_forward)
+    monkeypatch.setattr(_jacobian, "_fwd", no_forward)
+    x = torch.linspace(0.5, 1.5, n, dtype=D)
+    _close(rf.hessian(lambda x: (x**3).sum())(x), torch.diag(6 * x))
+    _close(rf.hessian(lambda x: (x**3).sum(), chunk_size=2)(x), torch.diag(6 * x))
+
+
+def test_hessian_chunks_its_outer_level(monkeypatch):
+    chunks = []
+    real_rev = _jacobian._rev
+
+    def rev(problem, chunk, state):
+        chunks.append(chunk)
+        return real_rev(problem, chunk, state)
+
+    monkeypatch.setattr(_jacobian, "_rev", rev)
+    x = torch.linspace(0.5, 1.5, 5, dtype=D)
+    _close(rf.hessian(lambda x: (x**3).sum(), chunk_size=2)(x), torch.diag(6 * x))
+    assert chunks == [2]
