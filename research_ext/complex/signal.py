@@ -26,17 +26,11 @@ from research_ext.complex._scipy_signal.convolve import (
     oaconvolve,
 )
 from research_ext.complex._scipy_signal.czt import czt, zoom_fft
+from research_ext.complex._scipy_signal.filtfilt import filtfilt, sosfiltfilt
 from research_ext.complex._scipy_signal.hilbert import envelope, hilbert, hilbert2
-from research_ext.complex._scipy_signal.iir import (
-    filtfilt,
-    lfilter,
-    lfilter_zi,
-    lfiltic,
-    sosfilt,
-    sosfilt_zi,
-    sosfiltfilt,
-)
+from research_ext.complex._scipy_signal.lfilter import lfilter, lfilter_zi, lfiltic
 from research_ext.complex._scipy_signal.resample import resample, resample_poly
+from research_ext.complex._scipy_signal.sos import sosfilt, sosfilt_zi
 from research_ext.complex._scipy_signal.spectral import coherence, csd, periodogram, welch
 from research_ext.complex._scipy_signal.stft import istft, spectrogram, stft
 from research_ext.complex._scipy_signal.windows import get_window
