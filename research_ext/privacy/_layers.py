@@ -119,17 +119,35 @@ class NormRule(MaterializedRule):
         self, x: torch.Tensor, go: torch.Tensor, batch_size: int
     ) -> dict[str, torch.Tensor]:
         m = self.module
-        channels = x.shape[1]
+        channels, groups = x.shape[1], m.num_groups
+        length = x[0, 0].numel()
         x = x.contiguous()
-        x_hat = torch.native_group_norm(
-            x, None, None, batch_size, channels, x[0, 0].numel(), m.num_groups, m.eps
-        )[0]
-        go = go.reshape(batch_size, channels, -1)
+        weight = m.weight is not None and "weight" in self.names
+        bias = m.bias is not None and "bias" in self.names
+        _, mean, rstd = torch.native_group_norm(
+            x, None, None, batch_size, channels, length, groups, m.eps
+        )
+        # torch's fused backward on the batch seen as one example of batch * channels channels
+        # in batch * groups groups (the same statistics) sums over that one example only: its
+        # weight and bias gradients are the per-sample ones, with no activation-sized temporary.
+        rows = batch_size * channels
+        _, dw, db = torch.ops.aten.native_group_norm_backward(
+            go.reshape(1, rows, length).contiguous(),
+            x.reshape(1, rows, length),
+            mean.reshape(1, batch_size * groups),
+            rstd.reshape(1, batch_size * groups),
+            torch.ones(rows, dtype=x.dtype, device=x.device),
+            1,
+            rows,
+            length,
+            batch_size * groups,
+            [False, weight, bias],
+        )
         out: dict[str, torch.Tensor] = {}
-        if m.weight is not None and "weight" in self.names:
-            out["weight"] = (go * x_hat.reshape(batch_size, channels, -1)).sum(-1)
-        if m.bias is not None and "bias" in self.names:
-            out["bias"] = go.sum(-1)
+        if weight:
+            out["weight"] = dw.view(batch_size, channels)
+        if bias:
+            out["bias"] = db.view(batch_size, channels)
         return out
 
 
