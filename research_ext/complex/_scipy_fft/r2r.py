@@ -1,19 +1,25 @@
 """Discrete cosine and sine transforms (types I-IV) in O(n log n) through torch's real FFT.
 
-Every transform is written as index gathers, one real FFT (or its inverse) and twiddle products,
-so autograd differentiates it exactly (the adjoint of each step is analytic) to any order, on any
-device. Normalization factors and scipy's ``orthogonalize`` corrections are folded into the
-twiddles, so they cost nothing extra.
+Every transform is written as copies, one real FFT (or its inverse) and products with constant
+tables, so autograd differentiates it exactly (the adjoint of each step is analytic) to any order,
+on any device. Normalization factors and scipy's ``orthogonalize`` corrections are folded into the
+tables, so they cost nothing extra.
 
-Products with constant twiddles are done in place on fresh FFT outputs (autograd needs only
-the constant for their backward), which saves an allocation per pass.
+Products with constant tables are done in place on fresh tensors (autograd needs only the
+constant for their backward), which saves an allocation per pass.
 
-Type II follows Makhoul (1980): reorder to even samples then reversed odd samples, take a length-n
-real FFT, rotate by exp(-i pi k / 2n); the reorder and the output order are one cached-index
-gather each (torch's gather is vectorized; strided copies and flips are not). Type III inverts
-that; type IV uses the half-length complex FFT of (x[2m] + i x[n-1-2m]) for even n; types I use
-the symmetric extension. The DST of each type is the DCT of the same type with sign flips and
-reversals. On CPU, large batches run about 1 MiB of rows at a time so every pass stays in cache.
+DCT-II pairs neighbours: with w_j = x[2j-1] + i x[2j] (x padded by its own end samples, one copy),
+c_j = x[2j] + x[2j-1] and d_j = x[2j] - x[2j-1] form (1 - i) w_j = c_j + i d_j, whose inverse real
+FFT s gives s[k] = C - S and s[n-k] = C + S for the cosine sums C = sum_j c_j cos(2 pi jk/n) and
+sine sums S = sum_j d_j sin(2 pi jk/n); then y[k] = cos(phi) C - sin(phi) S with phi = pi k/2n,
+that is y[m] = a_m s[m] + b_m s[n-m] with a, b = (cos phi_m +- sin phi_m) n/2 for every m: one
+reversed copy and two products, no index gathers. DCT-III is its transpose, step by step (type III
+is type II's transpose up to the weight of x[0]): the same two products and reversed copy, a real
+FFT and a complex product, and the shifted copy back. The DST of types II and III keeps Makhoul's
+(1980) reordering (one cached-index gather on each side of the FFT); type IV uses the half-length
+complex FFT of (x[2m] + i x[n-1-2m]) for even n; types I use the symmetric extension. The DST of
+each type is the DCT of the same type with sign flips and reversals. On CPU, large batches run
+about 1 MiB of rows at a time so every pass stays in cache.
 """
 
 import math
@@ -42,6 +48,57 @@ def _twiddle(
     tw = factor * torch.exp(sign * 1j * math.pi * k / (2 * n))
     tw[0] *= first
     return tw.to(dtype=dtype, device=device)
+
+
+@cached
+def _cos2_tables(
+    n: int, factor: float, ortho: bool, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DCT-II output products y = a * s + b * s[(n - m) % n].
+
+    Entry 0 of ``a`` is the whole weight of y[0] (s[(n - 0) % n] = s[0]); ``b`` starts at m = 1.
+    """
+    # s comes from the unnormalized inverse FFT (norm="forward": no 1/n pass), n times the
+    # backward-normalized s of the derivation.
+    phi = math.pi * torch.arange(n, dtype=torch.float64) / (2 * n)
+    a = 0.5 * factor * (torch.cos(phi) + torch.sin(phi))
+    b = 0.5 * factor * (torch.cos(phi) - torch.sin(phi))
+    a[0] = factor * (1 / math.sqrt(2) if ortho else 1.0)  # (a_0 + b_0) s[0]
+    return a.to(dtype=dtype, device=device), b[1:].to(dtype=dtype, device=device)
+
+
+@cached
+def _cos3_tables(
+    n: int, factor: float, ortho: bool, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DCT-III as the transpose of ``_cos2``'s steps, step by step.
+
+    Input products u = a * x + b * x[(n - m) % n] (the weight of x[0] folded into a_0), then the
+    spectrum product ``t``: the adjoint of the inverse real FFT's weights and of the (1 - i)
+    rotation. Entries 0 and n/2 of ``t`` also fold in the adjoint of the end padding: rfft(u) is
+    real there, so t_0 (imaginary) puts the whole weight of x[0] on the slot copied out, and
+    t_{n/2} (real, even n) likewise for x[n-1]. ``b`` comes reversed, starting at m = 1.
+    """
+    phi = math.pi * torch.arange(n, dtype=torch.float64) / (2 * n)
+    a = (n / 2) * (torch.cos(phi) + torch.sin(phi))
+    b = (n / 2) * (torch.cos(phi) - torch.sin(phi))
+    a[0] = n * (math.sqrt(2) / 2 if ortho else 0.5)  # (a_0 + b_0) times x[0]'s weight
+    b_rev = b[1:].flip(0)  # b[(n - m) % n] for m >= 1
+    half = n // 2 + 1
+    weight = torch.full((half,), 2.0, dtype=torch.float64)
+    weight[0] = 1.0
+    if n % 2 == 0:
+        weight[-1] = 1.0
+    t = factor * (1 + 1j) * weight / n
+    t[0] = 1j * (t[0].real + t[0].imag)
+    if n % 2 == 0:
+        t[-1] = t[-1].real + t[-1].imag
+    cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+    return (
+        a.to(dtype=dtype, device=device),
+        b_rev.to(dtype=dtype, device=device),
+        t.to(dtype=cdtype, device=device),
+    )
 
 
 @cached
@@ -122,6 +179,39 @@ def _take(x: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None)
     return torch.gather(x, -1, index.expand(*x.shape[:-1], index.shape[0]), out=out)
 
 
+def _cos2(
+    x: torch.Tensor, factor: float, ortho: bool, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    n = x.shape[-1]
+    a, b = _cos2_tables(n, factor, ortho, x.dtype, x.device)
+    # [x0, x0, x1, ..., x_{n-1}, x_{n-1}] (even n): pairs (x[2j-1], x[2j]) with the ends doubled.
+    ends = (x[..., :1], x, x[..., -1:]) if n % 2 == 0 else (x[..., :1], x)
+    w = torch.view_as_complex(torch.cat(ends, -1).unflatten(-1, (-1, 2)))
+    h = w.mul_(_ROTATE)
+    s = torch.fft.irfft(h, n=n, norm="forward")  # (an FFT with out= copies its result)
+    tail = s[..., 1:]
+    if out is None:  # autograd, forward AD or torch.func: no out= and no writes into views
+        return torch.cat([s[..., :1] * a[:1], tail * a[1:] + tail.flip(-1) * b], -1)
+    torch.mul(s, a, out=out)
+    out[..., 1:].addcmul_(tail.flip(-1), b)
+    return out
+
+
+def _cos3(
+    x: torch.Tensor, factor: float, ortho: bool, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    n = x.shape[-1]
+    a, b_rev, t = _cos3_tables(n, factor, ortho, x.dtype, x.device)
+    tail = x[..., 1:]
+    if out is None:  # autograd, forward AD or torch.func: no writes into views
+        u = torch.cat([x[..., :1] * a[:1], tail * a[1:] + tail.flip(-1) * b_rev], -1)
+    else:
+        u = x * a
+        u[..., 1:].addcmul_(tail.flip(-1), b_rev)
+    g = torch.view_as_real(torch.fft.rfft(u).mul_(t)).flatten(-2)[..., 1 : n + 1]
+    return g if out is None else out.copy_(g)
+
+
 def _type2(
     x: torch.Tensor, factor: float, ortho: bool, sine: bool, out: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -185,6 +275,10 @@ def _type1(x: torch.Tensor, factor: float, ortho: bool, sine: bool) -> torch.Ten
     return y * factor
 
 
+# (1 - i) (a + ib) = (a + b) + i(b - a): the neighbour sums and differences DCT-II needs.
+_ROTATE = complex(1.0, -1.0)
+
+
 def _cplx(x: torch.Tensor) -> torch.dtype:
     return torch.complex64 if x.dtype == torch.float32 else torch.complex128
 
@@ -196,9 +290,9 @@ def _rows(
     factor = _scale(kind, type, x.shape[-1], norm)
     sine = kind == "dst"
     if type == 2:
-        return _type2(x, factor, ortho, sine, out)
+        return _type2(x, factor, ortho, sine, out) if sine else _cos2(x, factor, ortho, out)
     if type == 3:
-        return _type3(x, factor, ortho, sine, out)
+        return _type3(x, factor, ortho, sine, out) if sine else _cos3(x, factor, ortho, out)
     y = _type1(x, factor, ortho, sine) if type == 1 else _type4(x, factor, sine)
     return y if out is None else out.copy_(y)
 
@@ -224,11 +318,14 @@ def r2r_last(x: torch.Tensor, kind: str, type: int, norm: str, ortho: bool) -> t
     n = x.shape[-1]
     rows = max(1, _CHUNK_BYTES // max(1, n * x.element_size()))
     batch = x.numel() // max(1, n)
+    plain = _is_plain(x)
     if x.device.type != "cpu" or batch < 2 * rows:
+        if plain and type in (2, 3):  # their in-place steps need a result to write into
+            return _rows(x, kind, type, norm, ortho, out=x.new_empty(x.shape))
         return _rows(x, kind, type, norm, ortho)
     flat = x.reshape(batch, n)
     starts = range(0, batch, rows)
-    if not _is_plain(x):
+    if not plain:
         parts = [_rows(flat[i : i + rows], kind, type, norm, ortho) for i in starts]
         return torch.cat(parts).reshape(x.shape)
     y = torch.empty_like(flat)
