@@ -127,3 +127,85 @@ def test_hessian_chunks_its_outer_level(monkeypatch):
     x = torch.linspace(0.5, 1.5, 5, dtype=D)
     _close(rf.hessian(lambda x: (x**3).sum(), chunk_size=2)(x), torch.diag(6 * x))
     assert chunks == [2]
+
+
+@pytest.mark.parametrize("mode", ["fwd", "rev"])
+def test_chunked_jacobian_evaluates_chunk_by_chunk(monkeypatch, mode):
+    spans = []
+    real_basis = _jacobian._basis
+
+    def basis(start, stop, sizes, like):
+        spans.append((start, stop))
+        return real_basis(start, stop, sizes, like)
+
+    monkeypatch.setattr(_jacobian, "_basis", basis)
+    x = torch.linspace(-1.0, 1.0, 5, dtype=D)
+    _close(rf.jacobian(torch.sin, mode=mode, chunk_size=2)(x), torch.diag(x.cos()))
+    assert spans == [(0, 2), (2, 4), (4, 5)]
+    spans.clear()
+    _close(rf.jacobian(torch.sin, mode=mode, chunk_size=5)(x), torch.diag(x.cos()))
+    assert spans == [(0, 5)]
+
+
+@pytest.mark.parametrize(("n", "m", "mode"), [(2, 6, "fwd"), (6, 2, "rev")])
+def test_auto_chunk_size_sees_the_jacobians_shape(monkeypatch, n, m, mode):
+    calls = []
+    real_auto_chunk = _jacobian._auto_chunk
+
+    def auto_chunk(rows, n_in, m_out, itemsize):
+        calls.append((rows, n_in, m_out, itemsize))
+        return real_auto_chunk(rows, n_in, m_out, itemsize)
+
+    monkeypatch.setattr(_jacobian, "_auto_chunk", auto_chunk)
+    x = torch.linspace(-1.0, 1.0, n, dtype=D)
+    weight = torch.linspace(0.5, 2.0, m * n, dtype=D).reshape(m, n)
+    jac = rf.jacobian(lambda x: weight @ x, chunk_size="auto")
+    _close(jac(x), weight)
+    rows = n if mode == "fwd" else m
+    assert calls == [(rows, n, m, 8)]
+
+
+@pytest.mark.parametrize("mode", ["auto", "fwd", "rev"])
+def test_empty_input_with_aux_and_tuple_outputs(mode):
+    x = torch.zeros(0, dtype=D)
+
+    def f(x):
+        return (x.sum() * torch.ones(3, dtype=D), x.sum().reshape(1)), torch.tensor(7.0)
+
+    (a, b), aux = rf.jacobian(f, mode=mode, has_aux=True)(x)
+    assert float(aux) == 7.0
+    assert a.shape == (3, 0) and b.shape == (1, 0)
+
+
+@pytest.mark.parametrize("mode", ["auto", "fwd", "rev"])
+@pytest.mark.parametrize("chunk_size", [None, 2, "auto"])
+@pytest.mark.parametrize("n", [0, 1, 5])
+def test_results_stay_on_the_inputs_device_whatever_the_default(mode, chunk_size, n):
+    # Every buffer follows the inputs (a default device of "meta" would leave it empty).
+    x = torch.linspace(-1.0, 1.0, n, dtype=D)
+    z = torch.complex(x, -x)
+    with torch.device("meta"):
+        jac = rf.jacobian(torch.sin, mode=mode, chunk_size=chunk_size)(x)
+        tall = rf.jacobian(lambda x: (x.sin(), x.sum().reshape(1)), mode=mode)(x)
+        empty_out = rf.jacobian(lambda x: x[:0], mode=mode, chunk_size=chunk_size)(x)
+        pair = rf.jacobian(lambda a, b: a * b, (0, 1), mode=mode, chunk_size=chunk_size)(x, x)
+        holo = rf.jacobian(torch.sin, mode=mode, chunk_size=chunk_size, holomorphic=True)(z)
+    _close(jac, torch.diag(x.cos()))
+    _close(tall[0], torch.diag(x.cos()))
+    _close(tall[1], torch.ones(1, n, dtype=D))
+    assert empty_out.device == x.device and empty_out.shape == (0, n)
+    _close(pair[0], torch.diag(x))
+    assert holo.device == z.device
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])  # the lean path and the general one
+def test_auto_mode_evaluates_f_once_when_it_picks_reverse_mode(chunk_size):
+    evaluations = []
+
+    def f(x):
+        evaluations.append(1)
+        return x.sum().reshape(1) * x[:2]
+
+    x = torch.linspace(-1.0, 1.0, 6, dtype=D)  # 6 inputs, 2 outputs: reverse mode
+    rf.jacobian(f, chunk_size=chunk_size)(x)
+    assert len(evaluations) == 1  # the evaluation that decided is reused for the products
