@@ -1,4 +1,21 @@
-"""Model checks before private training: what breaks per-sample gradients, and automatic fixes."""
+"""Model checks before private training: what breaks per-sample gradients, and automatic fixes.
+
+BatchNorm in training mode normalises with statistics of the whole batch, so one example's output
+(and gradient) depends on the others: per-sample gradients are undefined and the sensitivity
+analysis of DP-SGD does not hold. ``fix=True`` swaps it for a normalisation computed within each
+example, which mixes nothing across the batch (the idea of Opacus's ``ModuleValidator.fix``):
+
+* ``BatchNorm2d(C)``/``BatchNorm3d(C)`` become ``GroupNorm(gcd(32, C), C)`` (Wu & He 2018's
+  default group count where it divides C), over groups of channels and all positions;
+* ``BatchNorm1d(C)`` becomes ``GroupNorm(1, C)``: each example normalised over all its channels
+  (and its length for (N, C, L) inputs), with BatchNorm's per-channel scale and shift, i.e. a
+  LayerNorm over the features. Any more groups is wrong on (N, C) inputs, its usual use after a
+  Linear layer: there a group of C/G channels has C/G values, and with one channel per group
+  (what gcd(32, C) gave for C dividing 32, as Opacus's min(32, C) does for C <= 32) every value
+  normalises to zero, so the layer output its bias whatever the input.
+* ``BatchNorm1d(1)`` is refused, naming the module: normalising one value per example is
+  constant; remove the layer, or use ``GroupNorm(1, 1)`` yourself if the inputs are (N, 1, L).
+"""
 
 import copy
 import math
@@ -21,7 +38,8 @@ def _problems(model: nn.Module) -> list[tuple[str, bool]]:
             found.append(
                 (
                     f"{label}: BatchNorm mixes examples of a batch, so per-sample "
-                    f"gradients are undefined; replace it with GroupNorm (fix=True)",
+                    f"gradients are undefined; replace it with GroupNorm (fix=True: "
+                    f"GroupNorm(1, C) for BatchNorm1d, a LayerNorm over the channels)",
                     True,
                 )
             )
@@ -66,7 +84,9 @@ def validate(model: nn.Module, fix: bool = False) -> list[str] | nn.Module:
     """List what would make DP-SGD on ``model`` wrong or slow, or return a fixed copy.
 
     Problems flagged: BatchNorm in training mode (mixes examples; fixed to
-    ``GroupNorm(gcd(32, C), C)``), embeddings with ``scale_grad_by_freq`` or ``max_norm``,
+    ``GroupNorm(gcd(32, C), C)``, and ``BatchNorm1d`` to ``GroupNorm(1, C)``, which normalises
+    each example over its channels, on (N, C) and (N, C, L) inputs alike; see the module
+    docstring), embeddings with ``scale_grad_by_freq`` or ``max_norm``,
     in-place activations (fixed to
     ``inplace=False``), and tied parameters (not an error: the ``"auto"`` engine then uses
     whole-model vmap). Non-contiguous or expanded index inputs to embeddings (e.g. expanded
@@ -83,6 +103,10 @@ def validate(model: nn.Module, fix: bool = False) -> list[str] | nn.Module:
         With ``fix=False``, one message per problem (empty when the model is fine); with
         ``fix=True``, a deep copy with BatchNorm replaced and in-place flags cleared.
 
+    Raises:
+        UnsupportedModuleError: with ``fix=True``, for ``BatchNorm1d(1)`` (one channel: a
+            per-example normalisation of (N, 1) inputs is constant), naming the module.
+
     Example:
         >>> model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
         >>> len(validate(model))
@@ -98,13 +122,22 @@ def validate(model: nn.Module, fix: bool = False) -> list[str] | nn.Module:
     return fixed
 
 
-def _fix(module: nn.Module) -> None:
+def _fix(module: nn.Module, prefix: str = "") -> None:
     for name, child in module.named_children():
+        path = f"{prefix}.{name}" if prefix else name
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
             channels = child.num_features
-            replacement = nn.GroupNorm(
-                math.gcd(32, channels), channels, eps=child.eps, affine=child.affine
-            )
+            groups = math.gcd(32, channels)
+            if isinstance(child, nn.BatchNorm1d):
+                if channels == 1:
+                    raise UnsupportedModuleError(
+                        f"validate: `{path}` (BatchNorm1d) normalises one channel; a "
+                        f"per-example replacement would be constant on (N, 1) inputs, so it "
+                        f"is not fixed automatically: remove it, or replace it with "
+                        f"GroupNorm(1, 1) if its inputs are (N, 1, L)"
+                    )
+                groups = 1
+            replacement = nn.GroupNorm(groups, channels, eps=child.eps, affine=child.affine)
             setattr(
                 module,
                 name,
@@ -115,7 +148,7 @@ def _fix(module: nn.Module) -> None:
             continue
         if getattr(child, "inplace", False) is True:
             child.inplace = False  # type: ignore[assignment]
-        _fix(child)
+        _fix(child, path)
 
 
 def raise_if_invalid(fn: str, model: nn.Module, *, changed: bool = False) -> None:

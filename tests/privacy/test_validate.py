@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from research_ext.errors import UnsupportedModuleError
 from research_ext.privacy import validate
 from research_ext.privacy._cli import main
 
@@ -110,3 +111,24 @@ def test_cli_errors(capsys):
         in capsys.readouterr().err
     )
     assert main(["epsilon", "--sample-rate", "0.1"]) == 2
+
+
+@pytest.mark.parametrize("shape", [(5, 16), (5, 16, 7)])
+def test_fixed_batchnorm1d_normalises_each_example_over_its_channels(shape):
+    # BatchNorm1d(C) used to become GroupNorm(C, C): on (N, C) inputs that is one value per
+    # group, normalised to zero, so the layer's output was its bias whatever the input.
+    torch.manual_seed(0)
+    fixed = validate(nn.Sequential(nn.BatchNorm1d(16)), fix=True)
+    x = torch.randn(*shape, dtype=torch.float64) * 3 + 1
+    out = fixed.double()(x)
+    dims = tuple(range(1, x.dim()))  # each example over its channels (and length)
+    mean, var = x.mean(dims, keepdim=True), x.var(dims, unbiased=False, keepdim=True)
+    torch.testing.assert_close(out, (x - mean) / torch.sqrt(var + 1e-5))
+    assert validate(fixed) == []
+
+
+def test_fix_refuses_batchnorm1d_of_one_channel():
+    # A per-example normalisation of one channel is constant on (N, 1) inputs: refused, named.
+    model = nn.Sequential(nn.Linear(3, 1), nn.BatchNorm1d(1))
+    with pytest.raises(UnsupportedModuleError, match=r"`1` \(BatchNorm1d\).*one channel"):
+        validate(model, fix=True)
