@@ -12,7 +12,7 @@ RUNTIME_EXTRAS ?= hpo,privacy,examples
 STAMP_RUN := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck imports pytest docs bench conformance venv clean
+.PHONY: demo test lint typecheck imports pytest docs bench conformance gpu-check venv clean
 
 venv: $(STAMP)
 
@@ -66,6 +66,16 @@ bench: $(STAMP)
 conformance: $(STAMP)
 	$(BIN)/python -m tests.functional.opinfo_conformance --jobs 2
 	$(BIN)/python -m tests.complex.scipy_conformance_run
+
+# Everything that needs a GPU, in one command (under 8 min): the `gpu`-marked tests (the CUDA
+# cases of tests/devices and any other), then CUDA vs CPU vs anchor timings. Stops at once,
+# before any install, where torch sees no CUDA device (a CPU build of torch: pin a CUDA one).
+gpu-check:
+	@test -x $(BIN)/python || { echo "gpu-check: no $(VENV) yet (make venv, with a CUDA torch pinned)"; exit 1; }
+	@$(BIN)/python -c "import sys, torch; torch.cuda.is_available() or sys.exit('gpu-check: no CUDA device (torch.cuda.is_available() is False)')"
+	@$(MAKE) --no-print-directory venv
+	$(BIN)/python -m pytest -m gpu -q
+	$(BIN)/python benchmarks/gpu_check.py --device cuda
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
