@@ -9,6 +9,7 @@ default, and the vmapped pass accelerators take), so a CPU-only machine checks t
 branch as well.
 """
 
+import copy
 from typing import Any
 
 import pytest
@@ -185,7 +186,8 @@ def _check_operator(op: Any, reference: torch.Tensor, device: torch.device) -> N
 
 
 def _to(model, data, device):
-    return model.to(device), tuple(t.to(device) for t in data)
+    """A copy of the model and the data on ``device`` (the CPU originals stay the reference)."""
+    return copy.deepcopy(model).to(device), tuple(t.to(device) for t in data)
 
 
 @pytest.mark.parametrize("branch", ["loop", "vmap"])
