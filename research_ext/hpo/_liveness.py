@@ -23,9 +23,21 @@ OWNER_ENV = "RESEARCH_EXT_HPO_OWNER"
 
 
 def process_identity(pid: int | None = None) -> dict[str, Any]:
-    """``{"host", "pid", "start"}`` of a process (start time from /proc, where it exists)."""
-    pid = os.getpid() if pid is None else pid
+    """``{"host", "pid", "start"}`` of a process (start time from /proc, where it exists).
+
+    This process's own identity is looked up once per pid (a forked child has its own) and
+    copied out: it never changes, and every trial records it.
+    """
+    own = os.getpid()
+    if pid is None or pid == own:
+        if own not in _OWN:
+            _OWN.clear()  # a forked child forgets its parent's identity
+            _OWN[own] = {"host": socket.gethostname(), "pid": own, "start": _start_time(own)}
+        return dict(_OWN[own])
     return {"host": socket.gethostname(), "pid": pid, "start": _start_time(pid)}
+
+
+_OWN: dict[int, dict[str, Any]] = {}  # this process's identity, keyed by its pid
 
 
 def _proc_stat(pid: int) -> list[str] | None:

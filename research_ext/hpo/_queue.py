@@ -12,6 +12,7 @@ count unchanged; a trial whose objective raised is replaced by a fresh ticket.
 """
 
 import datetime
+import functools
 import json
 import pathlib
 import time
@@ -19,6 +20,7 @@ import warnings
 from typing import Any
 
 from research_ext.hpo._liveness import is_alive, process_identity
+from research_ext.hpo._storage import retrying
 from research_ext.hpo._study import (
     ENDED,
     HEARTBEAT,
@@ -187,10 +189,111 @@ def new_trial(handle: StudyHandle, c: dict[str, int] | None = None) -> int | Non
     c = counts(handle) if c is None else c
     if n_done(c) + c["RUNNING"] + c["WAITING"] >= handle.n_trials:
         return None
+    rdb = _rdb(handle.storage)
+    if rdb is not None and rdb.engine.dialect.name in _SQL_CREATE and _cache_ready(handle):
+        return _create_sql(handle, rdb)
     template = optuna.trial.create_trial(
         state=optuna.trial.TrialState.RUNNING, system_attrs={OWNER: process_identity()}
     )
     return int(handle.storage.create_new_trial(handle.study_id, template_trial=template))
+
+
+def _now() -> tuple[datetime.datetime, datetime.datetime]:
+    """Now as Optuna shows trial times (naive local time) and as its RDB storage writes them."""
+    now = datetime.datetime.now().astimezone()
+    shown = now.replace(tzinfo=None)
+    if not _stores_utc():
+        return shown, shown
+    return shown, now.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+
+
+@functools.cache
+def _stores_utc() -> bool:
+    """Whether Optuna's RDB storage writes trial times in UTC (Optuna 5) or local time (before).
+
+    Asked of Optuna's own table model, which converts what it writes: a time 3 h east of UTC
+    comes out 3 h earlier when it writes UTC.
+    """
+    try:
+        import sqlalchemy
+        from optuna.storages._rdb import models
+    except ImportError:  # pragma: no cover - another Optuna layout: Optuna 5's convention
+        return True
+    probe = datetime.datetime(2000, 1, 1, 12, tzinfo=datetime.timezone(datetime.timedelta(hours=3)))
+    column = models.TrialModel.__table__.c.datetime_start
+    key = sqlalchemy.inspect(models.TrialModel).get_property_by_column(column).key
+    return getattr(models.TrialModel(datetime_start=probe), key) == datetime.datetime(2000, 1, 1, 9)
+
+
+# dialects whose INSERT takes its number from a subquery on the same table and returns the row
+_SQL_CREATE = ("sqlite", "postgresql")
+
+
+def _cache_ready(handle: StudyHandle) -> bool:
+    """Whether Optuna's trial cache in front of the RDB storage can be told of a new trial.
+
+    A trial created by SQL must be made known to the cache, as ``create_new_trial`` does, or
+    the cache refuses the trial's parameters. Not ready (an Optuna whose cache differs, or a
+    cache that has not read the study yet): the trial is created through Optuna instead.
+    """
+    storage = handle.storage
+    studies = getattr(storage, "_studies", None)
+    if not (hasattr(storage, "_add_trials_to_cache") and hasattr(storage, "_lock")):
+        return False
+    return isinstance(studies, dict) and handle.study_id in studies
+
+
+def _create_sql(handle: StudyHandle, rdb: Any) -> int:
+    """A new RUNNING trial with this process as its owner, in one transaction of two statements.
+
+    What Optuna's ``create_new_trial`` with an owner in the template does (numbers counted
+    under the study's row lock, as Optuna counts them; the owner written in the same commit, so
+    a trial never exists without one), without its ORM round trips: a third of the time.
+    """
+    import optuna
+    import sqlalchemy
+
+    owner = process_identity()
+    shown, stored = _now()
+    lock = sqlalchemy.text("SELECT study_id FROM studies WHERE study_id = :sid FOR UPDATE")
+    insert = sqlalchemy.text(
+        "INSERT INTO trials (number, study_id, state, datetime_start) "
+        "VALUES ((SELECT COUNT(*) FROM trials WHERE study_id = :sid), :sid, 'RUNNING', :now) "
+        "RETURNING trial_id, number"
+    ).bindparams(sqlalchemy.bindparam("now", type_=sqlalchemy.DateTime()))
+    attr = sqlalchemy.text(
+        "INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES (:tid, :key, :value)"
+    )
+
+    def create() -> tuple[int, int]:
+        with rdb.engine.begin() as connection:
+            if connection.dialect.name != "sqlite":  # SQLite runs one writer at a time
+                connection.execute(lock, {"sid": handle.study_id})
+            trial_id, number = connection.execute(
+                insert, {"sid": handle.study_id, "now": stored}
+            ).one()
+            connection.execute(attr, {"tid": trial_id, "key": OWNER, "value": json.dumps(owner)})
+        return int(trial_id), int(number)
+
+    trial_id, number = retrying(create, handle.spec)
+    frozen = optuna.trial.FrozenTrial(
+        number=number,
+        state=optuna.trial.TrialState.RUNNING,
+        value=None,
+        values=None,
+        datetime_start=shown,
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={OWNER: owner},
+        intermediate_values={},
+        trial_id=trial_id,
+    )
+    cache = handle.storage
+    with cache._lock:
+        cache._add_trials_to_cache(handle.study_id, [frozen])
+    return trial_id
 
 
 _LIVE = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
@@ -304,7 +407,7 @@ def _claim_sql(rdb: Any, trial_id: int) -> bool:
     """WAITING -> RUNNING and the owner recorded, in one transaction (one commit per claim)."""
     import sqlalchemy
 
-    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    now = _now()[1]
     claim = sqlalchemy.text(
         "UPDATE trials SET state = 'RUNNING', datetime_start = :now "
         "WHERE trial_id = :tid AND state = 'WAITING'"
@@ -360,7 +463,7 @@ def _fail_running(handle: StudyHandle, trial_id: int, reason: str) -> bool:
     if rdb is not None:  # one conditional UPDATE: Optuna's read-then-write races on SQLite
         import sqlalchemy
 
-        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        now = _now()[1]
         fail = sqlalchemy.text(
             "UPDATE trials SET state = 'FAIL', datetime_complete = :now "
             "WHERE trial_id = :tid AND state = 'RUNNING'"

@@ -59,20 +59,18 @@ def sample_index(handle: Any, trial_id: int) -> int:
         import sqlalchemy
 
         placeholders = ", ".join(f":r{i}" for i in range(len(COPY_REASONS)))
-        number_query = sqlalchemy.text("SELECT number FROM trials WHERE trial_id = :tid")
-        copies_query = sqlalchemy.text(
-            "SELECT COUNT(*) FROM trials o JOIN trial_system_attributes a "
-            "ON a.trial_id = o.trial_id AND a.key = :key "
-            f"WHERE o.study_id = :sid AND o.number < :number AND a.value_json IN ({placeholders})"
+        query = sqlalchemy.text(  # one statement: the trial's number less the copies before it
+            "SELECT t.number - (SELECT COUNT(*) FROM trials o JOIN trial_system_attributes a "
+            "ON a.trial_id = o.trial_id AND a.key = :key WHERE o.study_id = t.study_id "
+            f"AND o.number < t.number AND a.value_json IN ({placeholders})) "
+            "FROM trials t WHERE t.trial_id = :tid"
         )
         reasons = {f"r{i}": json.dumps(r) for i, r in enumerate(COPY_REASONS)}
         with rdb.engine.connect() as connection:
-            number = connection.execute(number_query, {"tid": trial_id}).scalar_one()
-            copies = connection.execute(
-                copies_query,
-                {"sid": handle.study_id, "number": number, "key": RETRY_REASON, **reasons},
+            index = connection.execute(
+                query, {"tid": trial_id, "key": RETRY_REASON, **reasons}
             ).scalar_one()
-        return int(number) - int(copies)
+        return int(index)
     number = handle.storage.get_trial_number_from_id(trial_id)
     copies = sum(
         1

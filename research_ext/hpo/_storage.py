@@ -42,6 +42,7 @@ __all__ = [
     "open_storage",
     "redact",
     "resolve_storage",
+    "retrying",
     "storage_error",
     "storage_from_env",
 ]
@@ -459,7 +460,7 @@ def _is_unreachable(err: BaseException) -> bool:
     return found is not None and found[0] in (_UNREACHABLE, _LOCKED)
 
 
-def _retrying(action: Callable[[], Any], spec: StorageSpec) -> Any:
+def retrying(action: Callable[[], Any], spec: StorageSpec) -> Any:
     """Run ``action``; while the server is unreachable, retry for ``RESEARCH_EXT_STORAGE_RETRY`` s."""
     seconds = _retry_seconds()
     deadline, delay, warned = time.monotonic() + seconds, 0.1, False
@@ -491,7 +492,7 @@ def _retry_calls(storage: Any, spec: StorageSpec) -> None:
             continue
 
         def call(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
-            return _retrying(lambda: __method(*args, **kwargs), spec)
+            return retrying(lambda: __method(*args, **kwargs), spec)
 
         setattr(storage, name, functools.update_wrapper(call, method))
 
@@ -501,7 +502,7 @@ def _reconnect_with_retries(engine: Any, spec: StorageSpec) -> None:
     import sqlalchemy
 
     def connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
-        return _retrying(lambda: dialect.connect(*cargs, **cparams), spec)
+        return retrying(lambda: dialect.connect(*cargs, **cparams), spec)
 
     sqlalchemy.event.listen(engine, "do_connect", connect)
 
@@ -631,7 +632,7 @@ def _open(
             )
 
     try:
-        storage = _retrying(create, spec)  # a server starting, or SQLite locked by a creator
+        storage = retrying(create, spec)  # a server starting, or SQLite locked by a creator
     except Exception as err:
         if spec.read_only and any("version_info" in str(e) for e in _chain(err)):
             # a database without Optuna's tables holds no study; reading must not create them
