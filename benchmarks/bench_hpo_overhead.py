@@ -5,12 +5,15 @@ Anchors, all with a trivial objective and the same seeded TPE sampler:
 * raw `study.optimize` on SQLite as Optuna opens it (WAL, default sync), without/with heartbeat;
 * raw `study.optimize` in memory (what the default storage costs on top of no storage at all).
 Ours: `rh.run` on the default storage (SQLite next to the study file, WAL, heartbeats, tickets).
-Runs are interleaved (ours, anchors, ours, ...) and medians reported, so machine noise cancels.
-Targets (issue 4): ours vs raw with the same storage <= 5% or <= 0.5 ms per trial.
+Runs are interleaved (ours, anchors, ours, ...) and medians reported, so machine noise cancels;
+wall and CPU time of this process (heartbeat threads included: the steadier figure on a loaded
+machine) are both shown, with the load average. Each runner is timed from opening its storage.
+Targets (issues 4 and 12): ours vs raw with the same storage <= 5% or <= 0.5 ms per trial.
 """
 
 import functools
 import json
+import os
 import pathlib
 import sqlite3
 import statistics
@@ -93,25 +96,43 @@ def ours(directory: pathlib.Path) -> float:
 
 def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    load_before = os.getloadavg()
     kinds = ["same-storage", "sqlite", "sqlite+heartbeat", "memory"]
     times: dict[str, list[float]] = {k: [] for k in ["ours", *kinds]}
+    cpu: dict[str, list[float]] = {k: [] for k in ["ours", *kinds]}
     for _ in range(REPEATS):
         for name in ["ours", *kinds]:
             with tempfile.TemporaryDirectory() as tmp:
                 d = pathlib.Path(tmp)
+                before = time.process_time()
                 times[name].append(ours(d) if name == "ours" else raw(name, d))
+                cpu[name].append(time.process_time() - before)
     med = {k: statistics.median(v) for k, v in times.items()}
     per = {k: 1e3 * v / N_TRIALS for k, v in med.items()}
+    per_cpu = {k: 1e3 * statistics.median(v) / N_TRIALS for k, v in cpu.items()}
     print(f"{N_TRIALS} trials, TPE, trivial objective; median of {REPEATS} interleaved runs")
     for k in times:
-        print(f"  {k:<18} {med[k]:7.2f} s  {per[k]:6.2f} ms/trial")
-    result = {"bench": "hpo_overhead", "n_trials": N_TRIALS, "ms_per_trial": per}
+        print(f"  {k:<18} {med[k]:7.2f} s  {per[k]:6.2f} ms/trial  ({per_cpu[k]:6.2f} ms CPU)")
+    result: dict = {
+        "bench": "hpo_overhead",
+        "n_trials": N_TRIALS,
+        "ms_per_trial": per,
+        "cpu_ms_per_trial": per_cpu,
+    }
     for anchor in kinds:
         ratio = med["ours"] / med[anchor]
         extra = per["ours"] - per[anchor]
+        cpu_ratio = per_cpu["ours"] / per_cpu[anchor]
         result[f"ratio_vs_{anchor}"] = ratio
         result[f"extra_ms_vs_{anchor}"] = extra
-        print(f"  ours / raw {anchor:<17} = {ratio:5.2f}x  ({extra:+.2f} ms/trial)")
+        result[f"cpu_ratio_vs_{anchor}"] = cpu_ratio
+        print(
+            f"  ours / raw {anchor:<17} = {ratio:5.2f}x  ({extra:+.2f} ms/trial); "
+            f"CPU {cpu_ratio:5.2f}x ({per_cpu['ours'] - per_cpu[anchor]:+.2f} ms/trial)"
+        )
+    load = {"before": load_before, "after": os.getloadavg()}
+    result["load_average"] = load
+    print(f"  load average (1, 5, 15 min): before {load['before']}, after {load['after']}")
     print(json.dumps(result))
 
 
