@@ -6,6 +6,8 @@ arithmetic, the recognition of torch's "no forward-mode formula" errors, the hes
 error names, tie-breaking and chunking, and the paths of the general (non-lean) transform.
 """
 
+from collections import OrderedDict
+
 import pytest
 import torch
 
@@ -209,3 +211,44 @@ def test_auto_mode_evaluates_f_once_when_it_picks_reverse_mode(chunk_size):
     x = torch.linspace(-1.0, 1.0, 6, dtype=D)  # 6 inputs, 2 outputs: reverse mode
     rf.jacobian(f, chunk_size=chunk_size)(x)
     assert len(evaluations) == 1  # the evaluation that decided is reused for the products
+
+
+def test_decide_breaks_ties_as_told_and_keeps_a_bounded_lru_cache():
+    cache: OrderedDict = OrderedDict()
+    decide = _jacobian._decide
+    assert decide(cache, "tie-fwd", 3, 3, "fwd") == "fwd"
+    assert decide(cache, "tie-rev", 3, 3, "rev") == "rev"
+    assert decide(cache, "wide", 2, 3, "rev") == "fwd"
+    assert decide(cache, "tall", 4, 3, "fwd") == "rev"
+    assert list(cache.items()) == [
+        ("tie-fwd", ("fwd", 3)),
+        ("tie-rev", ("rev", 3)),
+        ("wide", ("fwd", 3)),
+        ("tall", ("rev", 3)),
+    ]
+    size = _jacobian._CACHE_SIZE
+    for key in range(size - 4):
+        decide(cache, key, 1, 2, "fwd")
+    assert len(cache) == size and "tie-fwd" in cache  # full, nothing evicted yet
+    decide(cache, "one more", 1, 2, "fwd")
+    assert len(cache) == size and "tie-fwd" not in cache and "tie-rev" in cache
+
+
+def test_signature_tells_apart_what_the_decision_depends_on():
+    sig = _jacobian._signature
+    x = torch.ones(2, dtype=D)
+    base = sig((x,), (0,))
+    assert base == sig((torch.zeros(2, dtype=D),), (0,))  # values do not matter
+    assert base != sig((torch.ones(3, dtype=D),), (0,))
+    assert base != sig((x.float(),), (0,))
+    assert base != sig((x.to("meta"),), (0,))
+    assert sig((x, x), (0,)) != sig((x, x), (1,))
+    tree = sig(([x, x],), (0,))
+    assert tree == sig(([x + 1, x],), (0,))
+    assert tree != sig(((x, x),), (0,))  # a list and a tuple are different trees
+    assert tree != sig(([x, x.float()],), (0,))
+    assert tree != sig(([x, torch.ones(3, dtype=D)],), (0,))
+    assert tree != sig(([x, x.to("meta")],), (0,))
+    assert tree != sig(([x, x],), (1,))
+    assert sig((x, 2), (0,)) == sig((x, 3), (0,))  # a non-tensor leaf counts by its type
+    assert sig((x, 2), (0,)) != sig((x, 2.0), (0,))
