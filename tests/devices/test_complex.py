@@ -64,6 +64,18 @@ def _r2r_cases() -> dict[str, Case]:
     cases["dct:2_n_complex"] = Case(
         lambda x: F.dct(x, n=12), lambda x: sfft.dct(x, n=12), ((3, 9),), dtype=torch.complex128
     )
+    # 2^16 entries and more without autograd take the neighbour-pair kernel (any device).
+    for kind in (2, 3):
+        cases[f"dct:{kind}_pairs"] = Case(
+            lambda x, k=kind: F.dct(x, type=k, norm="ortho"),
+            lambda x, k=kind: sfft.dct(x, type=k, norm="ortho"),
+            ((64, 1024),),
+        )
+        cases[f"idct:{kind}_pairs"] = Case(
+            lambda x, k=kind: F.idct(x, type=k),
+            lambda x, k=kind: sfft.idct(x, type=k),
+            ((64, 1024),),
+        )
     cases["dctn:2_s"] = Case(
         lambda x: F.dctn(x, s=(8, 7)), lambda x: sfft.dctn(x, s=(8, 7)), ((2, 6, 9),)
     )
