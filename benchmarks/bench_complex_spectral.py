@@ -6,11 +6,13 @@ better), then one JSON line per case. On a shared machine the wall ratio swings 
 runs (memory-bound passes suffer most), so each line also gives the median over rounds of the
 per-round ratio of thread CPU times (`cpu`), which both sides measure the same way (every call
 here runs on the calling thread). `--quick` shrinks repeats; `--only NAME[,NAME]` runs some
-groups (dct, convolve, welch, hilbert, passthrough).
+groups (dct, convolve, welch, hilbert, passthrough). The load average is printed before and after
+(the machine's other work is what moves the wall ratios).
 """
 
 import itertools
 import json
+import os
 import statistics
 import sys
 import time
@@ -167,5 +169,7 @@ if __name__ == "__main__":
     np.random.seed(0)
     torch.manual_seed(0)
     only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else BENCHES
+    print(f"load average (1, 5, 15 min): {os.getloadavg()}")
     for name in only:
         BENCHES[name]()
+    print(f"load average (1, 5, 15 min): {os.getloadavg()}")

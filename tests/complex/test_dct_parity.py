@@ -136,3 +136,40 @@ def test_chunked_rows_differentiate_like_single_rows(type):
     pair = torch.stack([xd, w])  # vmap over 2 samples of `batch` rows each
     batched = torch.func.vmap(f)(pair)
     assert torch.allclose(batched, f(pair), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("type", [2, 3])
+def test_large_inputs_by_neighbour_pairs(type):
+    """From `_PAIRS_MIN` elements on, DCT-II/III pair neighbours instead of reordering: scipy's
+    values for even and odd lengths (the end padding differs), every norm, complex, float32."""
+    from research_ext.complex._scipy_fft.r2r import _PAIRS_MIN
+
+    for n in (1, 2, 3, 4, 5, 8, 17, 64, 4095, 4096):
+        x = randn((-(-_PAIRS_MIN // n), n), torch.float64, n)
+        for name, norm, orth in itertools.product(("dct", "idct"), NORMS, (None, False, True)):
+            ours = getattr(rxc.fft, name)(x, type=type, norm=norm, orthogonalize=orth)
+            ref = getattr(sf, name)(x.numpy(), type=type, norm=norm, orthogonalize=orth)
+            assert_close64(ours, ref, TOL_F64_TIGHT)
+        z = randn((-(-_PAIRS_MIN // n), n), torch.complex128, n)
+        assert_close64(
+            rxc.fft.dct(z, type=type), _scipy("dct", z.numpy(), type=type), TOL_F64_TIGHT
+        )
+        x32 = x.float()
+        assert_close32(
+            rxc.fft.idct(x32, type=type, norm="ortho"),
+            sf.idct(x.numpy(), type=type, norm="ortho"),
+            sf.idct(x32.numpy(), type=type, norm="ortho"),
+        )
+
+
+@pytest.mark.parametrize("type", [2, 3])
+def test_neighbour_pairs_gradient_is_the_transpose(type):
+    """The pairs path's gradient (autograd through its out-of-place branch) is the transposed
+    transform: <dct(x), w> = <x, dct^T(w)>, and DCT-II/III ortho are each other's transpose."""
+    from research_ext.complex._scipy_fft.r2r import _PAIRS_MIN
+
+    for n in (7, 4096):
+        x = randn((-(-_PAIRS_MIN // n), n), torch.float64, 1).requires_grad_()
+        w = randn(x.shape, torch.float64, 2)
+        (g,) = torch.autograd.grad((rxc.fft.dct(x, type=type, norm="ortho") * w).sum(), x)
+        assert_close64(g, sf.dct(w.numpy(), type=5 - type, norm="ortho"), TOL_F64_TIGHT)
