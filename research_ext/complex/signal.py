@@ -8,6 +8,9 @@ estimation (``periodogram``, ``welch``, ``csd``, ``coherence``, ``spectrogram``,
 ``sosfilt``, ``sosfilt_zi``, ``sosfiltfilt``, ``filtfilt``). Names, positional order and semantics follow scipy, with
 ``dim=`` for ``axis=``; results are tensors whose dtype follows the input (for the IIR filters,
 the input and the coefficients together, as scipy's; windows are float64 unless asked).
+Integer (and bool) tensors are taken as scipy takes integer arrays: computed in float64 (the
+spectral estimators: float32 for 8- and 16-bit data, numpy's promotion with complex64), and
+``convolve``/``correlate`` return the integer dtype, rounded and wrapped as numpy's sums.
 The deliberate differences from scipy, as measured by scipy's own test modules, are listed in
 ``docs/complex_scipy_deviations.md``.
 

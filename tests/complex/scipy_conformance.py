@@ -9,8 +9,9 @@ import from, by a wrapper; the namespaces are restored right after the import, s
 internals never see a wrapper, and modules the tests hold (``from scipy import signal``) are
 swapped for proxies that hand out the wrappers. With ``--scipy-shim=scipy`` (the baseline) the
 wrapper calls scipy unchanged; with ``--scipy-shim=ours`` it converts numpy arrays (and the
-array-like data arguments: lists, ranges, scalars; integer data as scipy's float64; one array
-passed twice as one tensor) to tensors, renames ``axis``/``axes`` to ``dim`` (and
+array-like data arguments: lists, ranges, scalars; integer data as integer tensors for
+``research_ext.complex.signal``, as scipy's float64 for ``research_ext.complex.fft``, which takes
+floating tensors only; one array passed twice as one tensor) to tensors, renames ``axis``/``axes`` to ``dim`` (and
 ``time_axis`` to ``time_dim`` and so on),
 drops scipy's performance-only knobs (``overwrite_x``, ``workers``), calls research_ext's
 function and converts tensors in the result back to numpy. A call made while one of our
@@ -50,6 +51,9 @@ NAMESPACES = {
 # Names of array-like data arguments, converted to tensors (other arguments pass unchanged, so
 # the tests also check that we accept scipy's argument forms: numpy ints, tuples, windows).
 DATA_ARGS = frozenset({"x", "y", "z", "in1", "in2", "b", "a", "zi", "sos", "Zxx"})
+# Functions that take integer tensors (computed as scipy computes integer data) get integer
+# data as integer tensors; the others (research_ext.complex.fft) get scipy's float64 of it.
+INTEGER_DATA_MODULES = ("research_ext.complex._scipy_signal.",)
 SCALAR_ARGS_OF = {"czt": frozenset({"a", "w"}), "zoom_fft": frozenset({"fn"})}
 DROPPED = ("overwrite_x", "workers")
 
@@ -78,20 +82,21 @@ _TORCH_FLOATS = tuple(
 )
 
 
-def _to_torch(value: Any) -> Any:
+def _to_torch(value: Any, integers: bool) -> Any:
+    """numpy data as a tensor of the same dtype (integers as float64 unless ``integers``)."""
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, np.ndarray | np.generic | list | tuple | range | int | float | complex):
         if isinstance(value, bool):
             return value
         arr = np.asarray(value)
-        if arr.dtype.kind in "biu":
-            # scipy's first step for integer data; our functions take floating tensors only
-            # (a documented deviation), so the shim hands them scipy's float64.
+        if arr.dtype.kind in "biu" and not integers:
+            # research_ext.complex.fft takes floating tensors only (a documented deviation):
+            # the shim hands it scipy's own first step for integer data, float64.
             arr = arr.astype(np.float64)
         if not arr.dtype.isnative:
             arr = arr.astype(arr.dtype.newbyteorder("="))
-        if arr.dtype.kind in "fc":
+        if arr.dtype.kind in "fcbiu":
             return torch.from_numpy(arr.copy(order="C"))  # keeps 0-d data 0-d
     return value
 
@@ -123,6 +128,7 @@ def make_wrapper(
         signature = None
     target = ours if ours is not None else _missing(name)
     scalars = SCALAR_ARGS_OF.get(name, frozenset())
+    integers = getattr(ours, "__module__", "").startswith(INTEGER_DATA_MODULES)
 
     def convert(param: str, value: Any, memo: dict[int, Any]) -> Any:
         if param in scalars:
@@ -130,7 +136,7 @@ def make_wrapper(
         if param in DATA_ARGS or (param == "window" and isinstance(value, np.ndarray | list)):
             # one array passed twice (csd(x, x)) becomes one tensor: scipy tests `y is x`
             if id(value) not in memo:
-                memo[id(value)] = _to_torch(value)
+                memo[id(value)] = _to_torch(value, integers)
             return memo[id(value)]
         return value
 

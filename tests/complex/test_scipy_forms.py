@@ -342,3 +342,65 @@ def test_fft_convolution_of_non_finite_input_warns_as_scipy(name):
         warnings.simplefilter("error")
         getattr(S, name)(bad, h, mode="same", method="direct")
         getattr(S, name)(x, h, mode="same", method="fft")
+
+
+# --- integer data: computed in float64, scipy's first step --------------------------------
+
+_SOS = [[0.2, 0.4, 0.2, 1.0, -0.3, 0.1], [1.0, -1.0, 0.0, 1.0, 0.2, 0.0]]
+INTEGER_CALLS = {
+    "welch": lambda m, x, y: m.welch(x, nperseg=16)[1],
+    "csd": lambda m, x, y: m.csd(x, y, nperseg=16)[1],
+    "csd_same": lambda m, x, y: m.csd(x, x, nperseg=16)[1],
+    "coherence": lambda m, x, y: m.coherence(x, y, nperseg=16)[1],
+    "periodogram": lambda m, x, y: m.periodogram(x, window="hann")[1],
+    "spectrogram": lambda m, x, y: m.spectrogram(x, nperseg=16)[2],
+    "stft": lambda m, x, y: m.stft(x, nperseg=16)[2],
+    "hilbert": lambda m, x, y: m.hilbert(x),
+    "envelope": lambda m, x, y: m.envelope(x),
+    "czt": lambda m, x, y: m.czt(x, m=9),
+    "zoom_fft": lambda m, x, y: m.zoom_fft(x, 0.5, m=9),
+    "resample": lambda m, x, y: m.resample(x, 40),
+    "resample_poly": lambda m, x, y: m.resample_poly(x, 3, 2),
+    "lfilter": lambda m, x, y: m.lfilter([1.0, 0.5], [1.0, -0.5], x),
+    "filtfilt": lambda m, x, y: m.filtfilt([1.0, 0.5], [1.0, -0.5], x),
+    "sosfilt": lambda m, x, y: m.sosfilt(_SOS, x),
+    "sosfiltfilt": lambda m, x, y: m.sosfiltfilt(_SOS, x),
+    "fftconvolve": lambda m, x, y: m.fftconvolve(x, y[:5]),
+    "oaconvolve": lambda m, x, y: m.oaconvolve(x, y[:5]),
+    "convolve": lambda m, x, y: m.convolve(x, y[:5], method="fft"),
+    "correlate": lambda m, x, y: m.correlate(x, y[:5], method="direct"),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int64, np.uint8])
+@pytest.mark.parametrize("name", sorted(INTEGER_CALLS))
+def test_signal_functions_take_integer_tensors_in_float64_as_scipy(name, dtype):
+    rng = np.random.default_rng(3)
+    x, y = (rng.integers(0, 50, 64).astype(dtype) for _ in range(2))
+    if dtype == np.uint8 and name in ("filtfilt", "sosfiltfilt"):
+        x = x.astype(np.int16)  # scipy's odd edge extension 2 x[0] - x[k] wraps around in uint8
+    call = INTEGER_CALLS[name]
+    ours = call(S, torch.from_numpy(x), torch.from_numpy(y))
+    expected = np.asarray(call(ss, x, y))
+    # scipy's dtype: float64 (float32 for 8/16-bit data in the spectral estimators, numpy's
+    # promotion with complex64); convolve and correlate give the integer dtype.
+    assert _np(ours).dtype == expected.dtype
+    rtol = RTOL_FLOAT64 if expected.dtype in (np.float64, np.complex128) else RTOL_FLOAT32
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(_np(ours), expected, rtol=rtol, atol=rtol * scale)
+
+
+def test_integer_convolution_wraps_as_numpy():
+    x = np.array([200, 100, 50], dtype=np.uint8)
+    y = np.array([3, 2], dtype=np.uint8)
+    for method in ("direct", "fft"):
+        ours = S.convolve(torch.from_numpy(x), torch.from_numpy(y), method=method)
+        np.testing.assert_array_equal(_np(ours), ss.convolve(x, y, method=method))
+        assert ours.dtype == torch.uint8
+
+
+def test_istft_takes_an_integer_spectrum_in_float64():
+    z = torch.arange(2 * 9 * 5).reshape(2, 9, 5)
+    t, x = S.istft(z, nperseg=16)
+    assert x.dtype == torch.float64
+    torch.testing.assert_close(x, S.istft(z.to(torch.complex128), nperseg=16)[1])

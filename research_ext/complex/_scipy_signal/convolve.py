@@ -20,7 +20,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from research_ext.complex._shared.arguments import check_real_or_complex, normalize_dims
+from research_ext.complex._shared.arguments import (
+    as_floating,
+    normalize_dims,
+)
 from research_ext.complex._shared.caching import is_functorch_wrapped
 from research_ext.complex._shared.fft_lengths import fast_len, transform_cost
 from research_ext.core import check_int, check_one_of
@@ -31,17 +34,18 @@ _MODES = ("full", "valid", "same")
 _METHODS = ("auto", "direct", "fft", "oa")
 
 
-def _check_input(fn: str, name: str, x: Any) -> None:
-    """Float16 is taken as scipy does (computed in float32); otherwise as the FFTs."""
-    if not (isinstance(x, torch.Tensor) and x.dtype == torch.float16):
-        check_real_or_complex(fn, name, x)
+def _check_input(fn: str, name: str, x: Any) -> torch.Tensor:
+    """Float16 is taken as scipy does (computed in float32), integers as float64."""
+    if isinstance(x, torch.Tensor) and x.dtype == torch.float16:
+        return x
+    return as_floating(fn, name, x)
 
 
 def _prepare(
     fn: str, in1: Any, in2: Any, mode: Any, dim: Any
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
-    _check_input(fn, "in1", in1)
-    _check_input(fn, "in2", in2)
+    in1 = _check_input(fn, "in1", in1)
+    in2 = _check_input(fn, "in2", in2)
     check_one_of(fn, "mode", mode, _MODES)
     if in1.ndim != in2.ndim:
         raise ValueError(
@@ -229,11 +233,19 @@ def _choose(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> str:
     return "fft"
 
 
-def _convolve(fn: str, in1: Any, in2: Any, mode: str, dim: Any, method: str) -> torch.Tensor:
+def _convolve(
+    fn: str, in1: Any, in2: Any, mode: str, dim: Any, method: str, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     out = _convolve_promoted(fn, in1, in2, mode, dim, method)
     # in1 and in2 are tensors here (_prepare checked them)
-    dtype = torch.result_type(in1, in2)
-    return out if out.dtype == dtype else out.to(dtype)
+    dtype = torch.result_type(in1, in2) if dtype is None else dtype
+    if dtype.is_floating_point or dtype.is_complex:
+        return out if out.dtype == dtype else out.to(dtype)
+    if fn in ("convolve", "correlate"):
+        # scipy: integer data give integers (rounded, and wrapped to the dtype as numpy's
+        # integer sums wrap); computed exactly in float64 below 2**53.
+        return out.round().to(torch.int64).to(dtype)
+    return out  # fftconvolve/oaconvolve: float64, as scipy
 
 
 def _warn_non_finite(in1: torch.Tensor, in2: torch.Tensor) -> None:
@@ -296,8 +308,8 @@ def fftconvolve(
 
     Differences from scipy: ``dim`` replaces ``axes``; the result dtype is the promoted dtype of
     the inputs (float32 stays float32; float16 is computed in float32 and returned as float16,
-    where scipy returns float32); integer input raises ``TypeError``. Differentiable in both
-    inputs.
+    where scipy returns float32); integer input is computed and returned in float64, as
+    scipy. Differentiable in both inputs.
 
     Args:
         in1: real or complex tensor.
@@ -309,7 +321,7 @@ def fftconvolve(
         The convolution; real when both inputs are real.
 
     Raises:
-        TypeError: an input is not a float/complex tensor.
+        TypeError: an input is not a tensor, or has a dtype other than integer, float or complex.
         ValueError: unknown ``mode``; different numbers of dims; non-broadcastable other dims;
             "valid" with neither input at least as large as the other.
 
@@ -352,7 +364,7 @@ def oaconvolve(
         The convolution; real when both inputs are real.
 
     Raises:
-        TypeError: an input is not a float/complex tensor.
+        TypeError: an input is not a tensor, or has a dtype other than integer, float or complex.
         ValueError: as :func:`fftconvolve`.
 
     Example:
@@ -385,8 +397,10 @@ def convolve(
     output; scipy looks at the output's first element, we at the inputs).
 
     Differences from scipy: the extra keyword ``dim`` limits the convolved dims (the others
-    broadcast; scipy convolves over all); integer input raises ``TypeError`` (scipy convolves
-    integers exactly); "direct" over more than 3 dims uses the FFT. Differentiable.
+    broadcast; scipy convolves over all); "direct" over more than 3 dims uses the FFT.
+    Integer input gives integers as in scipy (computed in float64, so exact while the sums stay
+    below 2**53, then rounded and wrapped to the dtype as numpy's integer sums wrap).
+    Differentiable.
 
     Args:
         in1: real or complex tensor.
@@ -399,7 +413,7 @@ def convolve(
         The convolution; real when both inputs are real.
 
     Raises:
-        TypeError: an input is not a float/complex tensor.
+        TypeError: an input is not a tensor, or has a dtype other than integer, float or complex.
         ValueError: unknown ``mode`` or ``method``, or the shape errors of :func:`fftconvolve`.
 
     Example:
@@ -425,8 +439,8 @@ def correlate(
     i.e. the convolution of ``in1`` with ``in2`` reversed and conjugated, cropped by ``mode``;
     the lags of the output are :func:`correlation_lags`.
 
-    Differences from scipy: as :func:`convolve` (the ``dim`` keyword, floating input only;
-    float16 and the nan/inf warning as there).
+    Differences from scipy: as :func:`convolve` (the ``dim`` keyword; integer input gives
+    integers, float16 and the nan/inf warning as there).
 
     Args:
         in1: real or complex tensor.
@@ -439,7 +453,7 @@ def correlate(
         The cross-correlation.
 
     Raises:
-        TypeError: an input is not a float/complex tensor.
+        TypeError: an input is not a tensor, or has a dtype other than integer, float or complex.
         ValueError: unknown ``mode`` or ``method``, or the shape errors of :func:`fftconvolve`.
 
     Example:
@@ -448,12 +462,14 @@ def correlate(
         tensor([1., 3., 5., 3.])
     """
     check_one_of("correlate", "method", method, _METHODS)
-    _check_input("correlate", "in2", in2)
+    both = isinstance(in1, torch.Tensor) and isinstance(in2, torch.Tensor)
+    dtype = torch.result_type(in1, in2) if both else None
+    in2 = _check_input("correlate", "in2", in2)
     dims = normalize_dims("correlate", dim, in2.ndim)
     reversed_in2 = in2.flip(list(dims)) if dims else in2
     if reversed_in2.is_complex():
         reversed_in2 = reversed_in2.conj()
-    return _convolve("correlate", in1, reversed_in2, mode, dim, method)
+    return _convolve("correlate", in1, reversed_in2, mode, dim, method, dtype)
 
 
 def correlation_lags(

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from research_ext.complex._shared.arguments import check_real_or_complex, normalize_dim
+from research_ext.complex._shared.arguments import as_floating, normalize_dim
 from research_ext.complex._shared.fft_lengths import next_fast_len
 from research_ext.core import check_positive, format_message
 
@@ -92,7 +92,7 @@ def czt(
         C. Rader, "The chirp z-transform algorithm", ibid. 17(2), 1969.
     """
     fn = "czt"
-    check_real_or_complex(fn, "x", x)
+    x = as_floating(fn, "x", x)
     d, n = _checked_length(fn, x, dim)
     m = n if m is None else _points(fn, "m", m, "output")
     default_w = w is None
@@ -171,7 +171,7 @@ def zoom_fft(
         True
     """
     name = "zoom_fft"
-    check_real_or_complex(name, "x", x)
+    x = as_floating(name, "x", x)
     check_positive(name, "fs", fs)
     d, n = _checked_length(name, x, dim)
     m = n if m is None else _points(name, "m", m, "output")

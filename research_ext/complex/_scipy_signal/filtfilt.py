@@ -12,7 +12,7 @@ import torch
 from research_ext.complex._scipy_signal.recursion import filter_last, prepare, steady_state
 from research_ext.complex._scipy_signal.segments import extend
 from research_ext.complex._scipy_signal.sos import cascade_last, checked_sections, sosfilt_zi
-from research_ext.complex._shared.arguments import check_real_or_complex, normalize_dim
+from research_ext.complex._shared.arguments import as_floating, normalize_dim
 from research_ext.core import check_int, check_one_of
 
 __all__ = ["filtfilt", "sosfiltfilt"]
@@ -187,7 +187,7 @@ def sosfiltfilt(
         True
     """
     fn = "sosfiltfilt"
-    check_real_or_complex(fn, "x", x)
+    x = as_floating(fn, "x", x)
     sections = checked_sections(fn, sos, x)
     d = normalize_dim(fn, dim, max(x.ndim, 1))
     xl = x.to(sections.dtype).movedim(d, -1)

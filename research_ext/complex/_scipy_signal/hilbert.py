@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from research_ext.complex._scipy_signal.resample import resample_freq
-from research_ext.complex._shared.arguments import check_real_or_complex, normalize_dim
+from research_ext.complex._shared.arguments import as_floating, normalize_dim
 from research_ext.complex._shared.caching import cached
 from research_ext.core import check_int, check_one_of, format_message
 
@@ -37,7 +37,7 @@ def _weights2(n: int, half: bool, dtype: torch.dtype, device: torch.device) -> t
 
 
 def _check_real(fn: str, x: Any) -> torch.Tensor:
-    check_real_or_complex(fn, "x", x)
+    x = as_floating(fn, "x", x)
     if x.is_complex():
         raise ValueError(f"{fn}: `x` must be real, got x.dtype={x.dtype}")
     return x
@@ -77,7 +77,7 @@ def hilbert(x: torch.Tensor, N: int | None = None, dim: int = -1) -> torch.Tenso
         L. Marple, "Computing the discrete-time analytic signal via FFT", IEEE Trans. Signal
         Processing 47(9), 1999.
     """
-    _check_real("hilbert", x)
+    x = _check_real("hilbert", x)
     d = normalize_dim("hilbert", dim, max(x.ndim, 1))
     n = x.shape[d] if N is None else check_int("hilbert", "N", N, minimum=1)
     h = _half_weights(n, x.dtype, x.device)
@@ -117,7 +117,7 @@ def hilbert2(
         tensor([[1., 1.],
                 [1., 1.]], dtype=torch.float64)
     """
-    _check_real("hilbert2", x)
+    x = _check_real("hilbert2", x)
     while x.ndim < 2:
         x = x.unsqueeze(0)
     if len(dim) != 2:
@@ -185,7 +185,7 @@ def envelope(
         True
     """
     fn = "envelope"
-    check_real_or_complex(fn, "z", z)
+    z = as_floating(fn, "z", z)
     d = normalize_dim(fn, dim, max(z.ndim, 1))
     n = z.shape[d]
     if n == 0:

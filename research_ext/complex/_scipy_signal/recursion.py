@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from research_ext.complex._shared.arguments import check_real_or_complex, normalize_dim
+from research_ext.complex._shared.arguments import as_floating, normalize_dim
 from research_ext.core import format_message
 
 __all__ = [
@@ -220,7 +220,7 @@ def filter_last(b: torch.Tensor, a: torch.Tensor, x: torch.Tensor, zi: torch.Ten
 
 
 def prepare(fn: str, b: Any, a: Any, x: Any, dim: int):
-    check_real_or_complex(fn, "x", x)
+    x = as_floating(fn, "x", x)
     b_, a_ = coefficients(fn, b, a, x)
     dtype = torch.promote_types(x.dtype, b_.dtype)
     d = normalize_dim(fn, dim, max(x.ndim, 1))

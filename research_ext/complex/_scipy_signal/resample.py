@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from research_ext.complex._shared.arguments import (
-    check_real_or_complex,
+    as_floating,
     normalize_dim,
     real_dtype_of,
 )
@@ -106,7 +106,7 @@ def resample(
         tensor([ 1.0000,  0.7071,  0.0000, -0.7071, -1.0000, -0.7071,  0.0000,  0.7071])
     """
     fn = "resample"
-    check_real_or_complex(fn, "x", x)
+    x = as_floating(fn, "x", x)
     check_int(fn, "num", num, minimum=1)
     check_one_of(fn, "domain", domain, ("time", "freq"))
     d = normalize_dim(fn, dim, max(x.ndim, 1))
@@ -250,7 +250,7 @@ def resample_poly(
     from research_ext.complex._scipy_signal.convolve import fftconvolve
 
     fn = "resample_poly"
-    check_real_or_complex(fn, "x", x)
+    x = as_floating(fn, "x", x)
     for name, value in (("up", up), ("down", down)):  # scipy: ValueError for 1.3 or "yo" too
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(format_message(fn, name, "a positive int", value))

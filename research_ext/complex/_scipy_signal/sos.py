@@ -10,7 +10,7 @@ from research_ext.complex._scipy_signal.recursion import (
     filter_last,
     steady_state,
 )
-from research_ext.complex._shared.arguments import check_real_or_complex, normalize_dim
+from research_ext.complex._shared.arguments import as_floating, normalize_dim
 from research_ext.core import format_message
 
 __all__ = ["cascade_last", "checked_sections", "sosfilt", "sosfilt_zi"]
@@ -81,7 +81,7 @@ def sosfilt(
         tensor([1.0000, 0.5000, 0.2500], dtype=torch.float64)
     """
     fn = "sosfilt"
-    check_real_or_complex(fn, "x", x)
+    x = as_floating(fn, "x", x)
     sections = checked_sections(fn, sos, x)
     x_ = x.to(sections.dtype)
     d = normalize_dim(fn, dim, max(x.ndim, 1))

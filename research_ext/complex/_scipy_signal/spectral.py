@@ -19,7 +19,7 @@ from research_ext.complex._scipy_signal.segments import (
     segment_spectra,
 )
 from research_ext.complex._shared.arguments import (
-    check_real_or_complex,
+    as_floating,
     normalize_dim,
     real_dtype_of,
 )
@@ -48,9 +48,10 @@ def _cross(
     average: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Welch-averaged cross spectral density; ``y is None`` means the auto spectrum of x."""
-    check_real_or_complex(fn, "x", x)
+    same = y is x
+    x = as_floating(fn, "x", x, small_ints_single=True)
     if y is not None:
-        check_real_or_complex(fn, "y", y)
+        y = x if same else as_floating(fn, "y", y, small_ints_single=True)
     check_one_of(fn, "scaling", scaling, ("density", "spectrum"))
     check_one_of(fn, "average", average, ("mean", "median"))
     detrend_fn = detrend_function(fn, detrend)
@@ -314,7 +315,7 @@ def periodogram(
         >>> p
         tensor([0., 0., 1.])
     """
-    check_real_or_complex("periodogram", "x", x)
+    x = as_floating("periodogram", "x", x, small_ints_single=True)
     if x.numel() == 0:  # scipy: empty in, empty out (shaped like x)
         empty = x.new_empty(x.shape, dtype=real_dtype_of(x.dtype))
         return empty, empty

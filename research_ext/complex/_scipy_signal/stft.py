@@ -24,7 +24,7 @@ from research_ext.complex._scipy_signal.segments import (
 )
 from research_ext.complex._scipy_signal.windows import window_tensor
 from research_ext.complex._shared.arguments import (
-    check_real_or_complex,
+    as_floating,
     normalize_dim,
     real_dtype_of,
 )
@@ -52,7 +52,7 @@ def _short_time(
     default_overlap: Any,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Scipy's legacy ``_spectral_helper`` in "stft" mode: (f, t, X, nfft), X (..., nseg, nfreq)."""
-    check_real_or_complex(fn, "x", x)
+    x = as_floating(fn, "x", x, small_ints_single=True)
     check_one_of(fn, "boundary", boundary, _BOUNDARIES)
     detrend_fn = detrend_function(fn, detrend)
     d = normalize_dim(fn, dim, max(x.ndim, 1))
@@ -325,7 +325,7 @@ def istft(
         True
     """
     fn = "istft"
-    check_real_or_complex(fn, "Zxx", Zxx)
+    Zxx = as_floating(fn, "Zxx", Zxx)
     check_one_of(fn, "scaling", scaling, ("spectrum", "psd"))
     if Zxx.ndim < 2:
         raise ValueError(f"{fn}: `Zxx` must have at least 2 dims, got Zxx.shape={tuple(Zxx.shape)}")
