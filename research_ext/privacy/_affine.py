@@ -324,8 +324,11 @@ class AttentionRule(LayerRule):
         norms = None
         self._cache["blocks"] = []
         for rows, pairs in blocks.items():
-            a = torch.cat([x for x, _ in pairs], dim=2)
-            g = torch.cat([y for _, y in pairs], dim=2)
+            if len(pairs) == 1:  # one call: the captured views, not copies
+                a, g = pairs[0]
+            else:
+                a = torch.cat([x for x, _ in pairs], dim=2)
+                g = torch.cat([y for _, y in pairs], dim=2)
             prefix = "out_proj." if rows is None else "in_proj_"
             weight = f"{prefix}weight" in self.names
             bias = f"{prefix}bias" in self.names
