@@ -252,3 +252,14 @@ def test_signature_tells_apart_what_the_decision_depends_on():
     assert tree != sig(([x, x],), (1,))
     assert sig((x, 2), (0,)) == sig((x, 3), (0,))  # a non-tensor leaf counts by its type
     assert sig((x, 2), (0,)) != sig((x, 2.0), (0,))
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+@pytest.mark.parametrize("mode", ["fwd", "rev"])
+@pytest.mark.parametrize("chunk_size", [None, 1])
+def test_holomorphic_jacobian_in_complex32(mode, chunk_size):
+    # torch has no eye or fill for complex32: the identity rows are built in complex64.
+    z = torch.tensor([1 + 1j, 2 - 1j], dtype=torch.complex64).to(torch.complex32)
+    jac = rf.jacobian(lambda z: z * 2, mode=mode, chunk_size=chunk_size, holomorphic=True)(z)
+    assert jac.dtype == torch.complex32
+    torch.testing.assert_close(jac.to(torch.complex64), 2 * torch.eye(2, dtype=torch.complex64))
