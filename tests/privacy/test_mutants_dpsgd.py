@@ -146,13 +146,24 @@ def test_the_budget_allows_exactly_the_planned_steps(plan, planned):
         assert torch.equal(p.detach(), q)
 
 
-def test_non_secure_noise_is_reproducible_from_the_generator():
-    model, x, y = make("mlp", torch.float64, batch=6)
+@pytest.mark.parametrize("clipping", ["flat", "adaptive"])
+def test_non_secure_noise_comes_from_the_generator_only(clipping):
+    """Gradient and count noise are drawn from ``generator``, never from torch's global RNG."""
+    _, x, y = make("mlp", torch.float64, batch=6)
     results = []
-    for _ in range(2):
+    for global_seed in (0, 1):
         m = make("mlp", torch.float64, batch=6)[0]
-        dp = _dp(m, noise_multiplier=1.0, generator=torch.Generator().manual_seed(11))
+        dp = _dp(
+            m,
+            clipping=clipping,
+            noise_multiplier=1.0,
+            adaptive_count_noise=3.0,
+            generator=torch.Generator().manual_seed(11),
+        )
+        torch.manual_seed(global_seed)
         dp.step((x, y))
-        results.append([p.detach().clone() for p in m.parameters()])
-    for a, b in zip(*results, strict=True):
+        results.append(([p.detach().clone() for p in m.parameters()], dp.max_grad_norm))
+    (first, c_first), (second, c_second) = results
+    assert c_first == c_second
+    for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
