@@ -165,6 +165,19 @@ def test_unchecked_backward_computes_no_parameter_gradient(mode):
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_a_forward_that_raises_leaves_the_parameters_trainable():
+    model, x, y = make("mlp", torch.float64, batch=4)
+    opt = DPOptimizer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), check_loss="never", **_settings()
+    )
+    with pytest.raises(RuntimeError):
+        model(x[:, :3])  # wrong width: the first Linear raises inside the captured forward
+    assert all(p.requires_grad for p in model.parameters())
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    assert opt.steps == 1
+
+
 class TiedLM(nn.Module):
     """Tied input embedding and output layer, dropout; the forward reads ids, returns logits."""
 
