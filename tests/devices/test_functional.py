@@ -26,6 +26,12 @@ from tests.helpers import (
     RTOL_HIGHER_ORDER_FLOAT64,
 )
 
+# torch's forward-mode AD (torch.func.jvp, jacfwd, hessian: the references) loads its
+# jit-scripted decompositions on first use, which warns.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)
+
 CPU = torch.device("cpu")
 N, M = 5, 4
 
