@@ -6,10 +6,12 @@ that ``hpo/_study.py`` held before the study code was re-cut by concept; see
 and checks the counts that a slip in the bookkeeping would change.
 """
 
+import datetime
 import os
 import socket
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -156,3 +158,27 @@ def test_recover_fails_a_crashed_trial_once_and_requeues_its_parameters(tmp_path
         assert recover(second) == 0
     assert counts(handle)["WAITING"] == 1
     assert counts(handle)["FAIL"] == 1
+
+
+@pytest.fixture
+def new_york(monkeypatch):
+    """This process in a time zone west of UTC (Optuna shows trial times in local time)."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_times_written_by_claims_and_recovery_agree_with_optunas_off_utc(tmp_path, new_york):
+    """Times our SQL writes are read back by Optuna like its own: durations stay true."""
+    handle = _handle(tmp_path, n_trials=3)
+    trial_id, _ = _crashed_trial(handle)  # claimed by our SQL (datetime_start)
+    assert recover(handle) == 1  # failed by our SQL (datetime_complete)
+    dead = handle.storage.get_trial(trial_id)
+    assert datetime.timedelta(0) <= dead.duration < datetime.timedelta(minutes=10)
+    assert abs(dead.datetime_complete - datetime.datetime.now()) < datetime.timedelta(minutes=10)
+    claimed = pop_ticket(handle)  # the re-queued copy, claimed by SQL, completed by Optuna
+    _complete(handle, claimed)
+    done = handle.storage.get_trial(claimed)
+    assert datetime.timedelta(0) <= done.duration < datetime.timedelta(minutes=10)
