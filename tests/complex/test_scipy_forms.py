@@ -404,3 +404,13 @@ def test_istft_takes_an_integer_spectrum_in_float64():
     t, x = S.istft(z, nperseg=16)
     assert x.dtype == torch.float64
     torch.testing.assert_close(x, S.istft(z.to(torch.complex128), nperseg=16)[1])
+
+
+@pytest.mark.parametrize("name", ["csd", "welch", "stft", "spectrogram"])
+def test_segment_length_is_checked_before_the_sampling_frequency_as_scipy(name):
+    x = torch.zeros(16, dtype=torch.float64)
+    args = (x, x) if name == "csd" else (x,)
+    with pytest.raises(ValueError, match=rf"{name}: `nperseg` must be a positive int.*nperseg=0"):
+        getattr(S, name)(*args, 0, nperseg=0)
+    with pytest.raises(ValueError, match=r"Parameter nperseg=-3"):  # the words scipy users grep
+        getattr(S, name)(*args, nperseg=-3)

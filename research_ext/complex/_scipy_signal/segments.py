@@ -7,6 +7,7 @@ scale), the detrending, the batched segment FFT, the frequency grid, the one-sid
 and scipy's boundary extensions (also used by ``filtfilt``'s padding).
 """
 
+import numbers
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -16,7 +17,7 @@ import torch
 
 from research_ext.complex._scipy_signal.windows import window_tensor
 from research_ext.complex._shared.arguments import real_dtype_of
-from research_ext.core import check_int, check_one_of, check_positive
+from research_ext.core import check_int, check_one_of, check_positive, format_message
 
 __all__ = [
     "Detrend",
@@ -73,7 +74,12 @@ def resolve_window(
 ) -> tuple[torch.Tensor, int]:
     """Resolve (window, nperseg) with scipy's defaults and its shortening warning."""
     if nperseg is not None:
-        check_int(fn, "nperseg", nperseg, minimum=1)
+        if isinstance(nperseg, numbers.Integral) and not isinstance(nperseg, bool):
+            nperseg = int(nperseg)  # numpy integers too, as scipy
+        check_int(fn, "nperseg", nperseg)
+        if nperseg < 1:
+            hint = f"Parameter nperseg={nperseg} leaves a segment without samples"
+            raise ValueError(format_message(fn, "nperseg", "a positive int", nperseg, hint))
     if isinstance(window, str | tuple):
         nperseg = 256 if nperseg is None else nperseg
         if nperseg > n:
@@ -135,9 +141,9 @@ def plan_segments(
     public function does); ``default_overlap(nperseg)`` gives the overlap when ``noverlap`` is
     None (nperseg // 2 for Welch and the STFT, nperseg // 8 for the spectrogram).
     """
-    check_positive(fn, "fs", fs)
     win, nperseg = resolve_window(fn, window, nperseg, n, dtype, device)
     noverlap, nfft = check_overlap(fn, nperseg, noverlap, nfft, default_overlap(nperseg))
+    check_positive(fn, "fs", fs)  # after the segment arguments, scipy's order
     scale = 1.0 / (fs * (win * win).sum()) if scaling == "density" else 1.0 / win.sum() ** 2
     return SegmentPlan(win, nperseg, noverlap, nfft, nperseg - noverlap, scale)
 
