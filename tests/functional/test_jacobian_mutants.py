@@ -263,3 +263,63 @@ def test_holomorphic_jacobian_in_complex32(mode, chunk_size):
     jac = rf.jacobian(lambda z: z * 2, mode=mode, chunk_size=chunk_size, holomorphic=True)(z)
     assert jac.dtype == torch.complex32
     torch.testing.assert_close(jac.to(torch.complex64), 2 * torch.eye(2, dtype=torch.complex64))
+
+
+def _count_calls(monkeypatch, name):
+    calls = []
+    real = getattr(_jacobian, name)
+
+    def counted(*args, **kwargs):
+        calls.append(name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_jacobian, name, counted)
+    return calls
+
+
+def test_lean_path_reuses_its_cached_decision(monkeypatch):
+    forward = _count_calls(monkeypatch, "_lean_fwd")
+    x = torch.linspace(-1.0, 1.0, 2, dtype=D)
+    jac = rf.jacobian(lambda x: torch.cat([x.sin()] * 5))  # 2 inputs, 10 outputs: forward
+    expected = torch.cat([torch.diag(x.cos())] * 5)
+    _close(jac(x), expected)
+    _close(jac(x), expected)
+    assert forward == ["_lean_fwd"] * 2
+    forward.clear()
+    _close(rf.jacobian(torch.sin)(x), torch.diag(x.cos()))  # a square Jacobian ties: forward
+    assert forward == ["_lean_fwd"]
+
+
+def test_one_real_tensor_in_and_out_takes_the_lean_path(monkeypatch):
+    def no_problem(*args, **kwargs):
+        raise AssertionError("the general path ran")
+
+    monkeypatch.setattr(_jacobian, "_Problem", no_problem)
+    x = torch.linspace(-1.0, 1.0, 3, dtype=D)
+    for mode in ("auto", "fwd", "rev"):
+        _close(rf.jacobian(torch.sin, mode=mode)(x), torch.diag(x.cos()))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])  # the lean path and the general one
+def test_auto_mode_remembers_that_reverse_mode_failed(chunk_size):
+    # batch norm's running statistics have no reverse-mode derivative: forward mode, every call
+    x = torch.linspace(-1, 1, 12, dtype=D).reshape(3, 4)
+    var = torch.ones(4, dtype=D)
+
+    def f(running_mean):
+        return torch.native_batch_norm(x, None, None, running_mean, var, True, 0.5, 1e-5)[0]
+
+    mean = torch.zeros(4, dtype=D)
+    expected = torch.func.jacfwd(f)(mean)
+    jac = rf.jacobian(f, chunk_size=chunk_size)
+    _close(jac(mean), expected)
+    _close(jac(mean), expected)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])  # the lean path and the general one
+def test_auto_mode_raises_reverse_modes_error_when_both_modes_fail(chunk_size):
+    def f(x):
+        raise RuntimeError("no derivative here")
+
+    with pytest.raises(RuntimeError, match="no derivative here"):
+        rf.jacobian(f, chunk_size=chunk_size)(torch.ones(3, dtype=D))
