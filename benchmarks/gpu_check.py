@@ -9,7 +9,8 @@ opacus is installed). Each case runs research_ext on ``--device``, research_ext 
 the anchor interleaved in one process, ``torch.cuda.synchronize()`` closing every timed call on
 CUDA; medians of ``--rounds`` rounds and two ratios are printed: CPU / device (the speed-up the
 device gives research_ext) and device / anchor (research_ext's time relative to the anchor's).
-Each case first checks that research_ext on the device agrees with the anchor.
+Each case first checks that research_ext on the device agrees with the anchor, and ends with
+a JSON line of its medians and ratios.
 
 ``--device cpu`` runs the same cases with the CPU as the device (so the script can be smoke-run
 anywhere; the CPU column is then the device column), ``--small`` shrinks every size about 16x.
@@ -22,6 +23,7 @@ Run: python benchmarks/gpu_check.py [--device cuda|cpu] [--rounds R] [--small]
 
 import argparse
 import copy
+import json
 import statistics
 import sys
 import time
@@ -429,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         if row["device_over_anchor"] is not None:
             ratios += f", device/anchor = {row['device_over_anchor']}"
         print(ratios + agree)
+        print(json.dumps({"device": str(device), **row}))
     print(
         f"gpu_check: {len(keys) - failures} of {len(keys)} cases ran in {time.perf_counter() - start:.0f} s"
     )
