@@ -106,6 +106,11 @@ def test_new_trial_stops_at_n_trials_and_admitted_counts_live_trials_before(tmp_
     assert a is not None and b is not None and a < b
     assert new_trial(handle) is None  # two running = n_trials
     assert admitted(handle, a) and admitted(handle, b)
+    # each records the process running it, which is what recovery checks for liveness
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    for trial_id in (a, b):
+        owner = handle.storage.get_trial(trial_id).system_attrs[OWNER]
+        assert {k: owner[k] for k in me} == me
     # a third trial created behind the check (as a racing process would) is refused ...
     c = int(handle.storage.create_new_trial(handle.study_id))
     assert not admitted(handle, c)
@@ -182,3 +187,18 @@ def test_times_written_by_claims_and_recovery_agree_with_optunas_off_utc(tmp_pat
     _complete(handle, claimed)
     done = handle.storage.get_trial(claimed)
     assert datetime.timedelta(0) <= done.duration < datetime.timedelta(minutes=10)
+
+
+@pytest.mark.parametrize("storage", ["", "study.log"])
+def test_new_trial_counts_waiting_tickets_as_taken_places(tmp_path, storage):
+    handle = _handle(tmp_path, n_trials=3, storage=storage)
+    assert top_up(handle, limit=1) == 1
+    first = new_trial(handle)
+    second = new_trial(handle)  # 0 finished + 2 running + 1 waiting = 3
+    assert first is not None and second is not None
+    assert new_trial(handle) is None
+    assert counts(handle)["RUNNING"] == 2 and counts(handle)["WAITING"] == 1
+    _complete(handle, first)
+    assert new_trial(handle) is None  # 1 finished + 1 running + 1 waiting
+    # a snapshot of the counts can be passed in (the owner's loop has just taken one)
+    assert new_trial(handle, counts(handle)) is None
