@@ -25,7 +25,7 @@ import warnings
 import optuna
 
 import research_ext.hpo as rh
-from research_ext.hpo._storage import _connect_sqlite
+from research_ext.hpo._storage_open import connect_sqlite
 
 N_TRIALS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 REPEATS = 3
@@ -67,7 +67,7 @@ def raw(storage_kind: str, directory: pathlib.Path) -> float:
         heartbeat = "heartbeat" in storage_kind
         engine_kwargs: dict = {"connect_args": {"timeout": 60}}
         if storage_kind == "same-storage":  # exactly our default: WAL + synchronous=NORMAL
-            engine_kwargs = {"creator": functools.partial(_connect_sqlite, str(path))}
+            engine_kwargs = {"creator": functools.partial(connect_sqlite, str(path))}
             heartbeat = True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

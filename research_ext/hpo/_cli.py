@@ -149,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.verbose:
         logging.basicConfig(level=logging.INFO)
-    from research_ext.hpo._storage import checkpoint
+    from research_ext.hpo._storage_open import checkpoint
     from research_ext.hpo._study import storage_spec
 
     config = _config(args, validate_objective=True)
@@ -350,17 +350,17 @@ def _storage_url(args: argparse.Namespace) -> str:
 
 
 def _storage_error(err: BaseException, args: argparse.Namespace) -> BaseException | None:
-    from research_ext.hpo._storage import storage_error
+    from research_ext.hpo._storage_faults import storage_error
 
     return storage_error(err, _storage_url(args))
 
 
 def _scrub(err: BaseException, args: argparse.Namespace) -> str:
     """The error's message on one line, with any password of the storage URL redacted."""
-    from research_ext.hpo._storage import _secrets
+    from research_ext.hpo._storage import url_secrets
 
     message = " ".join(str(err).split())
     for url in (_storage_url(args), getattr(args, "storage_url", None) or ""):
-        for secret in _secrets(url):
+        for secret in url_secrets(url):
             message = message.replace(secret, "***")
     return message

@@ -18,7 +18,8 @@ from research_ext.core import check_int, format_message
 from research_ext.errors import ConfigError
 from research_ext.hpo._config import StudyConfig, load_config
 from research_ext.hpo._samplers import make_pruner, make_sampler
-from research_ext.hpo._storage import StorageSpec, absolute_storage, open_storage, resolve_storage
+from research_ext.hpo._storage import StorageSpec, absolute_storage, resolve_storage
+from research_ext.hpo._storage_open import open_storage
 
 __all__ = ["StudyHandle", "open_study", "resolve_config"]
 

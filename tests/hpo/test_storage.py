@@ -15,14 +15,9 @@ import pytest
 from research_ext.errors import ConfigError, StorageError
 from research_ext.hpo import load_config, resolve_storage, status
 from research_ext.hpo._cli import main
-from research_ext.hpo._storage import (
-    RETRY_ENV,
-    STORAGE_ENV,
-    absolute_storage,
-    open_storage,
-    redact,
-    storage_from_env,
-)
+from research_ext.hpo._storage import STORAGE_ENV, absolute_storage, redact, storage_from_env
+from research_ext.hpo._storage_faults import RETRY_ENV
+from research_ext.hpo._storage_open import open_storage
 from tests.hpo.conftest import write_study
 from tests.postgres import throwaway_server
 
