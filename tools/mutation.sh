@@ -38,7 +38,6 @@ privacy_tests=(
     tests/privacy/test_sensitivity.py
     tests/privacy/test_dpsgd.py
     tests/privacy/test_own_loop.py
-    tests/privacy/test_per_sample.py
 )
 hpo_tests=(
     tests/hpo/test_run.py::test_run_reaches_exactly_n_trials_and_is_idempotent
