@@ -59,9 +59,15 @@ from research_ext.privacy.accounting._rdp import history_rdp_epsilon
 
 __all__ = ["pld_upper_epsilon"]
 
-#: Mesh of the privacy-loss grid: MESH, or _RELATIVE_MESH times the (looser) RDP epsilon when
-#: that is larger, so that large epsilons do not need windows of millions of points.
+#: Mesh of the privacy-loss grid. The discretisation error of epsilon grows about like
+#: T mesh^2 / s, s the spread of one step's loss (about q sqrt(e^{1/sigma^2} - 1), and 1/sigma
+#: at q = 1; measured: 2e-4 relative at q = 0.001, sigma 0.84, T = 5000, mesh 1e-4), so the mesh
+#: is sqrt(_MESH_SCALE epsilon s / T) (epsilon: the looser RDP one), at most epsilon / 1000,
+#: kept within [MESH, _MAX_MESH], or _RELATIVE_MESH times epsilon when that is larger, so that
+#: epsilons in the hundreds do not need windows of millions of points.
 MESH = 1e-4
+_MAX_MESH = 1e-3
+_MESH_SCALE = 3e-3
 _RELATIVE_MESH = 2e-6
 #: Fractions of delta spent on the truncation of each step's grid and on the FFT window.
 _GRID_TAIL = 1e-4
@@ -72,12 +78,32 @@ _LAMBDAS = np.geomspace(0.02, 2000.0, 16)
 _COARSE = 10
 
 
-def _normal_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Phi(b) - Phi(a) for a <= b, from the tail where both are small (no cancellation)."""
-    upper = (a + b) > 0
-    with np.errstate(invalid="ignore"):
-        out = np.where(upper, ndtr(-a) - ndtr(-b), ndtr(b) - ndtr(a))
-    return np.maximum(out, 0.0)
+def _normal_diffs(x: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``(Phi(x[1:]) - Phi(x[:-1]), Phi(x[0]), 1 - Phi(x[-1]))`` for increasing x, accurately.
+
+    One tail evaluation per point, ``Phi(-|x|)``; differences are taken between tails on the
+    same side (no cancellation against 1 far out).
+    """
+    tail = ndtr(-np.abs(x))
+    a, b = x[:-1], x[1:]
+    ta, tb = tail[:-1], tail[1:]
+    diff = np.where(a >= 0, ta - tb, np.where(b <= 0, tb - ta, 1.0 - ta - tb))
+    low = float(tail[0]) if x[0] <= 0 else 1.0 - float(tail[0])
+    high = float(tail[-1]) if x[-1] >= 0 else 1.0 - float(tail[-1])
+    return np.maximum(diff, 0.0), low, high
+
+
+def _power(spectrum: np.ndarray, steps: int) -> np.ndarray:
+    """``spectrum ** steps`` by repeated squaring (20x faster than complex pow, as accurate)."""
+    out, base = None, spectrum.copy()
+    while steps:
+        if steps & 1:
+            out = base.copy() if out is None else out * base
+        steps >>= 1
+        if steps:
+            base *= base
+    assert out is not None
+    return out
 
 
 def _loss(x: np.ndarray | float, sigma: float, q: float) -> np.ndarray:
@@ -112,8 +138,10 @@ class _Step:
         k0, k1 = math.floor(float(low) / mesh), math.ceil(float(high) / mesh)
         grid = np.arange(k0, k1 + 1, dtype=np.float64) * mesh
         x = _threshold(grid, sigma, q) / sigma
-        cdf0, cdf1 = ndtr(x), ndtr(x - 1 / sigma)  # Q(L <= l_k), and the present part of P
-        d0, d1 = _normal_diff(x[:-1], x[1:]), _normal_diff(x[:-1] - 1 / sigma, x[1:] - 1 / sigma)
+        # Q-masses of the buckets (l_{k-1}, l_k], and of the present part of P
+        with np.errstate(invalid="ignore"):
+            d0, below0, above0 = _normal_diffs(x)
+            d1, below1, above1 = _normal_diffs(x - 1 / sigma)
         mass_p = (1 - q) * d0 + q * d1  # bucket (l_{k-1}, l_k]
         # P-mass moved to the upper end so that the Q-mass is kept too (connect the dots).
         # (e^l - (1 - q)) dQ at l = l_{k-1}, accurate where e^l is below the rounding of 1,
@@ -125,23 +153,23 @@ class _Step:
         gap = np.where(lower > 0, big, gap)
         excess = q * d1 - gap  # = dP - e^{l_{k-1}} dQ >= 0
         upper = np.clip(excess / -math.expm1(-mesh), 0.0, mass_p)
-        below_p = (1 - q) * cdf0[0] + q * cdf1[0]
+        below_p = (1 - q) * below0 + q * below1
         p = np.zeros(grid.size)
         p[1:] += upper
         p[:-1] += mass_p - upper
         p[0] += below_p  # below the grid: rounded up
-        inf_remove = (1 - q) * ndtr(-x[-1]) + q * ndtr(1 / sigma - x[-1])
+        inf_remove = (1 - q) * above0 + q * above1
         # The discrete pair's Q-masses (each bucket's Q-mass split alike), for the add
         # direction; computed from the Q side so that none is lost where P-mass underflows.
         with np.errstate(divide="ignore", over="ignore"):
             upper_q = np.minimum(np.exp(np.log(upper) - grid[1:]), d0)
-            below_q = min(float(cdf0[0]), math.exp(math.log(below_p) - grid[0]) if below_p else 0.0)
+            below_q = min(below0, math.exp(math.log(below_p) - grid[0]) if below_p else 0.0)
         p_add = np.zeros(grid.size)
         p_add[1:] += upper_q
         p_add[:-1] += d0 - upper_q
         p_add[0] += below_q
         # Q-mass the discrete pair leaves at loss -inf: infinite loss in the add direction.
-        inf_add = max(ndtr(-x[-1]) + float(cdf0[0]) - below_q, 1.0 - float(p_add.sum()))
+        inf_add = max(above0 + below0 - below_q, 1.0 - float(p_add.sum()))
         self.mesh = mesh
         self.remove = (k0, p, float(inf_remove))
         self.add = (-k1, p_add[::-1].copy(), float(inf_add))
@@ -187,7 +215,7 @@ def _compose(
     offset, finite = 0, 1.0
     for first, masses, inf_mass, steps in phases:
         folded = np.bincount(np.arange(masses.size) % size, weights=masses, minlength=size)
-        spectrum *= rfft(folded) ** steps
+        spectrum *= _power(rfft(folded), steps)
         offset += first * steps
         finite *= (1.0 - inf_mass) ** steps
     composed = np.maximum(irfft(spectrum, n=size), 0.0)
@@ -225,15 +253,23 @@ def _epsilon_at(first: int, masses: np.ndarray, mesh: float, delta: float) -> fl
 
 
 def pld_upper_epsilon(
-    history: Sequence[tuple[float, float, int]], delta: float, mesh: float = MESH
+    history: Sequence[tuple[float, float, int]], delta: float, mesh: float | None = None
 ) -> float:
     """Certified upper bound on epsilon of the phases ``(sigma, q, steps)`` at ``delta``.
 
-    Phases must have sigma > 0 and steps > 0 (callers filter the trivial ones).
+    Phases must have sigma > 0 and steps > 0 (callers filter the trivial ones). ``mesh``:
+    the loss grid's mesh (default: chosen from q, T and epsilon as described at ``MESH``).
     """
     total = sum(int(t) for _, _, t in history)
     tail = _GRID_TAIL * delta / total
     rdp = history_rdp_epsilon(history, delta, fractional=False)
+    if mesh is None:
+        spread = min(  # about the standard deviation of one step's privacy loss
+            min(q * math.sqrt(math.expm1(min(s**-2, 50.0))), 1 / s) for s, q, _ in history
+        )
+        scaled = math.sqrt(_MESH_SCALE * rdp * spread / total) if math.isfinite(rdp) else _MAX_MESH
+        scaled = min(scaled, rdp / 1000)  # and small against epsilon itself
+        mesh = max(MESH, min(scaled, _MAX_MESH))
     if math.isfinite(rdp):
         mesh = max(mesh, _RELATIVE_MESH * rdp)
     steps = [_Step(float(s), float(q), tail, mesh) for s, q, _ in history]

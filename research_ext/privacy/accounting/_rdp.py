@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.special import gammaln, logsumexp
+from scipy.special import gammaln
 
 __all__ = ["INTEGER_ORDERS", "rdp_epsilon_from_curve", "subsampled_gaussian_rdp"]
 
@@ -38,19 +38,40 @@ INTEGER_ORDERS: tuple[int, ...] = tuple(range(2, 64)) + tuple(
 FRACTIONAL_ORDERS: tuple[float, ...] = tuple(1 + x / 10 for x in range(1, 100) if x % 10)
 
 
-def _log_a_integer(q: float, sigma: float, orders: np.ndarray) -> np.ndarray:
-    """Log A_alpha for integer orders, all at once (a ragged log-sum-exp over k <= alpha)."""
-    top = int(orders.max())
-    k = np.arange(top + 1, dtype=np.float64)
-    alpha = orders.astype(np.float64)[:, None]
+@functools.lru_cache(maxsize=8)
+def _flat_binomials(
+    orders: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(alpha, k, log binom(alpha, k), starts, lengths)`` for every k <= alpha, end to end."""
+    alpha_int = np.asarray(orders, dtype=np.int64)
+    lengths = alpha_int + 1
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    alpha = np.repeat(alpha_int, lengths)
+    k = np.arange(alpha.size) - np.repeat(starts, lengths)
+    log_factorial = gammaln(np.arange(int(alpha_int.max()) + 1, dtype=np.float64) + 1)
+    log_binom = log_factorial[alpha] - log_factorial[k] - log_factorial[alpha - k]
+    return alpha.astype(np.float64), k.astype(np.float64), log_binom, starts, lengths
+
+
+def _log_a_integer(q: float, sigma: float, orders: tuple[int, ...]) -> np.ndarray:
+    """Log A_alpha for integer orders, all at once: one flat, segmented log-sum-exp over k <= alpha.
+
+    The terms of every order are laid end to end (sum of alpha + 1 of them; the binomials are
+    computed once) and reduced per order with ``reduceat``, so the cost is linear in the
+    orders' sum with no per-order call.
+    """
+    alpha, k, log_binom, starts, lengths = _flat_binomials(orders)
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_binom = gammaln(alpha + 1) - gammaln(k + 1) - gammaln(alpha - k + 1)
         log_q = math.log(q) if q > 0 else -math.inf
         log_1q = math.log1p(-q) if q < 1 else -math.inf
         terms = log_binom + k * log_q + (alpha - k) * log_1q + (k * k - k) / (2 * sigma**2)
-    terms = np.where(k[None, :] <= alpha, terms, -np.inf)
     terms = np.where(np.isnan(terms), -np.inf, terms)  # 0 * -inf at q = 1, k < alpha
-    return logsumexp(terms, axis=1)
+    top = np.maximum.reduceat(terms, starts)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(under="ignore"):
+        sums = np.add.reduceat(np.exp(terms - np.repeat(safe, lengths)), starts)
+    with np.errstate(divide="ignore"):
+        return np.log(sums) + safe
 
 
 @functools.lru_cache(maxsize=256)
@@ -70,11 +91,7 @@ def _integer(sigma: float, q: float) -> np.ndarray:
     orders = np.asarray(INTEGER_ORDERS, dtype=np.float64)
     if q == 1.0:
         return orders / (2 * sigma**2)
-    # Orders to 63 in one (orders x k) table; each larger one alone, so the work is sum(alpha).
-    small = orders[orders < 64]
-    parts = [_log_a_integer(q, sigma, small)]
-    parts += [_log_a_integer(q, sigma, orders[i : i + 1]) for i in range(len(small), len(orders))]
-    return np.maximum(np.concatenate(parts), 0.0) / (orders - 1)
+    return np.maximum(_log_a_integer(q, sigma, INTEGER_ORDERS), 0.0) / (orders - 1)
 
 
 def subsampled_gaussian_rdp(
