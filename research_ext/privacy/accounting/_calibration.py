@@ -234,8 +234,7 @@ def _calibrate(target: float, delta: float, q: float, steps: int, accountant: st
         while lo > _SIGMA_MIN and fast(lo) <= scaled:
             lo = max(lo / 4, _SIGMA_MIN)
         guess = _root(fast, scaled, lo, sigma_fast, fast(lo), fast(sigma_fast))
-        guess = guess if guess < sigma_fast else None
-        if guess is None:
+        if guess >= sigma_fast:  # otherwise: extrapolate along the RDP curve's slope
             guess = hi * math.exp(math.log(level / max(f_hi, 1e-300)) / slope)
         lo, f_lo, hi, f_hi = _secant_bracket(prv, level, hi, f_hi, guess)
     sigma = _root(prv, level, lo, hi, f_lo, f_hi)
