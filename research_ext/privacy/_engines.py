@@ -18,6 +18,7 @@ from research_ext.errors import UnsupportedModuleError
 from research_ext.privacy._affine import AttentionRule, ConvRule, LinearRule, attention_supported
 from research_ext.privacy._layers import (
     MASKS,
+    NORM_STATISTICS,
     EmbeddingRule,
     GenericRule,
     LayerRule,
@@ -504,6 +505,10 @@ class HookEngine:
             rule = self.rules[name]
             if isinstance(rule, GenericRule) and rule.pending is not None:
                 kwargs, rule.pending = {**kwargs, MASKS: rule.pending}, None
+            if isinstance(rule, NormRule) and isinstance(output, torch.Tensor):
+                statistics = rule.saved_statistics(output)
+                if statistics is not None:  # reused, not recomputed, by the rule
+                    kwargs = {**kwargs, NORM_STATISTICS: statistics}
             records.setdefault(name, _Records()).append((args, kwargs, outs))
             return replaced
 

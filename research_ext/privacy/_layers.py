@@ -20,6 +20,7 @@ from research_ext.privacy._per_sample import quiet_vmap
 
 __all__ = [
     "MASKS",
+    "NORM_STATISTICS",
     "EmbeddingRule",
     "GenericRule",
     "LayerRule",
@@ -30,6 +31,8 @@ __all__ = [
 
 #: Key under which a generic layer's captured call carries the dropout masks of its forward.
 MASKS = "__dropout_masks__"
+#: Key under which a GroupNorm's captured call carries the statistics its forward saved.
+NORM_STATISTICS = "__norm_statistics__"
 
 
 class LayerRule:
@@ -94,12 +97,20 @@ class MaterializedRule(LayerRule):
 class NormRule(MaterializedRule):
     """LayerNorm, GroupNorm, RMSNorm: per-sample gradients are only (batch, channels)."""
 
+    @staticmethod
+    def saved_statistics(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The per-group mean and 1/std a GroupNorm forward saved for its backward, if any."""
+        node = output.grad_fn
+        if node is None or type(node).__name__ != "NativeGroupNormBackward0":
+            return None
+        return node._saved_result1, node._saved_result2  # type: ignore[no-any-return]
+
     def per_sample(self, call: tuple[Any, Any, Any], batch_size: int) -> dict[str, torch.Tensor]:
-        args, _, grads = call
+        args, kwargs, grads = call
         x, go = args[0], grads[0]
         m = self.module
         if isinstance(m, nn.GroupNorm):
-            return self._group_norm(x, go, batch_size)
+            return self._group_norm(x, go, batch_size, kwargs.get(NORM_STATISTICS))
         else:
             shape = tuple(m.normalized_shape)  # type: ignore[arg-type]
             eps = m.eps
@@ -116,7 +127,11 @@ class NormRule(MaterializedRule):
         return out
 
     def _group_norm(
-        self, x: torch.Tensor, go: torch.Tensor, batch_size: int
+        self,
+        x: torch.Tensor,
+        go: torch.Tensor,
+        batch_size: int,
+        statistics: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         m = self.module
         channels, groups = x.shape[1], m.num_groups
@@ -124,9 +139,12 @@ class NormRule(MaterializedRule):
         x = x.contiguous()
         weight = m.weight is not None and "weight" in self.names
         bias = m.bias is not None and "bias" in self.names
-        _, mean, rstd = torch.native_group_norm(
-            x, None, None, batch_size, channels, length, groups, m.eps
-        )
+        if statistics is None:  # not saved by the forward (it recorded no graph): recompute
+            _, mean, rstd = torch.native_group_norm(
+                x, None, None, batch_size, channels, length, groups, m.eps
+            )
+        else:
+            mean, rstd = statistics
         # torch's fused backward on the batch seen as one example of batch * channels channels
         # in batch * groups groups (the same statistics) sums over that one example only: its
         # weight and bias gradients are the per-sample ones, with no activation-sized temporary.

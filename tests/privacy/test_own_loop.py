@@ -129,10 +129,23 @@ class InplaceAfterLinear(nn.Module):
         return self.head(self.fc(x).relu_()).mean(1)
 
 
-@pytest.mark.parametrize("model_cls", [FloatAttention, InplaceAfterLinear])
+class GroupNormFirst(nn.Module):
+    """A GroupNorm on the raw input: without parameter gradients its forward saves nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm, self.head = nn.GroupNorm(1, 3), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(x)).mean(1)
+
+
+@pytest.mark.parametrize("model_cls", [FloatAttention, InplaceAfterLinear, GroupNormFirst])
 def test_unchecked_steps_on_first_attention_fixed_memory_and_in_place_outputs(model_cls):
     torch.manual_seed(0)
     model = model_cls().double()
+    for p in model.parameters():  # away from the identity GroupNorm starts with
+        p.data.add_(0.3 * torch.randn_like(p))
     x = torch.randn(5, 3, 4, dtype=torch.float64)
     memory = torch.randn(5, 2, 4, dtype=torch.float64)
     inputs = (x, memory) if model_cls is FloatAttention else x
