@@ -323,3 +323,10 @@ def test_auto_mode_raises_reverse_modes_error_when_both_modes_fail(chunk_size):
 
     with pytest.raises(RuntimeError, match="no derivative here"):
         rf.jacobian(f, chunk_size=chunk_size)(torch.ones(3, dtype=D))
+
+
+def test_general_path_breaks_ties_towards_forward_mode(monkeypatch):
+    forward = _count_calls(monkeypatch, "_fwd")
+    x = torch.linspace(-1.0, 1.0, 3, dtype=D)
+    _close(rf.jacobian(torch.sin, chunk_size=2)(x), torch.diag(x.cos()))
+    assert forward == ["_fwd"]
