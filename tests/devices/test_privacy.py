@@ -85,6 +85,38 @@ def test_dpsgd_step_without_noise_is_the_loops_clipped_sum(device, name, mode):
     assert_matches(_update(model, before), want)
 
 
+def _per_layer_clipped_sum(model: nn.Module, x, y, max_grad_norm: float) -> dict[str, torch.Tensor]:
+    """The loop's per-layer clipped sum: each layer's own norm against C / sqrt(#layers)."""
+    ref = loop_grads(model, nn.CrossEntropyLoss(), x, y)
+    layers = sorted({n.rsplit(".", 1)[0] for n in ref})
+    threshold = max_grad_norm / len(layers) ** 0.5
+    out = {}
+    for layer in layers:
+        own = {n: g for n, g in ref.items() if n.rsplit(".", 1)[0] == layer}
+        norm = torch.cat([g.flatten(1) for g in own.values()], dim=1).norm(dim=1)
+        factor = torch.clamp(threshold / (norm + 1e-6), max=1.0)
+        out |= {n: (g * factor.reshape(-1, *[1] * (g.ndim - 1))).sum(0) for n, g in own.items()}
+    return out
+
+
+@pytest.mark.parametrize("mode", ENGINES)
+@pytest.mark.parametrize("name", MODELS)
+def test_dpsgd_per_layer_step_without_noise_is_the_loops_clipped_sum(device, name, mode):
+    model, x, y = make(name, torch.float64, batch=BATCH)
+    c = _median_norm(model, x, y)
+    want = _expected(_per_layer_clipped_sum(model, x, y, c))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model = copy.deepcopy(model).to(device)
+    dp = DPSGD(
+        model,
+        torch.optim.SGD(model.parameters(), lr=1.0),
+        loss_fn=nn.CrossEntropyLoss(),
+        **_settings(c, mode, clipping="per_layer"),
+    )
+    dp.step((x.to(device), y.to(device)))
+    assert_matches(_update(model, before), want)
+
+
 @pytest.mark.parametrize("mode", ENGINES)
 @pytest.mark.parametrize("name", MODELS)
 def test_dp_optimizer_user_loop_without_noise_is_the_loops_clipped_sum(device, name, mode):
