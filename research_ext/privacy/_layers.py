@@ -100,10 +100,10 @@ class NormRule(MaterializedRule):
     @staticmethod
     def saved_statistics(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The per-group mean and 1/std a GroupNorm forward saved for its backward, if any."""
-        node = output.grad_fn
+        node: Any = output.grad_fn
         if node is None or type(node).__name__ != "NativeGroupNormBackward0":
             return None
-        return node._saved_result1, node._saved_result2  # type: ignore[no-any-return]
+        return node._saved_result1, node._saved_result2
 
     def per_sample(self, call: tuple[Any, Any, Any], batch_size: int) -> dict[str, torch.Tensor]:
         args, kwargs, grads = call
