@@ -184,6 +184,13 @@ def _signal_cases() -> dict[str, Case]:
             lambda x, r=ref, k=kw: r(x, fs=10.0, **k),
             ((2, 500),),
         )
+    # A detrend callable written for numpy (scipy's own), as scipy.signal accepts.
+    cases["welch:numpy_detrend"] = Case(
+        lambda x: S.welch(x, nperseg=64, detrend=lambda seg: ss.detrend(seg, type="linear")),
+        lambda x: ss.welch(x, nperseg=64, detrend=lambda seg: ss.detrend(seg, type="linear")),
+        ((2, 500),),
+        grad=False,
+    )
     # An odd number of segments (15) takes the median, an even one (above) the mean of the middle two.
     cases["welch:median_odd"] = Case(
         lambda x: S.welch(x, fs=10.0, nperseg=64, average="median"),
