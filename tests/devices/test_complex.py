@@ -159,6 +159,12 @@ def _signal_cases() -> dict[str, Case]:
         lambda x: ss.resample(x, 25, axis=-1, window="hann"),
         ((2, 40),),
     )
+    # A window callable written for numpy, as scipy.signal.resample accepts (it passes numpy).
+    cases["resample:numpy_window"] = Case(
+        lambda x: S.resample(x, 25, dim=-1, window=lambda f: np.exp(-4.0 * np.asarray(f) ** 2)),
+        lambda x: ss.resample(x, 25, axis=-1, window=lambda f: np.exp(-4.0 * np.asarray(f) ** 2)),
+        ((2, 40),),
+    )
     cases["resample_poly"] = Case(
         lambda x: S.resample_poly(x, 3, 2, dim=-1),
         lambda x: ss.resample_poly(x, 3, 2, axis=-1),
