@@ -414,3 +414,19 @@ def test_segment_length_is_checked_before_the_sampling_frequency_as_scipy(name):
         getattr(S, name)(*args, 0, nperseg=0)
     with pytest.raises(ValueError, match=r"Parameter nperseg=-3"):  # the words scipy users grep
         getattr(S, name)(*args, nperseg=-3)
+
+
+@pytest.mark.parametrize(
+    ("t1", "t2"), [("int64", "uint32"), ("uint64", "int8"), ("int64", "float16"), ("bool", "int16")]
+)
+def test_convolve_promotes_mixed_integers_as_numpy(t1, t2):
+    rng = np.random.default_rng(4)
+    x1 = rng.integers(0, 2, 20).astype(t1)
+    x2 = rng.integers(0, 2, 7).astype(t2)
+    for method in ("direct", "fft"):
+        ours = S.convolve(torch.from_numpy(x1), torch.from_numpy(x2), method=method)
+        expected = ss.convolve(x1, x2, method=method)
+        assert _np(ours).dtype == expected.dtype
+        # scipy's FFT runs float16 data in float32 precision (ours: float64 here)
+        tol = RTOL_FLOAT32 if "float16" in (t1, t2) else ATOL_FLOAT64
+        np.testing.assert_allclose(_np(ours), expected, rtol=max(tol, RTOL_FLOAT64), atol=tol)

@@ -17,6 +17,7 @@ import math
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -233,12 +234,22 @@ def _choose(in1: torch.Tensor, in2: torch.Tensor, dims: tuple[int, ...]) -> str:
     return "fft"
 
 
+def _result_dtype(in1: torch.Tensor, in2: torch.Tensor) -> torch.dtype:
+    """The promoted dtype, numpy's when integers take part (as scipy's result dtype)."""
+    # numpy promotes int64 with float16 to float64 (torch: float16), and torch refuses to mix
+    # uint16/32/64 with signed integers.
+    if all(t.is_floating_point() or t.is_complex() for t in (in1, in2)):
+        return torch.result_type(in1, in2)
+    pair = (torch.empty(0, dtype=t.dtype).numpy().dtype for t in (in1, in2))
+    return torch.from_numpy(np.empty(0, dtype=np.result_type(*pair))).dtype
+
+
 def _convolve(
     fn: str, in1: Any, in2: Any, mode: str, dim: Any, method: str, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
     out = _convolve_promoted(fn, in1, in2, mode, dim, method)
     # in1 and in2 are tensors here (_prepare checked them)
-    dtype = torch.result_type(in1, in2) if dtype is None else dtype
+    dtype = _result_dtype(in1, in2) if dtype is None else dtype
     if dtype.is_floating_point or dtype.is_complex:
         return out if out.dtype == dtype else out.to(dtype)
     if fn in ("convolve", "correlate"):
@@ -463,7 +474,7 @@ def correlate(
     """
     check_one_of("correlate", "method", method, _METHODS)
     both = isinstance(in1, torch.Tensor) and isinstance(in2, torch.Tensor)
-    dtype = torch.result_type(in1, in2) if both else None
+    dtype = _result_dtype(in1, in2) if both else None
     in2 = _check_input("correlate", "in2", in2)
     dims = normalize_dims("correlate", dim, in2.ndim)
     reversed_in2 = in2.flip(list(dims)) if dims else in2
