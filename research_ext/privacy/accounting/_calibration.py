@@ -28,7 +28,7 @@ _SIGMA_MIN, _SIGMA_MAX = 1e-2, 1e4
 _FTOL = 5e-4
 _RTOL = 1e-5
 #: PLD certification margin, relative to the target: the search aims at (1 - margin) target on
-#: our epsilon (within ~1e-5 relative of dp-accounting's), which then certifies the result.
+#: our epsilon (within 3e-4 relative above dp-accounting's), which then certifies the result.
 _PLD_MARGIN = 0.001
 
 
