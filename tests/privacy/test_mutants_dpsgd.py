@@ -14,7 +14,7 @@ from torch import nn
 
 from research_ext.errors import PrivacyBudgetExceededError
 from research_ext.privacy import DPSGD, epsilon
-from tests.helpers import RTOL_FLOAT64
+from tests.helpers import ATOL_FLOAT64, RTOL_FLOAT64
 from tests.privacy.zoo import loop_grads, make
 
 APPROX = {"rel": RTOL_FLOAT64}
@@ -167,3 +167,21 @@ def test_non_secure_noise_comes_from_the_generator_only(clipping):
     assert c_first == c_second
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
+
+
+def test_empty_micro_batches_are_skipped_not_the_end_of_the_batch():
+    _, x, y = make("mlp", torch.float64, batch=6)
+    results = []
+    for batch in ([(x[:0], y[:0]), (x[:3], y[:3]), (x[3:3], y[3:3]), (x[3:], y[3:])], (x, y)):
+        m = make("mlp", torch.float64, batch=6)[0]
+        dp = _dp(m, max_grad_norm=0.5)
+        dp.step(batch)
+        assert dp.steps == 1
+        results.append([p.detach().clone() for p in m.parameters()])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64)
+    assert not all(torch.equal(a, b) for a, b in zip(results[0], _fresh(), strict=True))
+
+
+def _fresh():
+    return [p.detach().clone() for p in make("mlp", torch.float64, batch=6)[0].parameters()]
