@@ -330,3 +330,55 @@ def test_general_path_breaks_ties_towards_forward_mode(monkeypatch):
     x = torch.linspace(-1.0, 1.0, 3, dtype=D)
     _close(rf.jacobian(torch.sin, chunk_size=2)(x), torch.diag(x.cos()))
     assert forward == ["_fwd"]
+
+
+def test_transform_docstring_names_f_and_mode():
+    assert rf.jacobian(torch.sin).__doc__ == "Jacobian of sin (mode='auto')."
+    assert rf.jacobian(_Doubled.apply, mode="rev").__doc__ == "Jacobian of apply (mode='rev')."
+
+    class Unnamed:
+        def __call__(self, x):
+            return x
+
+    assert rf.jacobian(Unnamed(), mode="fwd").__doc__ == "Jacobian of f (mode='fwd')."
+
+
+def test_general_path_remembers_that_forward_mode_failed(monkeypatch):
+    forward = _count_calls(monkeypatch, "_fwd")
+    x = torch.linspace(-1.0, 1.0, 3, dtype=D)
+    jac = rf.jacobian(_Doubled.apply, chunk_size=2)  # a tie: forward mode first, which fails
+    _close(jac(x), 2 * torch.eye(3, dtype=D))
+    _close(jac(x), 2 * torch.eye(3, dtype=D))
+    assert forward == ["_fwd"]  # the second call goes straight to reverse mode
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_forward_mode_asked_for_raises_without_a_forward_formula(chunk_size):
+    x = torch.linspace(-1.0, 1.0, 3, dtype=D)
+    with pytest.raises(NotImplementedError, match="forward mode AD"):
+        rf.jacobian(_Doubled.apply, mode="fwd", chunk_size=chunk_size)(x)
+
+
+def test_forward_fallback_keeps_aux_and_chunks(monkeypatch):
+    # batch norm's running statistics: reverse mode fails, forward mode takes over
+    spans = []
+    real_basis = _jacobian._basis
+
+    def basis(start, stop, sizes, like):
+        spans.append((start, stop))
+        return real_basis(start, stop, sizes, like)
+
+    monkeypatch.setattr(_jacobian, "_basis", basis)
+    x = torch.linspace(-1, 1, 12, dtype=D).reshape(3, 4)
+    var = torch.ones(4, dtype=D)
+
+    def f(running_mean):
+        out = torch.native_batch_norm(x, None, None, running_mean, var, True, 0.5, 1e-5)[0]
+        return out, out.sum()
+
+    mean = torch.zeros(4, dtype=D)
+    expected = torch.func.jacfwd(lambda m: f(m)[0])(mean)
+    jac, aux = rf.jacobian(f, chunk_size=3, has_aux=True)(mean)
+    _close(jac, expected)
+    _close(aux, f(mean)[1])
+    assert spans == [(0, 3), (3, 4)]
