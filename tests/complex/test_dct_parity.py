@@ -140,8 +140,9 @@ def test_chunked_rows_differentiate_like_single_rows(type):
 
 @pytest.mark.parametrize("type", [2, 3])
 def test_large_inputs_by_neighbour_pairs(type):
-    """From `_PAIRS_MIN` elements on, DCT-II/III pair neighbours instead of reordering: scipy's
-    values for even and odd lengths (the end padding differs), every norm, complex, float32."""
+    """From `_PAIRS_MIN` elements on, DCT-II/III pair neighbours instead of reordering (type III
+    below `_PAIRS3_MAX_N` points, 4095 here; 4096 takes the gathers): scipy's values for even and
+    odd lengths (the end padding differs), every norm, complex, float32."""
     from research_ext.complex._scipy_fft.r2r import _PAIRS_MIN
 
     for n in (1, 2, 3, 4, 5, 8, 17, 64, 4095, 4096):
@@ -164,8 +165,8 @@ def test_large_inputs_by_neighbour_pairs(type):
 
 @pytest.mark.parametrize("type", [2, 3])
 def test_neighbour_pairs_gradient_is_the_transpose(type):
-    """The pairs path's gradient (autograd through its out-of-place branch) is the transposed
-    transform: <dct(x), w> = <x, dct^T(w)>, and DCT-II/III ortho are each other's transpose."""
+    """The large-input paths' gradient (autograd through their out-of-place branch) is the
+    transposed transform: <dct(x), w> = <x, dct^T(w)>, DCT-II/III ortho being each other's."""
     from research_ext.complex._scipy_fft.r2r import _PAIRS_MIN
 
     for n in (7, 4096):

@@ -13,13 +13,14 @@ c_j = x[2j] + x[2j-1] and d_j = x[2j] - x[2j-1] form (1 - i) w_j = c_j + i d_j, 
 FFT s gives s[k] = C - S and s[n-k] = C + S for the cosine sums C = sum_j c_j cos(2 pi jk/n) and
 sine sums S = sum_j d_j sin(2 pi jk/n); then y[k] = cos(phi) C - sin(phi) S with phi = pi k/2n,
 that is y[m] = a_m s[m] + b_m s[n-m] with a, b = (cos phi_m +- sin phi_m) n/2 for every m: one
-reversed copy and two products, no index gathers. DCT-III is its transpose, step by step (type III
-is type II's transpose up to the weight of x[0]): the same two products and reversed copy, a real
-FFT and a complex product, and the shifted copy back. The DST of types II and III keeps Makhoul's
-(1980) reordering (one cached-index gather on each side of the FFT); type IV uses the half-length
-complex FFT of (x[2m] + i x[n-1-2m]) for even n; types I use the symmetric extension. The DST of
-each type is the DCT of the same type with sign flips and reversals. On CPU, large batches run
-about 1 MiB of rows at a time so every pass stays in cache.
+reversed copy and two products, no index gathers. DCT-III below 4096 points is its transpose,
+step by step (type III is type II's transpose up to the weight of x[0]): the same two products and
+reversed copy, a real FFT and a complex product, and the shifted copy back. Small inputs, longer
+type III rows and the DST of types II and III keep Makhoul's (1980) reordering: one cached-index
+gather on each side of the FFT (type III's inverse FFT unnormalized, 1/n in the twiddles). Type IV
+uses the half-length complex FFT of (x[2m] + i x[n-1-2m]) for even n; types I use the symmetric
+extension. The DST of each type is the DCT of the same type with sign flips and reversals. On CPU,
+large batches run about 1 MiB of rows at a time so every pass stays in cache.
 """
 
 import math
@@ -235,12 +236,13 @@ def _type3(
     x: torch.Tensor, factor: float, ortho: bool, sine: bool, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     n, half = x.shape[-1], x.shape[-1] // 2 + 1
-    tw = _twiddle(n, -1.0, n * factor, math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
+    tw = _twiddle(n, -1.0, factor, math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
     # Gather (a_k, b_k) = (X[k], X[n-k]) pairs, zero b_0, one inverse FFT, gather the output.
     gather_in, gather_out = _type3_gathers(n, sine, x.device)
     ab = _take(x, gather_in).unflatten(-1, (half, 2))
     ab[..., 0, 1] = 0.0
-    v = torch.fft.irfft(torch.view_as_complex(ab).mul_(tw), n=n)
+    # Unnormalized (norm="forward"): torch's 1/n is a pass of its own, folded into ``tw`` here.
+    v = torch.fft.irfft(torch.view_as_complex(ab).mul_(tw), n=n, norm="forward")
     if not sine:
         return _take(v, gather_out, out)
     return torch.mul(_take(v, gather_out), _alternate(n, x.dtype, x.device), out=out)
@@ -297,6 +299,7 @@ def _rows(
     if type == 2:
         return _cos2(x, factor, ortho, out) if pairs else _type2(x, factor, ortho, sine, out)
     if type == 3:
+        pairs = pairs and x.shape[-1] < _PAIRS3_MAX_N
         return _cos3(x, factor, ortho, out) if pairs else _type3(x, factor, ortho, sine, out)
     y = _type1(x, factor, ortho, sine) if type == 1 else _type4(x, factor, sine)
     return y if out is None else out.copy_(y)
@@ -307,6 +310,11 @@ def _rows(
 # 110 against 85), on 1 MiB chunks the pairs win (256 x 4096 float64: 0.91x the gathers' thread
 # CPU time, median of paired rounds on a loaded machine). Every chunk below holds at least this.
 _PAIRS_MIN = 1 << 16
+# DCT-III's pairs (a forward real FFT between the transposed steps) against Makhoul's gathers
+# around the unnormalized inverse FFT, thread CPU / scipy's, rows in rotating order on a loaded
+# machine: n = 512: 1.24 against 1.38, 1024: 1.39 / 1.50, 2048: 1.20 / 1.25, 4096: 1.47 / 1.40,
+# 8192: 1.46 / 1.35 (the gathers' cost per element grows less with n than the extra passes').
+_PAIRS3_MAX_N = 4096
 
 # Many rows are transformed about 1 MiB at a time: the gathers, FFT and twiddle product then run
 # on data in cache instead of streaming the whole batch through memory four times, and each
@@ -331,7 +339,7 @@ def r2r_last(x: torch.Tensor, kind: str, type: int, norm: str, ortho: bool) -> t
     batch = x.numel() // max(1, n)
     plain = _is_plain(x)
     if x.device.type != "cpu" or batch < 2 * rows:
-        if plain and kind == "dct" and type in (2, 3) and x.numel() >= _PAIRS_MIN:
+        if plain and kind == "dct" and type in (2, 3) and x.numel() >= _PAIRS_MIN:  # (pairs)
             return _rows(x, kind, type, norm, ortho, out=x.new_empty(x.shape))
         return _rows(x, kind, type, norm, ortho)
     flat = x.reshape(batch, n)
