@@ -76,7 +76,7 @@ def czt(
         Complex tensor with ``m`` along ``dim``.
 
     Raises:
-        TypeError: ``x`` is not a float/complex tensor.
+        TypeError: ``x`` is not a tensor of an integer, float or complex dtype.
         ValueError: ``m`` is not a positive integer (a ValueError for 3.5 too, as scipy),
             ``x`` is 0-d (scipy: IndexError) or empty along ``dim``, or ``dim`` is out of range.
 
@@ -160,7 +160,7 @@ def zoom_fft(
         Complex tensor with ``m`` along ``dim``.
 
     Raises:
-        TypeError: ``x`` is not a float/complex tensor.
+        TypeError: ``x`` is not a tensor of an integer, float or complex dtype.
         ValueError: ``fn`` is not a scalar or pair, ``m`` is not a positive integer, ``x`` is
             0-d or empty along ``dim``, or ``fs <= 0``.
 

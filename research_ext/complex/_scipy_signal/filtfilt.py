@@ -117,7 +117,7 @@ def filtfilt(
         The filtered tensor, shaped like ``x``.
 
     Raises:
-        TypeError: ``x`` is not a float/complex tensor.
+        TypeError: ``x`` is not a tensor of an integer, float or complex dtype.
         ValueError: unknown ``padtype`` or ``method``, ``padlen`` >= the signal length, or a
             bad ``irlen``.
 
@@ -176,7 +176,7 @@ def sosfiltfilt(
         The filtered tensor, shaped like ``x``.
 
     Raises:
-        TypeError: ``x`` is not a float/complex tensor.
+        TypeError: ``x`` is not a tensor of an integer, float or complex dtype.
         ValueError: bad ``sos``, unknown ``padtype``, or ``padlen`` >= the signal length.
 
     Example:

@@ -63,7 +63,7 @@ def hilbert(x: torch.Tensor, N: int | None = None, dim: int = -1) -> torch.Tenso
         part is ``x`` (padded or truncated) and its imaginary part the Hilbert transform.
 
     Raises:
-        TypeError: ``x`` is not a float tensor; ``N`` is not an int.
+        TypeError: ``x`` is not a tensor of an integer or float dtype; ``N`` is not an int.
         ValueError: ``x`` is complex (scipy's ValueError), ``N < 1`` or ``dim`` out of range.
 
     Example:
@@ -107,7 +107,7 @@ def hilbert2(
         Complex tensor with the sizes along ``dim`` replaced by ``N``.
 
     Raises:
-        TypeError: ``x`` is not a float tensor.
+        TypeError: ``x`` is not a tensor of an integer or float dtype.
         ValueError: ``x`` is complex (scipy's ValueError), ``N`` is not positive, or ``dim`` is
             not two distinct valid dims.
 
@@ -173,7 +173,7 @@ def envelope(
         (envelope, residual) along a new leading dim of size 2.
 
     Raises:
-        TypeError: ``z`` is not a float/complex tensor.
+        TypeError: ``z`` is not a tensor of an integer, float or complex dtype.
         ValueError: bad ``bp_in``, ``n_out``, ``residual`` or ``dim``.
 
     Example:

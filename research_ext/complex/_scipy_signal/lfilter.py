@@ -45,7 +45,7 @@ def lfilter(
         ``y`` (like ``x``), or ``(y, zf)`` when ``zi`` is given, ``zf`` the final states.
 
     Raises:
-        TypeError: ``x`` is not a float/complex tensor.
+        TypeError: ``x`` is not a tensor of an integer, float or complex dtype.
         ValueError: empty coefficients, ``a[0] == 0``, or ``zi`` of the wrong shape (``zi`` must
             have ``x``'s dims, ``x``'s sizes or 1 outside ``dim``; it is never broadcast
             otherwise).

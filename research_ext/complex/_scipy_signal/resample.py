@@ -97,7 +97,7 @@ def resample(
         The resampled tensor (``num`` along ``dim``), and with ``t`` also the new sample times.
 
     Raises:
-        TypeError: ``x`` is not a float/complex tensor.
+        TypeError: ``x`` is not a tensor of an integer, float or complex dtype.
         ValueError: ``num < 1``, unknown ``domain``, or a window of the wrong length.
 
     Example:
@@ -237,7 +237,7 @@ def resample_poly(
         Tensor with ceil(n * up / down) samples along ``dim``.
 
     Raises:
-        TypeError: ``x`` is not a float/complex tensor.
+        TypeError: ``x`` is not a tensor of an integer, float or complex dtype.
         ValueError: ``up`` or ``down`` not a positive integer (scipy's ValueError), taps not 1-D,
             unknown ``padtype``.
         NotImplementedError: a non-zero ``cval``.

@@ -71,7 +71,7 @@ def sosfilt(
         ``y``, or ``(y, zf)`` when ``zi`` is given.
 
     Raises:
-        TypeError: ``x`` is not a float/complex tensor.
+        TypeError: ``x`` is not a tensor of an integer, float or complex dtype.
         ValueError: ``sos`` is not (n, 6), a section's a0 is not 1, or ``zi`` has another shape.
 
     Example:

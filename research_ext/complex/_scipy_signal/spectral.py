@@ -172,7 +172,7 @@ def csd(
         (f, Pxy): the frequencies (1-D) and the cross spectrum with frequency along ``dim``.
 
     Raises:
-        TypeError: an input is not a float/complex tensor.
+        TypeError: an input is not a tensor of an integer, float or complex dtype.
         ValueError: bad ``noverlap`` (>= nperseg), ``nfft`` (< nperseg), window, scaling,
             average, detrend, or shapes that do not broadcast.
 
@@ -241,7 +241,7 @@ def welch(
         (f, Pxx): frequencies and the real power spectrum with frequency along ``dim``.
 
     Raises:
-        TypeError: ``x`` is not a float/complex tensor.
+        TypeError: ``x`` is not a tensor of an integer, float or complex dtype.
         ValueError: as :func:`csd`.
 
     Warns:
@@ -306,7 +306,7 @@ def periodogram(
         (f, Pxx): frequencies and the power spectrum with frequency along ``dim``.
 
     Raises:
-        TypeError: ``x`` is not a float/complex tensor.
+        TypeError: ``x`` is not a tensor of an integer, float or complex dtype.
         ValueError: a window whose length differs from the segment, or as :func:`welch`.
 
     Example:
@@ -384,7 +384,7 @@ def coherence(
         (f, Cxy): frequencies and the coherence in [0, 1] with frequency along ``dim``.
 
     Raises:
-        TypeError: an input is not a float/complex tensor.
+        TypeError: an input is not a tensor of an integer, float or complex dtype.
         ValueError: as :func:`csd`.
 
     Example:

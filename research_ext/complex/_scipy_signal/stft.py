@@ -141,7 +141,7 @@ def stft(
         ``x.shape`` with ``dim`` replaced by (frequencies) and a new last dim of segments.
 
     Raises:
-        TypeError: ``x`` is not a float/complex tensor.
+        TypeError: ``x`` is not a tensor of an integer, float or complex dtype.
         ValueError: bad window, overlap, nfft, boundary or scaling.
 
     Warns:
@@ -224,7 +224,7 @@ def spectrogram(
         ``dim`` and segments in a new last dim.
 
     Raises:
-        TypeError: ``x`` is not a float/complex tensor.
+        TypeError: ``x`` is not a tensor of an integer, float or complex dtype.
         ValueError: bad mode, window, overlap, nfft, detrend or scaling.
 
     Warns:
@@ -311,7 +311,7 @@ def istft(
             ``time_dim`` (counted without ``freq_dim``) when ``time_dim`` is not the last dim.
 
     Raises:
-        TypeError: ``Zxx`` is not a float/complex tensor.
+        TypeError: ``Zxx`` is not a tensor of an integer, float or complex dtype.
         ValueError: fewer than 2 dims, equal dims, bad nperseg/noverlap/nfft/window/scaling.
 
     Warns:

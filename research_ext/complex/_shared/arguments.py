@@ -33,20 +33,22 @@ def check_real_or_complex(fn: str, name: str, x: Any, *, complex_ok: bool = True
     return x
 
 
-def as_floating(
-    fn: str, name: str, x: Any, *, complex_ok: bool = True, small_ints_single: bool = False
-) -> torch.Tensor:
+def as_floating(fn: str, name: str, x: Any, *, small_ints_single: bool = False) -> torch.Tensor:
     """``x`` as a floating (or complex) tensor: integer and bool tensors become float64.
 
     Float64 is scipy's first step for integer data (``np.result_type(x, float)``); with
     ``small_ints_single`` bool and 8/16-bit integers become float32, as numpy promotes them
-    with complex64 (scipy's spectral estimators). Other dtypes are checked as
-    :func:`check_real_or_complex` does.
+    with complex64 (scipy's spectral estimators). Float16 and bfloat16 raise ``TypeError``.
     """
-    if isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex()):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(format_message(fn, name, "a torch.Tensor", type(x).__name__))
+    if not (x.is_floating_point() or x.is_complex()):
         single = small_ints_single and x.element_size() <= 2
         return x.to(torch.float32 if single else torch.float64)
-    return check_real_or_complex(fn, name, x, complex_ok=complex_ok)
+    if x.dtype not in (torch.float32, torch.float64, torch.complex64, torch.complex128):
+        kinds = "an integer, bool, float32, float64, complex64 or complex128 dtype"
+        raise TypeError(f"{fn}: `{name}` must have {kinds}, got {name}.dtype={x.dtype}")
+    return x
 
 
 def real_dtype_of(dtype: torch.dtype) -> torch.dtype:
