@@ -132,7 +132,8 @@ def main() -> None:
         )
     load = {"before": load_before, "after": os.getloadavg()}
     result["load_average"] = load
-    print(f"  load average (1, 5, 15 min): before {load['before']}, after {load['after']}")
+    shown = {k: " ".join(f"{x:.2f}" for x in v) for k, v in load.items()}
+    print(f"  load average (1, 5, 15 min): before {shown['before']}, after {shown['after']}")
     print(json.dumps(result))
 
 
