@@ -138,16 +138,19 @@ def _crashed_trial(handle):
     return trial_id, x
 
 
-def test_recover_fails_a_crashed_trial_once_and_requeues_its_parameters(tmp_path):
-    handle = _handle(tmp_path, n_trials=3)
+@pytest.mark.parametrize("storage", ["", "study.log"])
+def test_recover_fails_a_crashed_trial_once_and_requeues_its_parameters(tmp_path, storage):
+    handle = _handle(tmp_path, n_trials=4, storage=storage)
     trial_id, x = _crashed_trial(handle)
     alive = new_trial(handle)  # a RUNNING trial of this (live) process is left alone
+    ownerless = int(handle.storage.create_new_trial(handle.study_id))  # no owner: not judged
     stale_view = _queue._running_owners(handle)
     assert recover(handle) == 1
     dead = handle.storage.get_trial(trial_id)
     assert dead.state == State.FAIL and dead.system_attrs[ENDED] == "crashed"
     assert dead.datetime_complete is not None
     assert handle.storage.get_trial(alive).state == State.RUNNING
+    assert handle.storage.get_trial(ownerless).state == State.RUNNING
     (retry,) = handle.study.get_trials(deepcopy=False, states=(State.WAITING,))
     assert retry.params == {"x": x}
     assert retry.system_attrs[RETRY_OF] == dead.number

@@ -185,3 +185,16 @@ def test_empty_micro_batches_are_skipped_not_the_end_of_the_batch():
 
 def _fresh():
     return [p.detach().clone() for p in make("mlp", torch.float64, batch=6)[0].parameters()]
+
+
+def test_secure_noise_does_not_come_from_the_seeded_generator():
+    """``secure=True``: identical runs with one generator seed still draw different noise."""
+    _, x, y = make("mlp", torch.float64, batch=6)
+    runs = []
+    for secure in (True, True, False):
+        m = make("mlp", torch.float64, batch=6)[0]  # identical models (seeded init)
+        dp = _dp(m, noise_multiplier=1.0, secure=secure, generator=torch.Generator().manual_seed(5))
+        dp.step((x, y))
+        runs.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    assert not torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2]) and not torch.equal(runs[1], runs[2])
