@@ -1,8 +1,8 @@
 """research_ext.complex spectral ops vs scipy (workers=1) and torch-dct, single thread.
 
-Each case runs ours and the anchors alternately in one process (torch.set_num_threads(1), scipy
-workers=1) and reports the median wall time of each and the ratio ours / anchor (lower is
-better), then one JSON line per case. On a shared machine the wall ratio swings with what else
+Each case runs ours and the anchors alternately in one process, in rotating order
+(torch.set_num_threads(1), scipy workers=1), and reports the median wall time of each and the
+ratio ours / anchor (lower is better), then one JSON line per case. On a shared machine the wall ratio swings with what else
 runs (memory-bound passes suffer most), so each line also gives the median over rounds of the
 per-round ratio of thread CPU times (`cpu`), which both sides measure the same way (every call
 here runs on the calling thread). `--quick` shrinks repeats; `--only NAME[,NAME]` runs some
@@ -39,10 +39,13 @@ def interleaved(fns: dict, repeats: int) -> Timings:
     cpu = {name: [] for name in fns}
     for fn in fns.values():  # warm-up (caches, plans)
         fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for i in range(repeats):
+        # Rotate who goes first: a call's position in the round biases it (what the previous
+        # call left in cache and in the allocator), by up to 10% here.
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             start, start_cpu = time.perf_counter(), time.thread_time()
-            fn()
+            fns[name]()
             cpu[name].append(time.thread_time() - start_cpu)
             wall[name].append(time.perf_counter() - start)
     out = Timings({name: statistics.median(ts) for name, ts in wall.items()})
