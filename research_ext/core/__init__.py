@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers; at run time names loa
     )
     from research_ext.core._optional import require
     from research_ext.core._params import call_with_params, module_buffers, module_params
-    from research_ext.core._progress import progress
+    from research_ext.core._progress import is_interactive, progress
     from research_ext.core._pytree import (
         TreeSpec,
         ravel_pytree,
@@ -65,6 +65,7 @@ _LAZY = {
     "make_generator": "_random",
     "module_buffers": "_params",
     "module_params": "_params",
+    "is_interactive": "_progress",
     "progress": "_progress",
     "ravel_pytree": "_pytree",
     "require": "_optional",
@@ -95,6 +96,7 @@ __all__ = [
     "check_type",
     "format_message",
     "from_numpy",
+    "is_interactive",
     "make_generator",
     "module_buffers",
     "module_params",

@@ -8,12 +8,24 @@ from tqdm.auto import tqdm
 
 from research_ext.core._validation import check_int, format_message
 
-__all__ = ["progress"]
+__all__ = ["is_interactive", "progress"]
 
 T = TypeVar("T")
 
 
-def _interactive() -> bool:
+def is_interactive() -> bool:
+    """Whether a person is watching: a Jupyter kernel, or standard error is a terminal.
+
+    Progress bars are drawn by default only then; logs and CI output get plain lines instead.
+
+    Returns:
+        ``True`` inside IPython/Jupyter (``ipykernel`` imported) or when ``sys.stderr`` is a TTY.
+
+    Example:
+        >>> from research_ext.core import is_interactive
+        >>> isinstance(is_interactive(), bool)
+        True
+    """
     if "ipykernel" in sys.modules:
         return True
     stream = sys.stderr
@@ -52,5 +64,5 @@ def progress(
         check_int("progress", "total", total, minimum=0)
     if enable is not None and not isinstance(enable, bool):
         raise TypeError(format_message("progress", "enable", "True, False or None", enable))
-    disable = not (_interactive() if enable is None else enable)
+    disable = not (is_interactive() if enable is None else enable)
     return tqdm(iterable, total=total, desc=desc, disable=disable, **kwargs)

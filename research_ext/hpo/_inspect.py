@@ -16,10 +16,10 @@ from research_ext.hpo._study import (
     RETRY_OF,
     RETRY_REASON,
     StudyHandle,
-    _rdb,
     counts,
     n_done,
     open_study,
+    rdb_storage,
     storage_spec,
 )
 
@@ -103,7 +103,7 @@ def status(study: Any) -> StudyStatus:
     c = counts(handle)
     best_value = best_trial = None
     if not handle.config.is_multi_objective and c["COMPLETE"]:
-        storage = _rdb(handle.storage) or handle.storage
+        storage = rdb_storage(handle.storage) or handle.storage
         trial = storage.get_best_trial(handle.study_id)
         best_value, best_trial = float(trial.value), int(trial.number)
     return StudyStatus(

@@ -30,8 +30,15 @@ from research_ext.hpo._liveness import OWNER_ENV
 from research_ext.hpo._progress import RunProgress
 from research_ext.hpo._queue import recover, top_up
 from research_ext.hpo._storage import STORAGE_ENV
-from research_ext.hpo._study import StudyHandle, _rdb, counts, n_done, open_study, resolve_config
-from research_ext.hpo._worker_loop import Terminated, _overrides, _SignalGuard, work, worker
+from research_ext.hpo._study import (
+    StudyHandle,
+    counts,
+    n_done,
+    open_study,
+    rdb_storage,
+    resolve_config,
+)
+from research_ext.hpo._worker_loop import SignalGuard, Terminated, work, worker, worker_overrides
 
 __all__ = ["run"]
 
@@ -157,7 +164,7 @@ def _worker_command(handle: StudyHandle, index: int, deadline: float | None) -> 
         "--exit-when-idle",
         "--quiet",
     ]
-    command += ["--overrides", json.dumps(_overrides(config))]
+    command += ["--overrides", json.dumps(worker_overrides(config))]
     if deadline is not None:
         command += ["--time-left", f"{max(deadline - time.monotonic(), 0.0):.3f}"]
     return command
@@ -229,7 +236,7 @@ def _forked_main(config: StudyConfig, index: int, time_left: float | None, owner
 
 
 def _spawn(handle: StudyHandle, index: int, deadline: float | None) -> Any:
-    rdb = _rdb(handle.storage)
+    rdb = rdb_storage(handle.storage)
     if sys.platform == "linux":
         if rdb is not None:
             rdb.engine.dispose()  # no pooled connection may cross the fork
@@ -247,7 +254,7 @@ def _run_processes(
 ) -> None:
     procs: list[Any] = []
     crashes, started = 0, 0
-    with _SignalGuard() as guard:
+    with SignalGuard() as guard:
         try:
             while guard.stop is None:
                 for proc in [p for p in procs if p.poll() is not None]:

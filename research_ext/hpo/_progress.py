@@ -17,9 +17,8 @@ import sys
 import time
 from typing import Any
 
-from research_ext.core import progress
-from research_ext.core._progress import _interactive
-from research_ext.hpo._study import ENDED, StudyHandle, _rdb, counts, n_done
+from research_ext.core import is_interactive, progress
+from research_ext.hpo._study import ENDED, StudyHandle, counts, n_done, rdb_storage
 
 __all__ = ["RunProgress", "trial_line"]
 
@@ -96,7 +95,7 @@ class RunProgress:
         prefix: str = "",
     ) -> None:
         self.handle = handle
-        interactive = _interactive()
+        interactive = is_interactive()
         bar_on = interactive if show_progress is None else show_progress
         if log_trials is None:
             log_trials = show_progress is None and not interactive
@@ -123,7 +122,7 @@ class RunProgress:
         Trials below ``self.low`` were all finished at the last look, so a long study costs a
         look at its active window, not at every trial, after each trial.
         """
-        rdb = _rdb(self.handle.storage)
+        rdb = rdb_storage(self.handle.storage)
         if rdb is not None:
             import sqlalchemy
 

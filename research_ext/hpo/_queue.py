@@ -32,9 +32,9 @@ from research_ext.hpo._study import (
     TICKET,
     TRIAL_DIR,
     StudyHandle,
-    _rdb,
     counts,
     n_done,
+    rdb_storage,
 )
 
 __all__ = [
@@ -114,7 +114,7 @@ _STALE = [0]  # trials this process failed as stale through Optuna's heartbeat c
 def on_stale(study: Any, frozen: Any) -> None:
     """Re-queue a trial that Optuna's heartbeat check failed as stale (its storage callback)."""
     _STALE[0] += 1
-    rdb = _rdb(study._storage)
+    rdb = rdb_storage(study._storage)
     if rdb is not None:  # Optuna failed it already: its attributes are closed to the API
         with rdb.engine.begin() as connection:
             _put_attr(connection, frozen._trial_id, ENDED, "stale heartbeat")
@@ -189,7 +189,7 @@ def new_trial(handle: StudyHandle, c: dict[str, int] | None = None) -> int | Non
     c = counts(handle) if c is None else c
     if n_done(c) + c["RUNNING"] + c["WAITING"] >= handle.n_trials:
         return None
-    rdb = _rdb(handle.storage)
+    rdb = rdb_storage(handle.storage)
     if rdb is not None and rdb.engine.dialect.name in _SQL_CREATE and _cache_ready(handle):
         return _create_sql(handle, rdb)
     template = optuna.trial.create_trial(
@@ -311,7 +311,7 @@ def admitted(handle: StudyHandle, trial_id: int) -> bool:
     PostgreSQL the count first waits for every transaction still writing a trial). A refused
     trial is failed as ``surplus`` without running.
     """
-    rdb = _rdb(handle.storage)
+    rdb = rdb_storage(handle.storage)
     if rdb is not None:
         import sqlalchemy
 
@@ -343,7 +343,7 @@ def pop_ticket(handle: StudyHandle) -> int | None:
     """
     import optuna
 
-    rdb = _rdb(handle.storage)
+    rdb = rdb_storage(handle.storage)
     if rdb is not None:
         for trial_id in _ids_in_state(rdb, handle.study_id, "WAITING"):
             if _claim_sql(rdb, trial_id):
@@ -382,7 +382,7 @@ def _running_owners(handle: StudyHandle) -> list[tuple[int, dict[str, Any] | Non
     """(trial id, owner, last heartbeat or start time) of every RUNNING trial."""
     import optuna
 
-    rdb = _rdb(handle.storage)
+    rdb = rdb_storage(handle.storage)
     if rdb is not None:  # one query instead of loading every unfinished trial
         import sqlalchemy
 
@@ -461,7 +461,7 @@ def _fail_running(handle: StudyHandle, trial_id: int, reason: str) -> bool:
     """RUNNING -> FAIL with ``reason`` recorded, atomically; whether this call made it."""
     import optuna
 
-    rdb = _rdb(handle.storage)
+    rdb = rdb_storage(handle.storage)
     if rdb is not None:  # one conditional UPDATE: Optuna's read-then-write races on SQLite
         import sqlalchemy
 

@@ -50,9 +50,9 @@ def reseed(sampler: Any, seed: int) -> None:
 
 def sample_index(handle: Any, trial_id: int) -> int:
     """The sample index of trial ``trial_id``: its number less the earlier parameter copies."""
-    from research_ext.hpo._study import RETRY_REASON, _rdb
+    from research_ext.hpo._study import RETRY_REASON, rdb_storage
 
-    rdb = _rdb(handle.storage)
+    rdb = rdb_storage(handle.storage)
     if rdb is not None:
         import json
 

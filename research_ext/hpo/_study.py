@@ -204,7 +204,7 @@ def _default_metrics(n: int) -> tuple[str, ...]:
     return ("value",) if n == 1 else tuple(f"value_{i}" for i in range(n))
 
 
-def _rdb(storage: Any) -> Any:
+def rdb_storage(storage: Any) -> Any:
     """The underlying ``RDBStorage`` (``get_storage`` wraps it in a cache), or ``None``."""
     import optuna
 
@@ -219,7 +219,7 @@ def counts(handle: StudyHandle) -> dict[str, int]:
     count their in-memory trials.
     """
     result = {s: 0 for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
-    rdb = _rdb(handle.storage)
+    rdb = rdb_storage(handle.storage)
     if rdb is not None:
         import sqlalchemy
 

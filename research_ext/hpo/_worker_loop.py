@@ -54,10 +54,10 @@ from research_ext.hpo._study import (
     HEARTBEAT,
     OWNER,
     StudyHandle,
-    _rdb,
     counts,
     n_done,
     open_study,
+    rdb_storage,
     resolve_config,
 )
 
@@ -79,13 +79,13 @@ class WorkResult:
     stopped: str | None = None  # "interrupted" or "terminated" when a signal ended the loop
 
 
-class _SignalGuard:
+class SignalGuard:
     def __init__(self) -> None:
         self.in_objective = False
         self.stop: str | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_SignalGuard":
+    def __enter__(self) -> "SignalGuard":
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -126,7 +126,7 @@ class _Heartbeat:
             self.thread.join()
 
     def _loop(self) -> None:
-        rdb = _rdb(self.handle.storage)
+        rdb = rdb_storage(self.handle.storage)
         while True:
             try:
                 if rdb is not None:
@@ -184,7 +184,7 @@ def _tell(study: Any, trial: Any, values: list[float] | None = None, state: Any 
     _tell_with_warning(study=study, trial=trial, value_or_values=values, state=state)
 
 
-def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard) -> str:
+def run_trial(handle: StudyHandle, trial_id: int, guard: SignalGuard) -> str:
     """Run the objective on RUNNING trial ``trial_id`` and tell the outcome; return the outcome.
 
     A trial that :func:`admitted` refuses (more processes created or claimed trials than the
@@ -196,7 +196,7 @@ def run_trial(handle: StudyHandle, trial_id: int, guard: _SignalGuard) -> str:
     import optuna
 
     storage, study, config = handle.storage, handle.study, handle.config
-    if _rdb(storage) is None:  # RDB claims record the owner in the same transaction
+    if rdb_storage(storage) is None:  # RDB claims record the owner in the same transaction
         storage.set_trial_system_attr(trial_id, OWNER, process_identity())
     if not admitted(handle, trial_id):  # other processes already hold n_trials live trials
         storage.set_trial_system_attr(trial_id, ENDED, "surplus")
@@ -307,7 +307,7 @@ def work(
     result = WorkResult()
     announced, announced_at, recovered = False, -math.inf, -math.inf
     idle_since: float | None = None
-    with _SignalGuard() as guard, OwnerWatch(owner_pid):
+    with SignalGuard() as guard, OwnerWatch(owner_pid):
         while guard.stop is None:
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -433,7 +433,7 @@ def worker(
 _OVERRIDABLE = ("args", "trials_dir", "max_failures", "heartbeat_interval", "grace_period")
 
 
-def _overrides(config: StudyConfig) -> dict[str, Any]:
+def worker_overrides(config: StudyConfig) -> dict[str, Any]:
     """Fields a worker process must take from this config rather than re-read from the file."""
     return {
         k: str(v) if k == "trials_dir" else v
@@ -442,7 +442,7 @@ def _overrides(config: StudyConfig) -> dict[str, Any]:
 
 
 def apply_overrides(config: StudyConfig, overrides: dict[str, Any]) -> StudyConfig:
-    """Inverse of :func:`_overrides` (used by the worker command)."""
+    """Inverse of :func:`worker_overrides` (used by the worker command)."""
     values = {k: v for k, v in overrides.items() if k in _OVERRIDABLE}
     if "trials_dir" in values:
         values["trials_dir"] = pathlib.Path(values["trials_dir"])

@@ -154,7 +154,7 @@ def _tensors(call: tuple[Any, Any, Any]) -> list[torch.Tensor]:
     return [t for t in found if isinstance(t, torch.Tensor)]
 
 
-class _Records(list):  # type: ignore[type-arg]
+class Records(list):  # type: ignore[type-arg]
     """A layer's captured calls, with the version counters of their tensors when captured."""
 
     def __init__(self) -> None:
@@ -180,7 +180,7 @@ class _Tap(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, anchor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         # Not a view: in-place changes of the output stay legal for autograd (they show in the
-        # shared version counter, which ``_Records.modified`` checks).
+        # shared version counter, which ``Records.modified`` checks).
         return x.detach()
 
     @staticmethod
@@ -222,18 +222,18 @@ def _tap_attention_inputs(
 
 
 def _guarded_forward(
-    name: str, rule: Any, records: "_Records", tap: bool, *args: Any, **kwargs: Any
+    name: str, rule: Any, records: "Records", tap: bool, *args: Any, **kwargs: Any
 ) -> Any:
     """A rule's replacement forward; what it cannot compute is a failure of that layer."""
     if tap:
         args, kwargs = _tap_attention_inputs(args, kwargs)
     try:
         return rule.forward(records, *args, **kwargs)
-    except _LayerFailureError:
+    except LayerFailureError:
         raise
     except Exception as err:
         kind = type(rule.module).__name__
-        raise _LayerFailureError(
+        raise LayerFailureError(
             name, f"DPSGD: layer `{name}` ({kind}) failed in its per-sample rule's forward: {err}"
         ) from err
 
@@ -244,7 +244,7 @@ def _guarded_forward(
 _DETACHABLE = (LinearRule, ConvRule, EmbeddingRule, NormRule, AttentionRule)
 
 
-class _LayerFailureError(Exception):
+class LayerFailureError(Exception):
     """A layer's rule could not handle its calls (the message names the layer)."""
 
     def __init__(self, layer: str, message: str) -> None:
@@ -285,7 +285,7 @@ class HookEngine:
         while True:
             try:
                 return self._run(batch)
-            except _LayerFailureError as failure:
+            except LayerFailureError as failure:
                 torch.set_rng_state(states[0])
                 for device, state in states[1]:
                     torch.cuda.set_rng_state(state, device)
@@ -320,7 +320,7 @@ class HookEngine:
 
     def _run(self, batch: Any) -> dict[str, torch.Tensor]:
         args, kwargs, targets, batch_size = unpack_batch("DPSGD.step", batch, self.model)
-        records: dict[str, _Records] = {}
+        records: dict[str, Records] = {}
         undo = self.capture(records)
         try:
             with torch.enable_grad():
@@ -344,7 +344,7 @@ class HookEngine:
         return self.norms(records, by_call, batch_size)
 
     def capture(
-        self, records: dict[str, "_Records"], detach_parameters: bool = False
+        self, records: dict[str, "Records"], detach_parameters: bool = False
     ) -> Callable[[], None]:
         """Install the layers' hooks (and patched forwards) that fill ``records`` in a forward.
 
@@ -373,7 +373,7 @@ class HookEngine:
             if getattr(rule, "patches_forward", False):
                 # Run attention and recurrent layers as explicit projections (Linear-like blocks).
                 rule.module.forward = functools.partial(
-                    _guarded_forward, name, rule, records.setdefault(name, _Records()), tap
+                    _guarded_forward, name, rule, records.setdefault(name, Records()), tap
                 )
                 patched.append(rule.module)
                 continue
@@ -416,12 +416,12 @@ class HookEngine:
             self._detachable_for = self.rules
         return self._detachable
 
-    def check_unmodified(self, records: dict[str, "_Records"]) -> None:
+    def check_unmodified(self, records: dict[str, "Records"]) -> None:
         """Raise a layer failure if a captured input or output was modified in place."""
         for name, calls in records.items():
             if calls.modified():
                 kind = type(self.rules[name].module).__name__
-                raise _LayerFailureError(
+                raise LayerFailureError(
                     name,
                     f"DPSGD: layer `{name}` ({kind}) had its input or output modified in place "
                     f"after it ran (e.g. `ReLU(inplace=True)`, `x.relu_()`, `x += ...`); its "
@@ -431,7 +431,7 @@ class HookEngine:
 
     def norms(
         self,
-        records: dict[str, "_Records"],
+        records: dict[str, "Records"],
         by_call: dict[tuple[str, int], list[torch.Tensor | None]],
         batch_size: int,
     ) -> dict[str, torch.Tensor]:
@@ -473,7 +473,7 @@ class HookEngine:
                     if isinstance(err, UnsupportedModuleError)
                     else (f"DPSGD: layer `{name}` ({kind}) failed in its per-sample rule: {err}")
                 )
-                raise _LayerFailureError(name, message) from err
+                raise LayerFailureError(name, message) from err
             self._active.append((name, rule))
         return norms
 
@@ -489,7 +489,7 @@ class HookEngine:
                     )
 
     def _hook(
-        self, name: str, records: dict[str, _Records], tap: bool = False
+        self, name: str, records: dict[str, Records], tap: bool = False
     ) -> Callable[..., Any]:
         def hook(
             module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
@@ -509,7 +509,7 @@ class HookEngine:
                 statistics = rule.saved_statistics(output)
                 if statistics is not None:  # reused, not recomputed, by the rule
                     kwargs = {**kwargs, NORM_STATISTICS: statistics}
-            records.setdefault(name, _Records()).append((args, kwargs, outs))
+            records.setdefault(name, Records()).append((args, kwargs, outs))
             return replaced
 
         return hook

@@ -66,7 +66,7 @@ from research_ext.core import check_one_of, tree_leaves
 from research_ext.errors import ResearchExtError
 from research_ext.privacy._checkpoint import read_checkpoint, write_checkpoint
 from research_ext.privacy._dpsgd import DPSGD, DPSGDOptions, check_options
-from research_ext.privacy._engines import HookEngine, VmapEngine, _LayerFailureError, _Records
+from research_ext.privacy._engines import HookEngine, LayerFailureError, Records, VmapEngine
 from research_ext.privacy._sampling import PoissonLoader
 from research_ext.privacy._validate import fingerprint
 
@@ -414,7 +414,7 @@ class DPOptimizer(torch.optim.Optimizer):
         if self._micro == 0 and not self._pending:
             self.dp._check_model()  # may rebuild the engine; nothing is captured yet
         engine = self.dp.engine
-        records: dict[str, _Records] = {}
+        records: dict[str, Records] = {}
         # Unless this step compares the user's batch gradient with ours, the user's backward
         # computes no parameter gradient: the rules build the clipped sum from what they capture.
         undo = (
@@ -482,7 +482,7 @@ class DPOptimizer(torch.optim.Optimizer):
                 engine.check_unmodified(pending.records)
                 sq = engine.norms(pending.records, pending.by_call, pending.batch_size)
                 grad_scale = scale  # from the gradients of the loss, not of the sum
-            except _LayerFailureError:
+            except LayerFailureError:
                 sq = None  # the engine's own run falls back (auto) or names the layer
         if sq is None:
             sq = self._replay(pending, engine)

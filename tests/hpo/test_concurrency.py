@@ -10,7 +10,7 @@ import research_ext.hpo as rh
 from research_ext.hpo import _queue
 from research_ext.hpo._queue import next_trial
 from research_ext.hpo._study import ENDED, counts, n_done, open_study
-from research_ext.hpo._worker_loop import _SignalGuard, run_trial
+from research_ext.hpo._worker_loop import SignalGuard, run_trial
 from tests.hpo.conftest import write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -22,7 +22,7 @@ def test_two_owners_racing_for_the_last_trial_finish_exactly_n(tmp_path, monkeyp
     path = write_study(tmp_path, n_trials=2, sampler='"random"')
     config = rh.load_config(path)
     first, second = open_study(config), open_study(config, create=False)
-    guard = _SignalGuard()
+    guard = SignalGuard()
     assert run_trial(first, next_trial(first), guard) == "complete"
     stale = counts(first)
     monkeypatch.setattr(_queue, "counts", lambda handle: dict(stale))

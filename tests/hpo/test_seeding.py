@@ -7,7 +7,7 @@ import research_ext.hpo as rh
 from research_ext.hpo._queue import next_trial
 from research_ext.hpo._seeding import reseed, trial_seed
 from research_ext.hpo._study import RETRY_OF, open_study
-from research_ext.hpo._worker_loop import Terminated, _SignalGuard, run_trial
+from research_ext.hpo._worker_loop import SignalGuard, Terminated, run_trial
 from tests.hpo.conftest import write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -90,7 +90,7 @@ def test_two_processes_with_default_options_draw_differently(tmp_path):
     config = rh.load_config(path)
     owner = open_study(config)
     joined = open_study(config, create=False)
-    guard = _SignalGuard()
+    guard = SignalGuard()
     for _ in range(3):
         for handle in (owner, joined):
             trial_id = next_trial(handle)

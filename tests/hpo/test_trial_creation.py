@@ -19,7 +19,7 @@ import research_ext.hpo as rh
 from research_ext.hpo import _queue
 from research_ext.hpo._liveness import process_identity
 from research_ext.hpo._queue import new_trial, pop_ticket, recover, top_up
-from research_ext.hpo._study import ENDED, OWNER, _rdb, open_study
+from research_ext.hpo._study import ENDED, OWNER, open_study, rdb_storage
 from tests.hpo.conftest import write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -107,7 +107,7 @@ def test_claimed_and_recovered_trials_keep_optunas_clock(tmp_path, request, stor
     after = datetime.datetime.now()
     _assert_started_now(handle.storage.get_trial(trial_id), before, after)
     dead = {**process_identity(), "pid": _dead_pid()}
-    with _rdb(handle.storage).engine.begin() as connection:
+    with rdb_storage(handle.storage).engine.begin() as connection:
         _queue._put_attr(connection, trial_id, OWNER, dead)
     assert recover(handle) == 1
     failed = handle.storage.get_trial(trial_id)
@@ -139,7 +139,9 @@ def _create_at_once(path, barrier, results, k):
 @pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
 def test_processes_creating_trials_at_once_number_them_consecutively(tmp_path, request, storage):
     path = _study_file(tmp_path, request, storage)
-    _rdb(open_study(rh.load_config(path)).storage).engine.dispose()  # no connection crosses fork
+    rdb_storage(
+        open_study(rh.load_config(path)).storage
+    ).engine.dispose()  # no connection crosses fork
     context = multiprocessing.get_context("fork")
     n, k = 4, 6
     barrier, results = context.Barrier(n), context.Queue()
