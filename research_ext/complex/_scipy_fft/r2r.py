@@ -189,13 +189,13 @@ def _cos2(
     ends = (x[..., :1], x, x[..., -1:]) if n % 2 == 0 else (x[..., :1], x)
     h = torch.view_as_complex(torch.cat(ends, -1).unflatten(-1, (-1, 2))).mul_(_ROTATE)
     s = torch.fft.irfft(h, n=n, norm="forward")  # (an FFT with out= copies its result)
-    # Free the padded copy before the reversed one is made: the allocator hands its (cached)
-    # memory back (256 x 4096 float64: 0.88x the time; 512 x 512: 0.64x, on a loaded machine).
+    # Free the padded copy before the reversed one is made: the allocator hands its memory,
+    # still in cache, back for it (a few % on a loaded machine; the figures are noisy).
     del h
     tail = s[..., 1:]
     if out is None:  # autograd, forward AD or torch.func: no out= and no writes into views
         return torch.cat([s[..., :1] * a[:1], tail * a[1:] + tail.flip(-1) * b], -1)
-    # The result is written once, by the last product (0.94x the time of writing it twice).
+    # The result is written once, by the last product (the reversed copy is scaled in place).
     torch.addcmul(tail.flip(-1).mul_(b), tail, a[1:], out=out[..., 1:])
     torch.mul(s[..., :1], a[:1], out=out[..., :1])
     return out
@@ -209,7 +209,7 @@ def _cos3(
     tail = x[..., 1:]
     if out is None:  # autograd, forward AD or torch.func: no writes into views
         u = torch.cat([x[..., :1] * a[:1], tail * a[1:] + tail.flip(-1) * b_rev], -1)
-    else:  # u is built in ``out``: one buffer fewer in cache (256 x 4096 float64: 0.87x the time)
+    else:  # u is built in ``out``: one buffer fewer in cache
         torch.addcmul(tail.flip(-1).mul_(b_rev), tail, a[1:], out=out[..., 1:])
         torch.mul(x[..., :1], a[:1], out=out[..., :1])
         u = out
@@ -307,8 +307,9 @@ def _rows(
 
 # DCT-II/III by neighbour pairs takes more (cheaper) passes than Makhoul's two gathers: on small
 # inputs their fixed cost per op loses (one float64 row of 1024: 54 us against 24 us; 16 x 1024:
-# 110 against 85), on 1 MiB chunks the pairs win (256 x 4096 float64: 0.91x the gathers' thread
-# CPU time, median of paired rounds on a loaded machine). Every chunk below holds at least this.
+# 110 against 85); on 1 MiB chunks the pairs win (256 x 4096 float64, thread CPU / scipy's, rows
+# in rotating order on a loaded machine: 1.23-1.26 against the gathers' 1.41). Every chunk below
+# holds at least this.
 _PAIRS_MIN = 1 << 16
 # DCT-III's pairs (a forward real FFT between the transposed steps) against Makhoul's gathers
 # around the unnormalized inverse FFT, thread CPU / scipy's, rows in rotating order on a loaded
