@@ -444,21 +444,27 @@ class HookEngine:
         self._active = []
         for name, calls in records.items():
             rule = self.rules[name]
-            triples = [(a, kw, tuple(by_call[(name, i)])) for i, (a, kw, _) in enumerate(calls)]
-            triples = [t for t in triples if any(g is not None for g in t[2])]
-            if not triples:
+            # Calls none of whose outputs reached the loss are dropped; in the others, an output
+            # without a gradient gets zeros shaped like that call's own output.
+            kept = [
+                (a, kw, outs, tuple(by_call[(name, i)])) for i, (a, kw, outs) in enumerate(calls)
+            ]
+            kept = [c for c in kept if any(g is not None for g in c[3])]
+            if not kept:
                 continue
-            if not isinstance(rule, GenericRule):
+            if isinstance(rule, GenericRule):
+                triples = [(a, kw, gs) for a, kw, _, gs in kept]
+            else:
                 triples = [
                     (
                         a,
                         kw,
                         tuple(
                             torch.zeros_like(o) if g is None else g
-                            for g, o in zip(gs, calls[i][2], strict=True)
+                            for g, o in zip(gs, outs, strict=True)
                         ),
                     )
-                    for i, (a, kw, gs) in enumerate(triples)
+                    for a, kw, outs, gs in kept
                 ]
             try:
                 self._check_batch_first(name, triples, batch_size)

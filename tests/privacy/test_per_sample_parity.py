@@ -198,3 +198,47 @@ def test_layer_subclass_with_its_own_forward_is_not_taken_for_its_base(mode):
         ref["0.weight"].flatten(1).pow(2).sum(1) + ref["0.bias"].pow(2).sum(1),
         torch.float64,
     )
+
+
+class _LayerCalledTwice(nn.Module):
+    """A layer whose first call reaches no loss and whose second leaves one output unused."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.emb = nn.Embedding(30, 8)
+        if kind == "attention":
+            self.layer: nn.Module = nn.MultiheadAttention(8, 2, batch_first=True)
+        else:
+            self.layer = nn.LSTM(8, 8, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.emb(x)
+        if self.kind == "attention":
+            self.layer(h[:, :2], h, h)  # a probe whose outputs are dropped
+            out, _weights = self.layer(h, h, h)
+            return self.head(out.mean(1))
+        self.layer(h[:, :2])  # a probe whose outputs are dropped
+        _seq, (last, _cell) = self.layer(h)  # only the last hidden state is used
+        return self.head(last[0])
+
+
+@pytest.mark.parametrize("kind", ["attention", "lstm"])
+@pytest.mark.parametrize("mode", ENGINES)
+def test_a_call_without_gradients_does_not_shift_the_others(mode, kind):
+    # Outputs that reach no loss get zero gradients shaped like their own call's outputs.
+    torch.manual_seed(0)
+    model = _LayerCalledTwice(kind).double()
+    x = torch.randint(0, 30, (4, 5), generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 0])
+    loss_fn = nn.CrossEntropyLoss()
+    ref = loop_grads(model, loss_fn, x, y)
+    groups = layer_groups(model)
+    sq = make_engine(model, loss_fn, mode).run((x, y))
+    ref_sq: dict[str, torch.Tensor] = {}
+    for n, g in ref.items():
+        ref_sq[groups[n]] = ref_sq.get(groups[n], 0) + g.flatten(1).pow(2).sum(1)
+    assert sq.keys() == ref_sq.keys()
+    for k in ref_sq:
+        _close(sq[k], ref_sq[k], torch.float64)
