@@ -198,3 +198,23 @@ def test_secure_noise_does_not_come_from_the_seeded_generator():
         runs.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
     assert not torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2]) and not torch.equal(runs[1], runs[2])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"noise_multiplier": 1.0, "target_epsilon": 2.0},
+            r"^DPSGD: exactly one of `noise_multiplier` and `target_epsilon` must be given",
+        ),
+        (
+            {"noise_multiplier": None, "target_epsilon": 2.0},
+            r"^DPSGD: with `target_epsilon`, exactly one of `epochs` and `steps` must be given",
+        ),
+        ({"noise_multiplier": -1.0}, r"^DPSGD: `noise_multiplier` must be a finite number >= 0"),
+    ],
+)
+def test_noise_arguments_are_refused_in_dpsgds_name(kwargs, match):
+    model, _, _ = make("mlp", torch.float64, batch=6)
+    with pytest.raises(ValueError, match=match):
+        _dp(model, **kwargs)
