@@ -51,7 +51,8 @@ def _dead_pid():
     return proc.pid
 
 
-@pytest.mark.parametrize("storage", ["", "study.log"])  # SQLite (SQL paths), journal (API paths)
+# SQLite takes the SQL paths, the journal Optuna's API paths
+@pytest.mark.parametrize("storage", ["", "study.log"], ids=["sqlite", "journal"])
 def test_top_up_fills_to_n_trials_less_finished_running_and_waiting(tmp_path, storage):
     handle = _handle(tmp_path, n_trials=5, storage=storage)
     assert top_up(handle, limit=2) == 2
@@ -82,7 +83,7 @@ def test_top_up_fills_to_n_trials_less_finished_running_and_waiting(tmp_path, st
     assert counts(handle)["WAITING"] == 4
 
 
-@pytest.mark.parametrize("storage", ["", "study.log"])
+@pytest.mark.parametrize("storage", ["", "study.log"], ids=["sqlite", "journal"])
 def test_pop_ticket_takes_each_ticket_once_then_none(tmp_path, storage):
     handle = _handle(tmp_path, n_trials=3, storage=storage)
     assert pop_ticket(handle) is None
@@ -98,7 +99,7 @@ def test_pop_ticket_takes_each_ticket_once_then_none(tmp_path, storage):
         assert all(t.datetime_start is not None for t in running)
 
 
-@pytest.mark.parametrize("storage", ["", "study.log"])
+@pytest.mark.parametrize("storage", ["", "study.log"], ids=["sqlite", "journal"])
 def test_new_trial_stops_at_n_trials_and_admitted_counts_live_trials_before(tmp_path, storage):
     handle = _handle(tmp_path, n_trials=2, storage=storage)
     a = new_trial(handle)
@@ -138,7 +139,7 @@ def _crashed_trial(handle):
     return trial_id, x
 
 
-@pytest.mark.parametrize("storage", ["", "study.log"])
+@pytest.mark.parametrize("storage", ["", "study.log"], ids=["sqlite", "journal"])
 def test_recover_fails_a_crashed_trial_once_and_requeues_its_parameters(tmp_path, storage):
     handle = _handle(tmp_path, n_trials=4, storage=storage)
     trial_id, x = _crashed_trial(handle)
@@ -192,7 +193,7 @@ def test_times_written_by_claims_and_recovery_agree_with_optunas_off_utc(tmp_pat
     assert datetime.timedelta(0) <= done.duration < datetime.timedelta(minutes=10)
 
 
-@pytest.mark.parametrize("storage", ["", "study.log"])
+@pytest.mark.parametrize("storage", ["", "study.log"], ids=["sqlite", "journal"])
 def test_new_trial_counts_waiting_tickets_as_taken_places(tmp_path, storage):
     handle = _handle(tmp_path, n_trials=3, storage=storage)
     assert top_up(handle, limit=1) == 1
