@@ -382,3 +382,24 @@ def test_forward_fallback_keeps_aux_and_chunks(monkeypatch):
     _close(jac, expected)
     _close(aux, f(mean)[1])
     assert spans == [(0, 3), (3, 4)]
+
+
+def test_reverse_fallback_reuses_the_deciding_evaluation_and_chunks(monkeypatch):
+    spans = []
+    real_basis = _jacobian._basis
+
+    def basis(start, stop, sizes, like):
+        spans.append((start, stop))
+        return real_basis(start, stop, sizes, like)
+
+    monkeypatch.setattr(_jacobian, "_basis", basis)
+    evaluations = []
+
+    def f(x):
+        evaluations.append(1)
+        return _Doubled.apply(x)
+
+    x = torch.linspace(-1.0, 1.0, 3, dtype=D)
+    _close(rf.jacobian(f, chunk_size=2)(x), 2 * torch.eye(3, dtype=D))  # a tie: forward first
+    assert len(evaluations) == 2  # one to decide (reused by reverse mode), one in forward mode
+    assert spans == [(0, 2), (0, 2), (2, 3)]  # forward mode's first chunk, then reverse mode's
