@@ -17,7 +17,7 @@ from research_ext.core import format_message
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
-    import tomli as tomllib  # type: ignore[no-redef]
+    import tomli as tomllib
 
 from research_ext.errors import ConfigError
 from research_ext.hpo._objective import load_objective

@@ -139,7 +139,9 @@ class _Heartbeat:
                 return
 
 
-def _kwargs(handle: StudyHandle, fn: Callable[..., Any], trial: Any, trial_id: int) -> dict:
+def _kwargs(
+    handle: StudyHandle, fn: Callable[..., Any], trial: Any, trial_id: int
+) -> dict[str, Any]:
     kwargs = dict(handle.config.args)
     wanted = injected_arguments(fn)
     if "reporter" in wanted:

@@ -254,8 +254,8 @@ class DistributedDPSGD:
         return self.dpsgd.steps
 
     def shard(
-        self, dataset: Dataset | tuple[torch.Tensor, ...]
-    ) -> Dataset | tuple[torch.Tensor, ...]:
+        self, dataset: Dataset[Any] | tuple[torch.Tensor, ...]
+    ) -> Dataset[Any] | tuple[torch.Tensor, ...]:
         """This rank's disjoint part of the whole ``dataset``: examples rank, rank + W, ...
 
         Raises:
@@ -277,7 +277,7 @@ class DistributedDPSGD:
 
     def loader(
         self,
-        dataset: Dataset | tuple[torch.Tensor, ...],
+        dataset: Dataset[Any] | tuple[torch.Tensor, ...],
         *,
         max_physical_batch_size: int | None = None,
         steps: int | None = None,

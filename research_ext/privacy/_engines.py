@@ -195,7 +195,9 @@ def _needs_tap(t: torch.Tensor) -> bool:
 def _tap(t: torch.Tensor) -> torch.Tensor:
     """``t`` as a tensor whose gradient the backward computes (see :meth:`HookEngine.capture`)."""
     anchor = torch.zeros((), device=t.device, requires_grad=True)
-    return _Tap.apply(anchor, t)  # type: ignore[no-any-return]
+    # torch types Function.apply without annotations.
+    tapped: torch.Tensor = _Tap.apply(anchor, t)  # type: ignore[no-untyped-call]
+    return tapped
 
 
 #: The positional and keyword inputs that an attention layer projects.

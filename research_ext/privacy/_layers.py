@@ -112,7 +112,7 @@ class NormRule(MaterializedRule):
         if isinstance(m, nn.GroupNorm):
             return self._group_norm(x, go, batch_size, kwargs.get(NORM_STATISTICS))
         else:
-            shape = tuple(m.normalized_shape)  # type: ignore[arg-type]
+            shape = tuple(m.normalized_shape)
             eps = m.eps
             if isinstance(m, nn.LayerNorm):
                 x_hat = F.layer_norm(x, shape, None, None, eps)

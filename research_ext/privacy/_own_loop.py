@@ -137,7 +137,7 @@ class _Pending:
                 self.done = True
 
             # Runs when the backward that reached this forward has finished.
-            torch.autograd.Variable._execution_engine.queue_callback(finish)  # type: ignore[attr-defined]
+            torch.autograd.Variable._execution_engine.queue_callback(finish)
 
 
 def _batch_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
@@ -273,8 +273,8 @@ class DPOptimizer(torch.optim.Optimizer):
 
     # -- the optimizer interface --------------------------------------------------------------
 
-    @property  # type: ignore[override]
-    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
         """The wrapped optimizer's parameter groups (schedulers change its learning rate)."""
         return self.original_optimizer.param_groups
 
@@ -282,12 +282,12 @@ class DPOptimizer(torch.optim.Optimizer):
     def param_groups(self, value: list[dict[str, Any]]) -> None:
         self.original_optimizer.param_groups = value
 
-    @property  # type: ignore[override]
+    @property
     def state(self) -> Any:  # type: ignore[override]
         """The wrapped optimizer's state."""
         return self.original_optimizer.state
 
-    @property  # type: ignore[override]
+    @property
     def defaults(self) -> dict[str, Any]:  # type: ignore[override]
         """The wrapped optimizer's defaults."""
         return self.original_optimizer.defaults
@@ -299,7 +299,7 @@ class DPOptimizer(torch.optim.Optimizer):
         """Zero the parameters' gradients (the wrapped optimizer's ``zero_grad``)."""
         self.original_optimizer.zero_grad(set_to_none=set_to_none)
 
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         """One logical DP-SGD step over the micro-batches backpropagated since the last one.
 
         Returns:
@@ -333,9 +333,9 @@ class DPOptimizer(torch.optim.Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         """:meth:`DPSGD.state_dict` (model, optimizer, accountant, RNG states); per rank."""
-        return self._owner.state_dict()  # type: ignore[no-any-return]
+        return self._owner.state_dict()
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (see :meth:`DPSGD.load_state_dict`)."""
         self._pending, self._open = [], None
         self._new_step()
@@ -357,7 +357,7 @@ class DPOptimizer(torch.optim.Optimizer):
         self, dataset: Any, *, max_physical_batch_size: int | None = None, steps: int | None = None
     ) -> PoissonLoader:
         """Poisson batches at this run's rate, checkpointed (this rank's shard if distributed)."""
-        return self._owner.loader(  # type: ignore[no-any-return]
+        return self._owner.loader(
             dataset, max_physical_batch_size=max_physical_batch_size, steps=steps
         )
 
@@ -448,7 +448,7 @@ class DPOptimizer(torch.optim.Optimizer):
         pending.root = [None] * len(leaves)
         for k, t in enumerate(leaves):
             if t.requires_grad:
-                t.register_hook(self._store(pending, pending.root, k))
+                t.register_hook(self._store(pending, pending.root, k))  # type: ignore[no-untyped-call]
         self._pending.append(pending)
 
     @staticmethod

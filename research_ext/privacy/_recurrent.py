@@ -104,7 +104,7 @@ def recurrent_forward(
 ) -> tuple[Any, Any]:
     """``module.forward`` of an ``nn.RNN/GRU/LSTM`` unrolled in time, each projection recorded."""
     if isinstance(module, nn.RNNCellBase):
-        return _cell_forward(module, record, input, hx)  # type: ignore[return-value]
+        return _cell_forward(module, record, input, hx)
     m: Any = module
     kind, layers, dirs = _kind(m), m.num_layers, 2 if m.bidirectional else 1
     hidden, proj = m.hidden_size, m.proj_size or m.hidden_size
@@ -236,7 +236,7 @@ def unrolled_recurrent(model: nn.Module) -> Iterator[None]:
         return
     if _DEPTH[0] == 0:
         for cls in _TORCH_RECURRENT:
-            cls.forward = _unrolled  # type: ignore[method-assign,assignment]
+            cls.forward = _unrolled  # type: ignore[method-assign]
     _DEPTH[0] += 1
     try:
         yield

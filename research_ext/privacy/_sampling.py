@@ -26,7 +26,7 @@ class PoissonLoader:
 
     def __init__(
         self,
-        dataset: Dataset | tuple[torch.Tensor, ...] | Mapping[str, torch.Tensor],
+        dataset: Dataset[Any] | tuple[torch.Tensor, ...] | Mapping[str, torch.Tensor],
         sample_rate: float,
         *,
         max_physical_batch_size: int | None = None,
@@ -76,7 +76,7 @@ class PoissonLoader:
         indices = mask.nonzero().reshape(-1).cpu()
         if self.max_physical_batch_size is None:
             return self._collate(indices)
-        chunks = indices.split(self.max_physical_batch_size) or (indices,)
+        chunks = torch.split(indices, self.max_physical_batch_size) or (indices,)
         return [self._collate(chunk) for chunk in chunks]
 
     def _collate(self, indices: torch.Tensor) -> Batch:
@@ -107,7 +107,7 @@ class PoissonLoader:
 
 
 def poisson_loader(
-    dataset: Dataset | tuple[torch.Tensor, ...] | Mapping[str, torch.Tensor],
+    dataset: Dataset[Any] | tuple[torch.Tensor, ...] | Mapping[str, torch.Tensor],
     sample_rate: float,
     *,
     max_physical_batch_size: int | None = None,

@@ -2,7 +2,8 @@
 
 import operator
 import textwrap
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
@@ -137,7 +138,10 @@ _DIFFERENCES = (
 _TYPE1 = "; a type-I DCT of fewer than 2 points raises ``ValueError`` (scipy: ``RuntimeError``)"
 
 
-def _family_doc(kind: str, *, inverse: bool, multi: bool) -> Any:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _family_doc(kind: str, *, inverse: bool, multi: bool) -> Callable[[_F], _F]:
     """Splice the sections every DCT/DST function shares in before its ``Example:``."""
     which = " whose inverse is taken" if inverse else ""
     if multi:
@@ -175,7 +179,7 @@ def _family_doc(kind: str, *, inverse: bool, multi: bool) -> Any:
 
 """
 
-    def decorate(fn: Any) -> Any:
+    def decorate(fn: _F) -> _F:
         if fn.__doc__ is None:  # python -OO
             return fn
         head, example = fn.__doc__.split("    Example:", 1)

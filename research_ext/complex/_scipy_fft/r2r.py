@@ -187,7 +187,7 @@ def _cos2(
     a, b = _cos2_tables(n, factor, ortho, x.dtype, x.device)
     # [x0, x0, x1, ..., x_{n-1}, x_{n-1}] (even n): pairs (x[2j-1], x[2j]) with the ends doubled.
     ends = (x[..., :1], x, x[..., -1:]) if n % 2 == 0 else (x[..., :1], x)
-    h = torch.view_as_complex(torch.cat(ends, -1).unflatten(-1, (-1, 2))).mul_(_ROTATE)
+    h = torch.view_as_complex(torch.unflatten(torch.cat(ends, -1), -1, (-1, 2))).mul_(_ROTATE)
     s = torch.fft.irfft(h, n=n, norm="forward")  # (an FFT with out= copies its result)
     # Free the padded copy before the reversed one is made: the allocator hands its memory,
     # still in cache, back for it (a few % on a loaded machine; the figures are noisy).
@@ -239,7 +239,7 @@ def _type3(
     tw = _twiddle(n, -1.0, factor, math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
     # Gather (a_k, b_k) = (X[k], X[n-k]) pairs, zero b_0, one inverse FFT, gather the output.
     gather_in, gather_out = _type3_gathers(n, sine, x.device)
-    ab = _take(x, gather_in).unflatten(-1, (half, 2))
+    ab = torch.unflatten(_take(x, gather_in), -1, (half, 2))
     ab[..., 0, 1] = 0.0
     # Unnormalized (norm="forward"): torch's 1/n is a pass of its own, folded into ``tw`` here.
     v = torch.fft.irfft(torch.view_as_complex(ab).mul_(tw), n=n, norm="forward")
@@ -254,7 +254,7 @@ def _type4(x: torch.Tensor, factor: float, sine: bool) -> torch.Tensor:
         x = x * _alternate(n, x.dtype, x.device)
     if n % 2 == 0:
         gather, pre, post, out = _dct4_tables(n, factor, x.dtype, x.device, sine)
-        z = torch.view_as_complex(x.index_select(-1, gather).unflatten(-1, (n // 2, 2)))
+        z = torch.view_as_complex(torch.unflatten(x.index_select(-1, gather), -1, (n // 2, 2)))
         u = torch.fft.fft(z * pre).conj() * post  # conj: y[n-1-2k] = -Im
         return torch.view_as_real(u).flatten(-2).index_select(-1, out)
     # Odd n has no half-length split: use the length-2n complex FFT of the modulated input.

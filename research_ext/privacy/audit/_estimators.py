@@ -34,7 +34,7 @@ References:
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -93,7 +93,7 @@ def _p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> float:
     return min(1.0, tail + 2 * m * delta * worst)
 
 
-def _largest_rejected_epsilon(p_value, level: float) -> float:
+def _largest_rejected_epsilon(p_value: Callable[[float], float], level: float) -> float:
     """Largest epsilon whose p-value is <= level; p_value is non-decreasing in epsilon."""
     if p_value(0.0) > level:
         return 0.0
@@ -161,9 +161,11 @@ def one_run_epsilon(
         correct = int(ranked[:top].sum())
         if r > top:
             correct += int((~ranked[m - (r - top) :]).sum())
-        eps = _largest_rejected_epsilon(
-            lambda e, r=r, v=correct: _p_value(m, r, v, e, delta), level
-        )
+
+        def p_value(e: float, r: int = r, v: int = correct) -> float:
+            return _p_value(m, r, v, e, delta)
+
+        eps = _largest_rejected_epsilon(p_value, level)
         if eps > best[0]:
             best = (eps, r, correct)
     return best
