@@ -448,7 +448,7 @@ class DPOptimizer(torch.optim.Optimizer):
         pending.root = [None] * len(leaves)
         for k, t in enumerate(leaves):
             if t.requires_grad:
-                t.register_hook(self._store(pending, pending.root, k))  # type: ignore[no-untyped-call]
+                t.register_hook(self._store(pending, pending.root, k))
         self._pending.append(pending)
 
     @staticmethod

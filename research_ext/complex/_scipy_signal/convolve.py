@@ -80,7 +80,9 @@ def _prepare(
     return in1, in2, dims
 
 
-def _crop(full: torch.Tensor, s1: list[int], s2: list[int], dims: tuple[int, ...], mode: str):
+def _crop(
+    full: torch.Tensor, s1: list[int], s2: list[int], dims: tuple[int, ...], mode: str
+) -> torch.Tensor:
     """Centre-crop the full convolution to the ``mode`` sizes (scipy's ``_centered``)."""
     for d, a, b in zip(dims, s1, s2, strict=True):
         if mode == "full":

@@ -31,7 +31,9 @@ def _check_padding(fn: str, padtype: Any, padlen: Any, default: int, n: int) -> 
     return edge
 
 
-def _gust_last(b: torch.Tensor, a: torch.Tensor, x: torch.Tensor, irlen: int | None):
+def _gust_last(
+    b: torch.Tensor, a: torch.Tensor, x: torch.Tensor, irlen: int | None
+) -> torch.Tensor:
     """Gustafsson's forward-backward filtering along the last dim (zero transients at both ends).
 
     The initial states of the forward and the backward pass are chosen so that filtering

@@ -128,7 +128,9 @@ def _transient_growth(A: torch.Tensor, n: int) -> float:
     return worst if math.isfinite(worst) else math.inf
 
 
-def _lfilter_loop(b: torch.Tensor, a: torch.Tensor, x: torch.Tensor, zi: torch.Tensor | None):
+def _lfilter_loop(
+    b: torch.Tensor, a: torch.Tensor, x: torch.Tensor, zi: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample-by-sample transposed direct form II (scipy's own recursion), for ill-conditioned A."""
     order = a.numel() - 1
     z = x.new_zeros((*x.shape[:-1], order)) if zi is None else zi.to(x.dtype)
@@ -154,7 +156,9 @@ class _Plan(NamedTuple):
 
 
 @functools.lru_cache(maxsize=64)
-def _plan(b: tuple, a: tuple, dtype: torch.dtype, device: str, n: int) -> _Plan | None:
+def _plan(
+    b: tuple[Any, ...], a: tuple[Any, ...], dtype: torch.dtype, device: str, n: int
+) -> _Plan | None:
     """The constants of :func:`filter_last` for one filter and signal length, cached.
 
     Filtering with the same filter again (an optimizer's loop, a training step) skips the O(L)
@@ -184,7 +188,9 @@ def _plan(b: tuple, a: tuple, dtype: torch.dtype, device: str, n: int) -> _Plan 
     )
 
 
-def filter_last(b: torch.Tensor, a: torch.Tensor, x: torch.Tensor, zi: torch.Tensor | None):
+def filter_last(
+    b: torch.Tensor, a: torch.Tensor, x: torch.Tensor, zi: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Filter along the last dim; returns (y, zf)."""
     order = a.numel() - 1
     n = x.shape[-1]
@@ -219,7 +225,9 @@ def filter_last(b: torch.Tensor, a: torch.Tensor, x: torch.Tensor, zi: torch.Ten
     return y, zf
 
 
-def prepare(fn: str, b: Any, a: Any, x: Any, dim: int):
+def prepare(
+    fn: str, b: Any, a: Any, x: Any, dim: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     x = as_floating(fn, "x", x)
     b_, a_ = coefficients(fn, b, a, x)
     dtype = torch.promote_types(x.dtype, b_.dtype)
