@@ -44,7 +44,10 @@ def test_layer_thresholds_of_a_mapping():
 def test_layer_threshold_errors_name_the_function_and_the_argument():
     with pytest.raises(
         TypeError,
-        match=re.escape("g: `max_grad_norm` must be a float unless clipping='per_layer', got"),
+        match=re.escape(
+            "g: `max_grad_norm` must be a float unless clipping='per_layer', "
+            "got max_grad_norm={'a': 1.0}"
+        ),
     ):
         layer_thresholds("g", {"a": 1.0}, ["a"], "flat")
     with pytest.raises(
