@@ -19,6 +19,7 @@ from research_ext.complex._shared.arguments import (
     normalize_dim,
     real_dtype_of,
 )
+from research_ext.complex._shared.callables import call_user
 from research_ext.core import check_int, check_one_of, format_message
 
 __all__ = ["resample", "resample_freq", "resample_poly"]
@@ -54,7 +55,7 @@ def _window_weights(fn: str, window: Any, n_x: int, like: torch.Tensor) -> torch
         return None
     if callable(window):
         freqs = torch.fft.fftfreq(n_x, dtype=rdtype, device=like.device)
-        return torch.as_tensor(window(freqs), dtype=rdtype, device=like.device)
+        return call_user(window, freqs, rdtype)
     if isinstance(window, torch.Tensor | np.ndarray | list):
         w = torch.as_tensor(window, dtype=rdtype, device=like.device)
         if tuple(w.shape) != (n_x,):

@@ -12,11 +12,11 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
 from research_ext.complex._scipy_signal.windows import window_tensor
 from research_ext.complex._shared.arguments import real_dtype_of
+from research_ext.complex._shared.callables import call_user
 from research_ext.core import check_int, check_one_of, check_positive, format_message
 
 __all__ = [
@@ -57,12 +57,8 @@ def detrend_function(fn: str, detrend: Any) -> Callable[[torch.Tensor], torch.Te
         user = detrend
 
         def call(seg: torch.Tensor) -> torch.Tensor:
-            # scipy hands a callable numpy segments: one written for numpy (scipy.signal.detrend,
-            # say) may return an array; take it back as a tensor (no gradient through it).
-            out = user(seg)
-            if isinstance(out, torch.Tensor):
-                return out
-            return torch.as_tensor(np.asarray(out), dtype=seg.dtype, device=seg.device)
+            # A numpy-written callable returns an array: no gradient flows through it.
+            return call_user(user, seg, seg.dtype)
 
         return call
     check_one_of(fn, "detrend", detrend, ("constant", "linear", False))

@@ -238,7 +238,7 @@ def input_canaries(
         scale: standard deviation of the inputs (> 0).
         dtype: floating dtype of the inputs.
         device: device of the tensors.
-        generator: a ``torch.Generator`` on ``device`` (``None``: OS-seeded).
+        generator: a ``torch.Generator`` on any device (``None``: OS-seeded on ``device``).
 
     Returns:
         :class:`Canaries` of kind ``"input"``.
@@ -260,10 +260,14 @@ def input_canaries(
     ):
         raise TypeError(format_message(fn, "input_shape", "a tuple of positive ints", input_shape))
     generator = generator if generator is not None else make_generator(None, device=device)
+    # Drawn where the generator lives (a CPU generator gives the same canaries on any device).
+    drawn_on = generator.device
     inputs = scale * torch.randn(
-        (num_canaries, *input_shape), generator=generator, dtype=dtype, device=device
+        (num_canaries, *input_shape), generator=generator, dtype=dtype, device=drawn_on
+    ).to(device)
+    targets = torch.randint(num_classes, (num_canaries,), generator=generator, device=drawn_on).to(
+        device
     )
-    targets = torch.randint(num_classes, (num_canaries,), generator=generator, device=device)
     return Canaries(kind="input", inputs=inputs, targets=targets)
 
 
@@ -370,7 +374,7 @@ def feature_canaries(
             norm of (softmax - one-hot), so ``scale`` >> ``max_grad_norm`` tests clipping too.
         dtype: floating dtype of the inputs.
         device: device of the tensors.
-        generator: a ``torch.Generator`` on ``device`` (``None``: OS-seeded).
+        generator: a ``torch.Generator`` on any device (``None``: OS-seeded on ``device``).
 
     Returns:
         :class:`Canaries` of kind ``"feature"``.
@@ -396,7 +400,9 @@ def feature_canaries(
     inputs = torch.zeros(num_canaries, num_features + num_canaries, dtype=dtype, device=device)
     ids = torch.arange(num_canaries, device=device)
     inputs[ids, num_features + ids] = float(scale)
-    targets = torch.randint(num_classes, (num_canaries,), generator=generator, device=device)
+    targets = torch.randint(
+        num_classes, (num_canaries,), generator=generator, device=generator.device
+    ).to(device)
     return Canaries(
         kind="feature",
         inputs=inputs,
