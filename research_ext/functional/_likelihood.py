@@ -34,13 +34,15 @@ def sample_targets(
     Returns a tensor of shape ``(samples, *out.shape)`` (Gaussian) or ``(samples, N, ...)``
     class indices (categorical, classes along dim 1 of ``out``).
     """
+    # Drawn where the generator lives (a CPU generator gives the same targets on any device).
+    drawn_on = out.device if generator is None else generator.device
     if likelihood == "categorical":
         probs = out.softmax(dim=1).movedim(1, -1).reshape(-1, out.shape[1])
-        draws = torch.multinomial(probs, samples, True, generator=generator)
-        return draws.mT.reshape(samples, out.shape[0], *out.shape[2:])
+        draws = torch.multinomial(probs.to(drawn_on), samples, True, generator=generator)
+        return draws.to(out.device).mT.reshape(samples, out.shape[0], *out.shape[2:])
     # The NLL a * ||f - y||^2 (a = 1/C for a mean, 1 for a sum) is a Gaussian of variance 1/2a.
     per_sample = out[0].numel() if reduction == "mean" else 1
     noise = torch.randn(
-        (samples, *out.shape), generator=generator, dtype=out.dtype, device=out.device
-    )
+        (samples, *out.shape), generator=generator, dtype=out.dtype, device=drawn_on
+    ).to(out.device)
     return out + noise * (per_sample / 2) ** 0.5

@@ -176,7 +176,10 @@ def jacobian_sparsity(
     _forward_mode_ready()
     scale = flat.abs().amax().clamp_min(1.0)
     for _ in range(num_probes):
-        noise = torch.randn(n, generator=generator, dtype=flat.dtype, device=flat.device)
+        # Drawn where the generator lives (a CPU generator works for data on any device).
+        drawn_on = flat.device if generator is None else generator.device
+        noise = torch.randn(n, generator=generator, dtype=flat.dtype, device=drawn_on)
+        noise = noise.to(flat.device)
         point = flat + 1e-2 * scale * noise
         jvp = torch.func.vmap(lambda t, p=point: torch.func.jvp(g, (p,), (t,))[1])
         for start in range(0, n, chunk_size):
