@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import torch
 
 from research_ext.core import LinearOperator, check_int, check_one_of, format_message, progress
-from research_ext.functional._spectrum import _as_square_operator, _rademacher, _randn
+from research_ext.functional._spectrum import as_square_operator, gaussian_probes, rademacher_probes
 
 __all__ = ["Estimate", "diagonal", "trace"]
 
@@ -35,8 +35,8 @@ def _probes(
     n: int, m: int, op: LinearOperator, distribution: str, gen: torch.Generator | None
 ) -> torch.Tensor:
     if distribution == "rademacher":
-        return _rademacher((n, m), op, gen)
-    return _randn((n, m), op, gen)
+        return rademacher_probes((n, m), op, gen)
+    return gaussian_probes((n, m), op, gen)
 
 
 def _apply(
@@ -106,7 +106,7 @@ def trace(
         Trace Estimation", SOSA 2021.
     """
     fn = "trace"
-    op = _as_square_operator(fn, op)
+    op = as_square_operator(fn, op)
     check_one_of(fn, "method", method, ("hutchinson", "hutch++"))
     check_one_of(fn, "distribution", distribution, ("rademacher", "gaussian"))
     if batch_size is not None:
@@ -171,7 +171,7 @@ def diagonal(
         Mathematics 2007.
     """
     fn = "diagonal"
-    op = _as_square_operator(fn, op)
+    op = as_square_operator(fn, op)
     check_one_of(fn, "method", method, ("hutchinson", "exact"))
     check_one_of(fn, "distribution", distribution, ("rademacher", "gaussian"))
     if batch_size is not None:

@@ -17,7 +17,7 @@ from torch.func import grad as _grad, vjp as _vjp, vmap
 
 from research_ext.core import tree_flatten, tree_unflatten
 from research_ext.functional._arguments import check_callable
-from research_ext.functional._transforms import _check_primals, _check_tangents
+from research_ext.functional._transforms import check_primals, check_tangents
 
 __all__ = ["HessianVectorProduct", "hessian_vector_product", "hvp", "vhp"]
 
@@ -51,7 +51,7 @@ class HessianVectorProduct:
     def __init__(self, f: Callable[..., Any], primals: tuple[Any, ...]):
         name = "hessian_vector_product"
         check_callable(name, f)
-        self.primals = _check_primals(name, primals)
+        self.primals = check_primals(name, primals)
         leaves, self._spec = tree_flatten(primals)
         self._flat = (leaves, self._spec)
         self._functorch = _in_functorch()
@@ -89,7 +89,7 @@ class HessianVectorProduct:
             gs, ts = zip(*pairs, strict=True)
             create = torch.is_grad_enabled() and any(t.requires_grad for t in ts)
 
-            def backward(cotangents: tuple[torch.Tensor, ...], vmapped: bool) -> tuple:
+            def backward(cotangents: tuple[torch.Tensor, ...], vmapped: bool) -> tuple[Any, ...]:
                 return torch.autograd.grad(
                     gs,
                     self._leaves,
@@ -129,7 +129,7 @@ def batched_backward(
 
 
 def _batched_leaves(
-    name: str, primals: tuple[Any, ...], tangents: Any, flat: tuple[list, Any]
+    name: str, primals: tuple[Any, ...], tangents: Any, flat: tuple[list[Any], Any]
 ) -> tuple[bool, list[Any]]:
     """Whether ``tangents`` carry a leading batch dim (else check them); return their leaves."""
     if not isinstance(tangents, tuple):
@@ -145,7 +145,7 @@ def _batched_leaves(
     ):
         if len({t.shape[0] for t in t_leaves}) == 1:
             return True, t_leaves
-    return False, _check_tangents(name, primals, tangents, flat)
+    return False, check_tangents(name, primals, tangents, flat)
 
 
 def hessian_vector_product(f: Callable[..., Any], primals: tuple[Any, ...]) -> HessianVectorProduct:
@@ -184,9 +184,9 @@ def hessian_vector_product(f: Callable[..., Any], primals: tuple[Any, ...]) -> H
 
 def _product(name: str, f: Callable[..., Any], primals: Any, tangents: Any) -> tuple[Any, Any]:
     check_callable(name, f)
-    primals = _check_primals(name, primals)
+    primals = check_primals(name, primals)
     leaves, spec = tree_flatten(primals)
-    t_leaves = _check_tangents(name, primals, tangents, (leaves, spec))
+    t_leaves = check_tangents(name, primals, tangents, (leaves, spec))
     if _in_functorch():
         grad_fn = _grad(lambda *p: _scalar(name, f(*p)), argnums=tuple(range(len(primals))))
         res: Any = _vjp(grad_fn, *primals)

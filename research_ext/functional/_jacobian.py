@@ -63,7 +63,9 @@ def _auto_chunk(rows: int, n: int, m: int, itemsize: int) -> int:
     return max(1, min(rows, chunk))
 
 
-def _basis(start: int, stop: int, sizes: Sequence[int], like: Sequence[torch.Tensor]) -> tuple:
+def _basis(
+    start: int, stop: int, sizes: Sequence[int], like: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, ...]:
     """Rows ``start:stop`` of the identity, split into tensors shaped like ``like``."""
     total = sum(sizes)
     count = stop - start
@@ -105,7 +107,16 @@ def _from_real(x: torch.Tensor) -> torch.Tensor:
 class _Problem:
     """``f`` seen as a function of a flat tuple of differentiated leaves."""
 
-    def __init__(self, name, f, args, argnums, is_tuple, has_aux, holomorphic):
+    def __init__(
+        self,
+        name: str,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        argnums: tuple[int, ...],
+        is_tuple: bool,
+        has_aux: bool,
+        holomorphic: bool,
+    ) -> None:
         self.name, self.f, self.args, self.argnums = name, f, args, argnums
         self.has_aux, self.holomorphic = has_aux, holomorphic
         diff = tuple(args[i] for i in argnums)
@@ -160,7 +171,9 @@ class _Problem:
         return per_out[0] if self.out_spec is None else tree_unflatten(per_out, self.out_spec)
 
 
-def _rev(problem: _Problem, chunk: int | str | None, state: tuple | None) -> tuple[Any, Any]:
+def _rev(
+    problem: _Problem, chunk: int | str | None, state: tuple[Any, ...] | None
+) -> tuple[Any, Any]:
     outs, vjp_fn, aux, single = state if state is not None else problem.vjp()
     ins = problem.leaves
     m_sizes = [y.numel() for y in outs]
@@ -214,7 +227,7 @@ def _fwd(problem: _Problem, chunk: int | str | None, m_hint: int | None) -> tupl
     n_sizes = [x.numel() for x in ins]
     n = sum(n_sizes)
 
-    def column(*tangents):
+    def column(*tangents: torch.Tensor) -> tuple[Any, Any]:
         res: Any = _jvp(problem, ins, tangents, has_aux=problem.has_aux)
         t_out = (res[1],) if isinstance(res[1], torch.Tensor) else res[1]
         return t_out, res[2] if problem.has_aux else ()
@@ -330,7 +343,13 @@ class _NotLeanError(Exception):
     """The output is not one real floating tensor; take the general path."""
 
 
-def _decide(cache: OrderedDict, key: tuple, n: int, m: int, tie: str) -> str:
+def _decide(
+    cache: "OrderedDict[tuple[Any, ...], tuple[str, int]]",
+    key: tuple[Any, ...],
+    n: int,
+    m: int,
+    tie: str,
+) -> str:
     cost_fwd, cost_rev = _FWD_COST * n, m
     chosen = "fwd" if cost_fwd < cost_rev or (cost_fwd == cost_rev and tie == "fwd") else "rev"
     cache[key] = (chosen, m)
@@ -340,7 +359,12 @@ def _decide(cache: OrderedDict, key: tuple, n: int, m: int, tie: str) -> str:
 
 
 def _lean(
-    f, args: tuple, positions: tuple[int, ...], mode: str, cache: OrderedDict, tie: str
+    f: Callable[..., Any],
+    args: tuple[Any, ...],
+    positions: tuple[int, ...],
+    mode: str,
+    cache: "OrderedDict[tuple[Any, ...], tuple[str, int]]",
+    tie: str,
 ) -> Any:
     """One real tensor in, one real tensor out, no chunking: torch.func with nothing around it."""
     pos = positions[0]
@@ -427,13 +451,20 @@ def _no_forward_ad(err: NotImplementedError) -> bool:
 
 
 def _transform(
-    name, f, argnums, mode, chunk_size, has_aux, holomorphic, tie: str = "fwd"
+    name: str,
+    f: Callable[..., Any],
+    argnums: Any,
+    mode: str,
+    chunk_size: Any,
+    has_aux: bool,
+    holomorphic: bool,
+    tie: str = "fwd",
 ) -> Callable[..., Any]:
     check_callable(name, f)
     argnums_t, is_tuple = check_argnums(name, argnums)
     check_one_of(name, "mode", mode, _MODES)
     chunk_size = check_chunk_size(name, chunk_size)
-    cache: OrderedDict[tuple, tuple[str, int]] = OrderedDict()
+    cache: OrderedDict[tuple[Any, ...], tuple[str, int]] = OrderedDict()
 
     lean = not (has_aux or holomorphic or is_tuple) and chunk_size is None
 

@@ -43,18 +43,24 @@ class _Jet(torch.Tensor):
     @staticmethod
     def __new__(cls, coeffs: Series, fallback: bool) -> "_Jet":
         primal = coeffs[0]
-        jet = torch.Tensor._make_wrapper_subclass(  # type: ignore[attr-defined]
+        jet = torch.Tensor._make_wrapper_subclass(
             cls, primal.shape, dtype=primal.dtype, device=primal.device
         )
         jet.coeffs = coeffs
         jet.fallback = fallback
         return jet
 
-    def __init__(self, coeffs: Series, fallback: bool):
+    def __init__(self, coeffs: Series, fallback: bool) -> None:
         pass
 
     @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        cls,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         getset = getattr(func, "__self__", None) if _is_getter(func) else None
         if getset is not None:  # a property: shape, dtype, ..., or a linear one (real, T, ...)
             name = getset.__name__
@@ -65,7 +71,13 @@ class _Jet(torch.Tensor):
         return _dispatch(func, args, kwargs or {})
 
     @classmethod
-    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_dispatch__(  # type: ignore[override]
+        cls,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         # Reached only by code that bypasses __torch_function__ (torch internals running with
         # torch functions disabled): the aten operator has no rule, so take the fallback.
         return _dispatch(func, args, kwargs or {})
@@ -287,14 +299,14 @@ def _primal(tree: Any) -> Any:
     return tree_map(lambda x: x.coeffs[0] if isinstance(x, _Jet) else x, tree)
 
 
-def _apply_linear(func, x: _Jet, rest, kwargs, fallback) -> Any:
+def _apply_linear(func: Any, x: _Jet, rest: Any, kwargs: dict[str, Any], fallback: bool) -> Any:
     outs = [func(c, *rest, **kwargs) for c in x.coeffs]
     if isinstance(outs[0], tuple | list):  # split, chunk, unbind: a sequence of jets
         return type(outs[0])(_Jet(list(parts), fallback) for parts in zip(*outs, strict=False))
     return _Jet(outs, fallback)
 
 
-def _nested_jvp(func, args, kwargs, n: int, fallback: bool) -> Any:
+def _nested_jvp(func: Any, args: Any, kwargs: dict[str, Any], n: int, fallback: bool) -> Any:
     """Coefficients of t -> func(x(t)) by n - 1 nested forward-mode derivatives in t.
 
     ``func`` may return a pytree (``frexp``, ``max`` with ``dim``, ...): its floating and complex
@@ -314,8 +326,8 @@ def _nested_jvp(func, args, kwargs, n: int, fallback: bool) -> Any:
     def at(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(y for y in tree_flatten(at_full(t))[0] if _differentiable(y))
 
-    def lift(g):
-        def h(t):
+    def lift(g: Callable[[torch.Tensor], Any]) -> Callable[[torch.Tensor], Any]:
+        def h(t: torch.Tensor) -> Any:
             res: Any = torch.func.jvp(g, (t,), (torch.ones_like(t),))
             return (*res[0], res[1][-1])
 
@@ -323,7 +335,11 @@ def _nested_jvp(func, args, kwargs, n: int, fallback: bool) -> Any:
 
     forward_ad_ready()
     t0 = torch.zeros((), dtype=ref.real.dtype, device=ref.device)
-    stack = lambda t: (at(t),)  # noqa: E731
+
+    def innermost(t: torch.Tensor) -> Any:
+        return (at(t),)
+
+    stack: Callable[[torch.Tensor], Any] = innermost
     for _ in range(n - 1):
         stack = lift(stack)
     try:

@@ -75,7 +75,7 @@ class SpectralDensity(NamedTuple):
     weights: torch.Tensor
 
 
-def _as_square_operator(fn: str, op: Any) -> LinearOperator:
+def as_square_operator(fn: str, op: Any) -> LinearOperator:
     if isinstance(op, torch.Tensor) and op.ndim == 2:
         op = DenseOperator(op, is_hermitian=True)
     check_type(fn, "op", op, LinearOperator, "a LinearOperator or a 2-D tensor")
@@ -84,7 +84,7 @@ def _as_square_operator(fn: str, op: Any) -> LinearOperator:
     return op
 
 
-def _rademacher(
+def rademacher_probes(
     shape: tuple[int, ...], op: LinearOperator, gen: torch.Generator | None
 ) -> torch.Tensor:
     bits = torch.randint(0, 2, shape, generator=gen, device=_gen_device(gen, op))
@@ -95,7 +95,9 @@ def _gen_device(gen: torch.Generator | None, op: LinearOperator) -> torch.device
     return gen.device if gen is not None else op.device
 
 
-def _randn(shape: tuple[int, ...], op: LinearOperator, gen: torch.Generator | None) -> torch.Tensor:
+def gaussian_probes(
+    shape: tuple[int, ...], op: LinearOperator, gen: torch.Generator | None
+) -> torch.Tensor:
     out = torch.randn(shape, generator=gen, device=_gen_device(gen, op), dtype=op.dtype)
     return out.to(op.device)
 
@@ -131,7 +133,7 @@ def _lanczos_step(
     # An invariant subspace was found: continue from a random direction, decoupled (beta = 0).
     tiny = (b <= scale * torch.finfo(op.dtype).eps * 10).unsqueeze(-1)
     if j + 1 < basis.shape[1]:
-        fresh = _orthogonalize(known, _randn(tuple(w.shape), op, gen))
+        fresh = _orthogonalize(known, gaussian_probes(tuple(w.shape), op, gen))
         w = torch.where(tiny, fresh, w)
         basis[:, j + 1] = w / torch.linalg.vector_norm(w, dim=1, keepdim=True)
     beta[j] = torch.where(tiny.squeeze(-1), torch.zeros_like(b), b)
@@ -213,7 +215,7 @@ def eigvalsh(
         Optimization via Hessian Eigenvalue Density", ICML 2019.
     """
     fn = "eigvalsh"
-    op = _as_square_operator(fn, op)
+    op = as_square_operator(fn, op)
     n = op.shape[0]
     k = check_int(fn, "k", k, minimum=1, maximum=n)
     check_one_of(fn, "which", which, ("largest", "smallest", "both"))
@@ -227,7 +229,7 @@ def eigvalsh(
     )
     m_max = min(m_max, n)
     if v0 is None:
-        v0 = _randn((n,), op, generator)
+        v0 = gaussian_probes((n,), op, generator)
     elif v0.shape != (n,):
         raise ValueError(f"{fn}: `v0` must have shape ({n},), got {tuple(v0.shape)}")
     basis = torch.empty((1, m_max + 1, n), dtype=op.dtype, device=op.device)
@@ -322,12 +324,12 @@ def spectral_density(
         Eigenvalue Density", ICML 2019.
     """
     fn = "spectral_density"
-    op = _as_square_operator(fn, op)
+    op = as_square_operator(fn, op)
     n = op.shape[0]
     p = check_int(fn, "num_probes", num_probes, minimum=1)
     m = min(check_int(fn, "num_steps", num_steps, minimum=1), n)
     check_int(fn, "num_points", num_points, minimum=2)
-    probes = _rademacher((n, p), op, generator) / math.sqrt(n)
+    probes = rademacher_probes((n, p), op, generator) / math.sqrt(n)
     basis = torch.empty((p, m + 1, n), dtype=op.dtype, device=op.device)
     basis[:, 0] = probes.mT
     alpha = torch.zeros((m, p), dtype=op.dtype, device=op.device)

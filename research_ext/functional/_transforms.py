@@ -35,7 +35,7 @@ def _checked(name: str, f: Callable[..., Any], has_aux: bool) -> Callable[..., A
     return wrapped
 
 
-def _check_primals(name: str, primals: Any, arg: str = "primals") -> tuple[Any, ...]:
+def check_primals(name: str, primals: Any, arg: str = "primals") -> tuple[Any, ...]:
     if not isinstance(primals, tuple):
         raise TypeError(
             f"{name}: `{arg}` must be a tuple of the positional arguments of f, got {arg} of "
@@ -45,8 +45,8 @@ def _check_primals(name: str, primals: Any, arg: str = "primals") -> tuple[Any, 
     return primals
 
 
-def _check_tangents(
-    name: str, primals: tuple[Any, ...], tangents: Any, flat: tuple[list, Any] | None = None
+def check_tangents(
+    name: str, primals: tuple[Any, ...], tangents: Any, flat: tuple[list[Any], Any] | None = None
 ) -> list[Any]:
     """Check ``tangents`` against ``primals`` (``flat``: their flattening, if known); return leaves."""
     if not isinstance(tangents, tuple):
@@ -131,8 +131,8 @@ def jvp(
         (tensor([1.]), tensor([2.]))
     """
     check_callable("jvp", f)
-    primals = _check_primals("jvp", primals)
-    _check_tangents("jvp", primals, tangents)
+    primals = check_primals("jvp", primals)
+    check_tangents("jvp", primals, tangents)
     forward_ad_ready()
     return _jvp(_checked("jvp", f, has_aux), primals, tangents, has_aux=has_aux)
 
@@ -184,7 +184,7 @@ def linearize(f: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tu
         out, transpose = res[0], None
 
     def jvp_fn(*tangents: Any) -> Any:
-        _check_tangents("linearize", primals, tangents)
+        check_tangents("linearize", primals, tangents)
         if transpose is not None:
             try:
                 return transpose(tangents)[0]
