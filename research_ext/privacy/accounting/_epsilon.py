@@ -143,7 +143,7 @@ def _prv_accountant(history: History) -> Any:
     from opacus.accountants.analysis.prv import Domain
     from scipy.fft import next_fast_len
 
-    class _Accountant(PRVAccountant):
+    class _Accountant(PRVAccountant):  # type: ignore[misc]  # opacus ships no type information
         def _get_domain(
             self, prvs: Any, num_self_compositions: Any, eps_error: float, delta_error: float
         ) -> Any:
