@@ -12,7 +12,7 @@ import pathlib
 import signal
 import socket
 import threading
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["OWNER_ENV", "OwnerWatch", "is_alive", "process_identity"]
 
@@ -74,21 +74,23 @@ def is_alive(owner: dict[str, Any]) -> bool | None:
     return True
 
 
-class OwnerWatch:
-    """Sends this process SIGTERM once its parent, the ``run`` that started it, has died.
+_Loop = TypeVar("_Loop", bound="BackgroundLoop")
 
-    A worker that ``run`` started belongs to that run: when the run is killed (even ``kill -9``)
-    the worker stops within ``interval`` seconds, its running trial marked ``terminated`` and
-    re-queued with its parameters for the next ``run``.
+
+class BackgroundLoop:
+    """A daemon thread that runs :meth:`_loop` for the life of a ``with`` block.
+
+    The thread starts only when ``active``; ``stop`` is set on exit and the thread is joined, so
+    ``_loop`` should wait on ``self.stop`` between rounds.
     """
 
-    def __init__(self, owner_pid: int | None, interval: float = 0.5) -> None:
-        self.owner_pid, self.interval = owner_pid, interval
+    def __init__(self, active: bool) -> None:
+        self.active = active
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
-    def __enter__(self) -> "OwnerWatch":
-        if self.owner_pid is not None:
+    def __enter__(self: _Loop) -> _Loop:
+        if self.active:
             self.thread = threading.Thread(target=self._loop, daemon=True)
             self.thread.start()
         return self
@@ -97,6 +99,22 @@ class OwnerWatch:
         self.stop.set()
         if self.thread is not None:
             self.thread.join()
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class OwnerWatch(BackgroundLoop):
+    """Sends this process SIGTERM once its parent, the ``run`` that started it, has died.
+
+    A worker that ``run`` started belongs to that run: when the run is killed (even ``kill -9``)
+    the worker stops within ``interval`` seconds, its running trial marked ``terminated`` and
+    re-queued with its parameters for the next ``run``.
+    """
+
+    def __init__(self, owner_pid: int | None, interval: float = 0.5) -> None:
+        super().__init__(active=owner_pid is not None)
+        self.owner_pid, self.interval = owner_pid, interval
 
     def _loop(self) -> None:
         while not self.stop.wait(self.interval):

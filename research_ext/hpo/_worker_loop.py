@@ -29,7 +29,7 @@ from typing import Any
 
 from research_ext.errors import StudyFailedError
 from research_ext.hpo._config import StudyConfig
-from research_ext.hpo._liveness import OWNER_ENV, OwnerWatch, process_identity
+from research_ext.hpo._liveness import OWNER_ENV, BackgroundLoop, OwnerWatch, process_identity
 from research_ext.hpo._objective import (
     DP_SGD_ATTR,
     Reporter,
@@ -106,24 +106,12 @@ class SignalGuard:
             raise KeyboardInterrupt()
 
 
-class _Heartbeat:
+class _Heartbeat(BackgroundLoop):
     """Records a running trial's heartbeat every ``interval`` seconds from a daemon thread."""
 
     def __init__(self, handle: StudyHandle, trial_id: int) -> None:
+        super().__init__(active=handle.spec.kind != "memory")
         self.handle, self.trial_id = handle, trial_id
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    def __enter__(self) -> "_Heartbeat":
-        if self.handle.spec.kind != "memory":
-            self.thread = threading.Thread(target=self._loop, daemon=True)
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join()
 
     def _loop(self) -> None:
         rdb = rdb_storage(self.handle.storage)
