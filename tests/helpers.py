@@ -68,3 +68,89 @@ RTOL_MONTE_CARLO_4000 = 0.08
 # Curvature products in float32 (a double backward pass) against float32 or float64 references.
 RTOL_FLOAT32_CURVATURE = 1e-4
 ATOL_FLOAT32_CURVATURE = 1e-5
+
+# Named slack of the complex, core, privacy and hpo tests (float64 unless the name says otherwise).
+# The same sums in another order on values of unit scale, some of which land near zero (a batched
+# call against one sample, a vmapped or chunked call, a scipy LinearOperator against the dense
+# matrix, two ranks against one process): an absolute floor of 1e-12; at 1e-13 when only a
+# linear transform of unit-scale rows separates the two sides.
+ATOL_REORDERED_UNIT_FLOAT64 = 1e-12
+ATOL_REBATCHED_TRANSFORM_FLOAT64 = 1e-13
+# A transform followed by its inverse (or an orthonormal transform's adjoint against its inverse)
+# on unit-scale signals: a few ulps; at 1e-12 through the unnormalised (None, "forward") scalings.
+ATOL_ROUND_TRIP_FLOAT64 = 1e-13
+ATOL_ROUND_TRIP_SCALED_FLOAT64 = 1e-12
+# An STFT followed by its inverse (overlap-add, dividing by the window's summed squares).
+ATOL_STFT_ROUND_TRIP_FLOAT64 = 1e-10
+# A quantity that is exactly zero in exact arithmetic, computed from O(1) values in float64
+# (a linear signal after linear detrending): a few ulps.
+ATOL_ZERO_FLOAT64 = 1e-15
+# A softmax's probabilities (at most 1) against numpy's in float64, and the attention outputs
+# built from them (values of unit scale).
+ATOL_PROBABILITIES_FLOAT64 = 1e-15
+ATOL_ATTENTION_FLOAT64 = 1e-14
+# scipy parity: our chirp-z and zoom FFT (Bluestein, three FFTs of a padded length) against
+# scipy's pocketfft FFT in float64; oversampled (10x or 100x the points) the chirp's phase error
+# grows with the length, and a band zoom over the whole circle at 1e-11.
+RTOL_CHIRP_Z_FLOAT64 = 1e-13
+RTOL_CHIRP_Z_OVERSAMPLED_FLOAT64 = 1e-12
+ATOL_CHIRP_Z_OVERSAMPLED_FLOAT64 = 1e-10
+RTOL_ZOOM_FFT_FLOAT64 = 1e-11
+ATOL_ZOOM_FFT_FLOAT64 = 1e-14
+# The chirp-z transform at m = n against torch.fft.fft (absolute, unit-scale signals).
+ATOL_CHIRP_Z_FLOAT64 = 1e-10
+# FFT convolution against direct convolution (gradients over thousands of points): relative
+# 1e-10 with an absolute floor of 1e-10 per sqrt(number of entries); two FFT routes (in place or
+# not, overlap-add blocks or one FFT) of the same 6000-12000 point convolution: 1e-11 absolute.
+RTOL_FFT_VS_DIRECT_FLOAT64 = 1e-10
+ATOL_FFT_VS_DIRECT_FLOAT64 = 1e-10
+ATOL_FFT_ROUTES_FLOAT64 = 1e-11
+# float16 results against scipy's (11 significant bits: ~5e-4 per rounding).
+RTOL_FLOAT16 = 1e-3
+ATOL_FLOAT16 = 1e-3
+# A spectral layer in float32 / complex64 against a float64 explicit DFT.
+RTOL_SPECTRAL_FLOAT32 = 1e-4
+ATOL_SPECTRAL_FLOAT32 = 1e-5
+# Wirtinger derivatives against central differences in x and y (step 1e-6) in complex128.
+RTOL_WIRTINGER_FINITE_DIFFERENCES = 1e-7
+ATOL_WIRTINGER_FINITE_DIFFERENCES = 1e-7
+# torch's gradcheck/gradgradcheck of complex layers (finite differences with eps=1e-6; tighter
+# than torch's defaults of rtol=1e-3, atol=1e-5).
+RTOL_GRADCHECK = 1e-5
+ATOL_GRADCHECK = 1e-6
+# Complex whitening against scipy's sqrtm (a Schur method) of the 2x2 covariance.
+RTOL_MATRIX_SQRT_FLOAT64 = 1e-10
+ATOL_MATRIX_SQRT_FLOAT64 = 1e-10
+# A whitened batch's covariance against the identity: eps=1e-5 added to a variance of ~1e1
+# shifts it by ~1e-6, and a group's 40 samples estimate it with that slack.
+ATOL_WHITENED_COVARIANCE = 1e-4
+# Complex batch norm of a scaled, shifted or rotated batch against the original's output: the
+# covariance's inverse square root amplifies rounding by its condition number.
+RTOL_WHITENING_INVARIANCE_FLOAT64 = 1e-7
+ATOL_WHITENING_INVARIANCE_FLOAT64 = 1e-7
+# scipy's ARPACK (eigsh) top-k eigenvalues at its default tolerance against a dense eigvalsh.
+RTOL_ARPACK_EIGENVALUES_FLOAT64 = 1e-9
+# Privacy accounting: a closed form or series against the same quantity summed term by term
+# (a different order of many log-space terms), against scipy's quad integration (epsrel 1e-12)
+# of the privacy-loss moments, and against a direct formula solved by another route.
+RTOL_ACCOUNTING_SERIES = 1e-9
+ATOL_TAIL_PROBABILITY = 1e-15
+RTOL_ACCOUNTING_QUADRATURE = 1e-8
+RTOL_ACCOUNTING_DIRECT_FORMULA = 1e-6
+# A Clopper-Pearson epsilon against scipy's binomtest intervals (root-finding on both sides).
+RTOL_CLOPPER_PEARSON = 1e-7
+# An epsilon printed by the CLI with 4 decimals against the value computed in-process.
+ATOL_PRINTED_EPSILON = 1e-4
+# Figures quoted from a paper's table (printed to 2 decimals; ours composes on another order grid).
+ATOL_PAPER_FIGURE_SINGLE = 0.02
+ATOL_PAPER_FIGURE_NAIVE = 0.05
+# Opacus vs ours end to end: epsilon and sigma calibrated to the same target by different
+# searches and accountant grids agree to 3%.
+RTOL_OPACUS_CALIBRATION = 0.03
+# The standard deviation of a sample of Gaussian noise (relative standard error 1/sqrt(2n),
+# ~1.6% for the distributed test's update) against sigma * C: five standard errors.
+RTOL_NOISE_STD = 0.08
+# Per-sample gradients of the engines against a per-example loop (a double-precision floor of
+# 1e-10 and a single-precision one of 1e-6, relative slack 10x that).
+ATOL_PER_SAMPLE_FLOAT64 = 1e-10
+ATOL_PER_SAMPLE_FLOAT32 = 1e-6

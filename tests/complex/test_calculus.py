@@ -6,9 +6,16 @@ import torch
 from hypothesis import given, strategies as st
 
 import research_ext.complex as rxc
+from tests.helpers import (
+    ATOL_CANCELLING_FLOAT64,
+    ATOL_FLOAT64,
+    ATOL_WIRTINGER_FINITE_DIFFERENCES,
+    RTOL_FLOAT64,
+    RTOL_WIRTINGER_FINITE_DIFFERENCES,
+)
 
 C128 = torch.complex128
-TOL = {"rtol": 0.0, "atol": 1e-12}
+TOL = {"rtol": 0.0, "atol": ATOL_FLOAT64}
 
 
 def _points(n=16, seed=0):
@@ -65,8 +72,15 @@ def test_wirtinger_matches_finite_differences(f):
     z = _points(8, seed=1)
     d_dz, d_dzbar = rxc.wirtinger(f)(z)
     ref_dz, ref_dzbar = _finite_difference(f, z)
-    torch.testing.assert_close(d_dz, ref_dz, rtol=1e-7, atol=1e-7)
-    torch.testing.assert_close(d_dzbar, ref_dzbar, rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(
+        d_dz, ref_dz, rtol=RTOL_WIRTINGER_FINITE_DIFFERENCES, atol=ATOL_WIRTINGER_FINITE_DIFFERENCES
+    )
+    torch.testing.assert_close(
+        d_dzbar,
+        ref_dzbar,
+        rtol=RTOL_WIRTINGER_FINITE_DIFFERENCES,
+        atol=ATOL_WIRTINGER_FINITE_DIFFERENCES,
+    )
 
 
 def test_torch_convention_table():
@@ -94,7 +108,7 @@ def test_polynomials_are_holomorphic_with_derivative(coeffs):
     z = _points(6, seed=2)
     d_dz, d_dzbar = rxc.wirtinger(poly)(z)
     ref = np.polyval(np.polyder(c.numpy()[::-1]), z.numpy()) if len(coeffs) > 1 else 0 * z.numpy()
-    np.testing.assert_allclose(d_dz.numpy(), ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(d_dz.numpy(), ref, rtol=RTOL_FLOAT64, atol=ATOL_CANCELLING_FLOAT64)
     assert torch.all(d_dzbar.abs() <= 1e-12)
     assert rxc.is_holomorphic(poly, z)
 

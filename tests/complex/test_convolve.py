@@ -12,6 +12,13 @@ import research_ext.complex as rxc
 from research_ext.complex._scipy_signal.convolve import _plan
 from research_ext.complex._shared.fft_lengths import fast_len, transform_cost
 from tests.complex.spectral_utils import TOL_F64_TIGHT, assert_close32, assert_close64, randn
+from tests.helpers import (
+    ATOL_FFT_ROUTES_FLOAT64,
+    ATOL_FFT_VS_DIRECT_FLOAT64,
+    ATOL_REORDERED_UNIT_FLOAT64,
+    RTOL_FFT_VS_DIRECT_FLOAT64,
+    RTOL_REORDERED_FLOAT64,
+)
 
 S = rxc.signal
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
@@ -118,11 +125,16 @@ def test_block_path_gradients():
     g_fft = torch.autograd.grad((S.fftconvolve(x, h) * w).sum(), (x, h))
     g_direct = torch.autograd.grad((S.convolve(x, h, method="direct") * w).sum(), (x, h))
     for u, v in zip(g_fft, g_direct, strict=True):
-        assert torch.allclose(u, v, rtol=1e-10, atol=1e-10 * math.sqrt(u.numel()))
+        assert torch.allclose(
+            u,
+            v,
+            rtol=RTOL_FFT_VS_DIRECT_FLOAT64,
+            atol=ATOL_FFT_VS_DIRECT_FLOAT64 * math.sqrt(u.numel()),
+        )
     # Only the signal needs a gradient: the spectrum product runs in place.
     x2 = x.detach().requires_grad_()
     (g,) = torch.autograd.grad((S.fftconvolve(x2, h.detach()) * w).sum(), (x2,))
-    assert torch.allclose(g, g_fft[0], rtol=1e-12, atol=1e-11)
+    assert torch.allclose(g, g_fft[0], rtol=RTOL_REORDERED_FLOAT64, atol=ATOL_FFT_ROUTES_FLOAT64)
 
 
 # torch's forward-mode AD loads its jit-scripted decompositions on first use, which warns.
@@ -133,10 +145,22 @@ def test_block_path_under_torch_func():
     assert _plan(20_000, 31, CPU, True, 8, False)[0] > 0
     _, tangent = torch.func.jvp(S.fftconvolve, (x, h), (dx, dh))
     expected = S.fftconvolve(dx, h) + S.fftconvolve(x, dh)
-    assert torch.allclose(tangent, expected, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(
+        tangent, expected, rtol=RTOL_REORDERED_FLOAT64, atol=ATOL_REORDERED_UNIT_FLOAT64
+    )
     kernels = randn((3, 31), torch.float64, 5)
     batched = torch.func.vmap(lambda k: S.fftconvolve(x, k))(kernels)
-    assert torch.allclose(batched, S.fftconvolve(x[None], kernels, dim=-1), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(
+        batched,
+        S.fftconvolve(x[None], kernels, dim=-1),
+        rtol=RTOL_REORDERED_FLOAT64,
+        atol=ATOL_REORDERED_UNIT_FLOAT64,
+    )
     signals = torch.stack([x, dx])
     batched = torch.func.vmap(lambda s: S.oaconvolve(s, h))(signals)
-    assert torch.allclose(batched, S.oaconvolve(signals, h[None], dim=-1), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(
+        batched,
+        S.oaconvolve(signals, h[None], dim=-1),
+        rtol=RTOL_REORDERED_FLOAT64,
+        atol=ATOL_REORDERED_UNIT_FLOAT64,
+    )

@@ -9,6 +9,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import research_ext.complex as rxc
 from tests.complex.spectral_utils import randn
+from tests.helpers import ATOL_ROUND_TRIP_FLOAT64, ATOL_ROUND_TRIP_SCALED_FLOAT64
 
 
 @pytest.mark.parametrize("name", ["dct", "idct", "dst", "idst"])
@@ -44,7 +45,9 @@ def test_adjoint_identity(kind, type, norm):
         # The transpose is the matching inverse type up to the norm's scaling: orthogonal case.
         if norm == "ortho":
             inv = getattr(rxc.fft, "i" + kind)
-            assert torch.allclose(ahy, inv(y, type=type, norm="ortho"), atol=1e-13)
+            assert torch.allclose(
+                ahy, inv(y, type=type, norm="ortho"), atol=ATOL_ROUND_TRIP_FLOAT64
+            )
 
 
 @given(
@@ -57,7 +60,9 @@ def test_inverse_property(n, batch, type, norm):
     x = randn((batch, n), torch.float64, seed=n)
     for kind in ("dct", "dst"):
         fwd, inv = getattr(rxc.fft, kind), getattr(rxc.fft, "i" + kind)
-        assert torch.allclose(inv(fwd(x, type, norm=norm), type, norm=norm), x, atol=1e-12)
+        assert torch.allclose(
+            inv(fwd(x, type, norm=norm), type, norm=norm), x, atol=ATOL_ROUND_TRIP_SCALED_FLOAT64
+        )
 
 
 def test_dtype_and_batch_preserved():

@@ -9,6 +9,12 @@ import torch
 
 import research_ext.complex as rxc
 from tests.complex.spectral_utils import TOL_F64_TIGHT, assert_close32, assert_close64, randn
+from tests.helpers import (
+    ATOL_REBATCHED_TRANSFORM_FLOAT64,
+    ATOL_REORDERED_UNIT_FLOAT64,
+    ATOL_ROUND_TRIP_FLOAT64,
+    RTOL_REORDERED_FLOAT64,
+)
 
 FUNCS = ("dct", "idct", "dst", "idst")
 NORMS = (None, "backward", "ortho", "forward")
@@ -78,9 +84,11 @@ def test_roundtrip_and_orthogonality():
     for type in (1, 2, 3, 4):
         for kind in ("dct", "dst"):
             fwd, inv = getattr(rxc.fft, kind), getattr(rxc.fft, "i" + kind)
-            assert torch.allclose(inv(fwd(x, type), type), x, atol=1e-13)
+            assert torch.allclose(inv(fwd(x, type), type), x, atol=ATOL_ROUND_TRIP_FLOAT64)
             y = fwd(x, type, norm="ortho")
-            assert torch.allclose(y.norm(dim=-1), x.norm(dim=-1), atol=1e-12)  # Parseval
+            assert torch.allclose(
+                y.norm(dim=-1), x.norm(dim=-1), atol=ATOL_REORDERED_UNIT_FLOAT64
+            )  # Parseval
 
 
 def _chunk_rows(n: int, dtype: torch.dtype) -> int:
@@ -125,17 +133,23 @@ def test_chunked_rows_differentiate_like_single_rows(type):
     (g,) = torch.autograd.grad((rxc.fft.dct(x, type=type, norm="ortho") * w).sum(), x)
     sub = x[-3:].detach().requires_grad_()
     (g_sub,) = torch.autograd.grad((rxc.fft.dct(sub, type=type, norm="ortho") * w[-3:]).sum(), sub)
-    assert torch.allclose(g[-3:], g_sub, rtol=1e-12, atol=1e-13)
+    assert torch.allclose(
+        g[-3:], g_sub, rtol=RTOL_REORDERED_FLOAT64, atol=ATOL_REBATCHED_TRANSFORM_FLOAT64
+    )
 
     def f(t):
         return rxc.fft.dct(t, type=type, norm="ortho")
 
     xd = x.detach()
     _, tangent = torch.func.jvp(f, (xd,), (w,))
-    assert torch.allclose(tangent, f(w), rtol=1e-12, atol=1e-13)  # the transform is linear
+    assert torch.allclose(
+        tangent, f(w), rtol=RTOL_REORDERED_FLOAT64, atol=ATOL_REBATCHED_TRANSFORM_FLOAT64
+    )  # the transform is linear
     pair = torch.stack([xd, w])  # vmap over 2 samples of `batch` rows each
     batched = torch.func.vmap(f)(pair)
-    assert torch.allclose(batched, f(pair), rtol=1e-12, atol=1e-13)
+    assert torch.allclose(
+        batched, f(pair), rtol=RTOL_REORDERED_FLOAT64, atol=ATOL_REBATCHED_TRANSFORM_FLOAT64
+    )
 
 
 @pytest.mark.parametrize("type", [2, 3])

@@ -5,6 +5,14 @@ import pytest
 import torch
 
 import research_ext.complex as rxc
+from tests.helpers import (
+    ATOL_FLOAT64,
+    ATOL_REORDERED_UNIT_FLOAT64,
+    ATOL_SPECTRAL_FLOAT32,
+    RTOL_FLOAT64,
+    RTOL_REORDERED_FLOAT64,
+    RTOL_SPECTRAL_FLOAT32,
+)
 
 nn = rxc.nn
 SPECTRAL = {1: nn.SpectralConv1d, 2: nn.SpectralConv2d, 3: nn.SpectralConv3d}
@@ -76,7 +84,7 @@ def test_spectral_conv_matches_explicit_dft(d, grid, modes, dtype):
     out = layer(x).detach()
     assert out.dtype == dtype and out.shape == (4, 2, *grid)
     ref = _reference(x.numpy(), layer.weight.detach().numpy(), modes, not dtype.is_complex)
-    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64)
 
 
 def test_float32_and_complex64():
@@ -91,7 +99,9 @@ def test_float32_and_complex64():
             (3, 3),
             not dtype.is_complex,
         )
-        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            out.numpy(), ref, rtol=RTOL_SPECTRAL_FLOAT32, atol=ATOL_SPECTRAL_FLOAT32
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
@@ -106,7 +116,9 @@ def test_resolution_independence(dtype):
         return x.to(dtype) if not dtype.is_complex else (x + 1j * torch.roll(x, 1, 1)).to(dtype)
 
     coarse, fine = layer(signal(16)).detach(), layer(signal(64)).detach()
-    torch.testing.assert_close(fine[..., ::4], coarse, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        fine[..., ::4], coarse, rtol=RTOL_REORDERED_FLOAT64, atol=ATOL_REORDERED_UNIT_FLOAT64
+    )
 
 
 def test_high_modes_are_dropped():

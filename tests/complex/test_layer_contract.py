@@ -8,6 +8,12 @@ from torch.autograd import gradcheck, gradgradcheck
 from torch.func import functional_call
 
 import research_ext.complex as rxc
+from tests.helpers import (
+    ATOL_GRADCHECK,
+    ATOL_REORDERED_UNIT_FLOAT64,
+    RTOL_GRADCHECK,
+    RTOL_REORDERED_FLOAT64,
+)
 
 nn = rxc.nn
 
@@ -98,7 +104,9 @@ def test_batching_matches_per_sample(name):
     x = _input(shape, torch.complex128)
     batched = layer(x)
     single = torch.cat([layer(x[i : i + 1]) for i in range(x.shape[0])])
-    torch.testing.assert_close(batched, single, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        batched, single, rtol=RTOL_REORDERED_FLOAT64, atol=ATOL_REORDERED_UNIT_FLOAT64
+    )
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
@@ -129,8 +137,12 @@ def test_gradcheck_and_gradgradcheck_complex128(name):
 
     # fast_mode checks random projections of the Jacobian (Chen et al. in torch's docs):
     # exact up to the same tolerance, and cheap enough for every layer.
-    assert gradcheck(f, (x, *params), eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
-    assert gradgradcheck(f, (x, *params), eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
+    assert gradcheck(
+        f, (x, *params), eps=1e-6, atol=ATOL_GRADCHECK, rtol=RTOL_GRADCHECK, fast_mode=True
+    )
+    assert gradgradcheck(
+        f, (x, *params), eps=1e-6, atol=ATOL_GRADCHECK, rtol=RTOL_GRADCHECK, fast_mode=True
+    )
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))

@@ -8,10 +8,18 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 import research_ext.complex as rxc
+from tests.helpers import (
+    ATOL_CANCELLING_FLOAT64,
+    ATOL_MATRIX_SQRT_FLOAT64,
+    ATOL_REORDERED_UNIT_FLOAT64,
+    ATOL_WHITENED_COVARIANCE,
+    RTOL_MATRIX_SQRT_FLOAT64,
+    RTOL_REORDERED_FLOAT64,
+)
 
 nn = rxc.nn
 C128 = torch.complex128
-TOL = {"rtol": 1e-12, "atol": 1e-12}
+TOL = {"rtol": RTOL_REORDERED_FLOAT64, "atol": ATOL_REORDERED_UNIT_FLOAT64}
 
 
 def _randn(*shape, dtype=C128, seed=0, loc=0.0):
@@ -122,20 +130,22 @@ def _covariance(z, dims):
 def test_whitening_gives_identity_covariance(layer, shape, dims):
     y = layer(_correlated(shape))
     vrr, vii, vri, mr, mi = _covariance(y, dims)
-    eps_shift = 1e-4  # eps=1e-5 on a variance of ~1e1 perturbs the result by ~1e-6
+    eps_shift = (
+        ATOL_WHITENED_COVARIANCE  # eps=1e-5 on a variance of ~1e1 perturbs the result by ~1e-6
+    )
     torch.testing.assert_close(vrr, torch.ones_like(vrr), rtol=0, atol=eps_shift)
     torch.testing.assert_close(vii, torch.ones_like(vii), rtol=0, atol=eps_shift)
     torch.testing.assert_close(vri, torch.zeros_like(vri), rtol=0, atol=eps_shift)
-    torch.testing.assert_close(mr, torch.zeros_like(mr), rtol=0, atol=1e-10)
-    torch.testing.assert_close(mi, torch.zeros_like(mi), rtol=0, atol=1e-10)
+    torch.testing.assert_close(mr, torch.zeros_like(mr), rtol=0, atol=ATOL_CANCELLING_FLOAT64)
+    torch.testing.assert_close(mi, torch.zeros_like(mi), rtol=0, atol=ATOL_CANCELLING_FLOAT64)
 
 
 def test_group_norm_whitens_each_group():
     x = _correlated((4, 6, 40))
     y = nn.ComplexGroupNorm(3, 6, affine=False, dtype=C128)(x).reshape(4, 3, -1)
     vrr, vii, vri, _, _ = _covariance(y, (2,))
-    torch.testing.assert_close(vrr, torch.ones_like(vrr), rtol=0, atol=1e-4)
-    torch.testing.assert_close(vri, torch.zeros_like(vri), rtol=0, atol=1e-4)
+    torch.testing.assert_close(vrr, torch.ones_like(vrr), rtol=0, atol=ATOL_WHITENED_COVARIANCE)
+    torch.testing.assert_close(vri, torch.zeros_like(vri), rtol=0, atol=ATOL_WHITENED_COVARIANCE)
 
 
 def _whiten_reference(z):
@@ -163,14 +173,24 @@ def test_batch_norm_matches_scipy_sqrtm_with_affine():
         beta = bn.bias[c].item()
         ref_r = grr * white.real + gri * white.imag + beta.real
         ref_i = gri * white.real + gii * white.imag + beta.imag
-        np.testing.assert_allclose(y[:, c], ref_r + 1j * ref_i, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(
+            y[:, c],
+            ref_r + 1j * ref_i,
+            rtol=RTOL_MATRIX_SQRT_FLOAT64,
+            atol=ATOL_MATRIX_SQRT_FLOAT64,
+        )
 
 
 def test_layer_norm_matches_scipy_sqrtm():
     x = _correlated((3, 4, 6))
     y = nn.ComplexLayerNorm((4, 6), elementwise_affine=False, dtype=C128)(x).numpy()
     for i in range(3):
-        np.testing.assert_allclose(y[i], _whiten_reference(x[i].numpy()), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(
+            y[i],
+            _whiten_reference(x[i].numpy()),
+            rtol=RTOL_MATRIX_SQRT_FLOAT64,
+            atol=ATOL_MATRIX_SQRT_FLOAT64,
+        )
 
 
 @pytest.mark.parametrize(
@@ -223,7 +243,9 @@ def test_running_statistics_and_eval_mode():
 
     w = np.linalg.inv(sqrtm(v).real) / math.sqrt(2)
     ref = w @ np.stack([c.real.numpy(), c.imag.numpy()])
-    np.testing.assert_allclose(y[:, 0].detach().numpy(), ref[0] + 1j * ref[1], rtol=1e-10)
+    np.testing.assert_allclose(
+        y[:, 0].detach().numpy(), ref[0] + 1j * ref[1], rtol=RTOL_MATRIX_SQRT_FLOAT64
+    )
     assert bn_fixed.training
 
 

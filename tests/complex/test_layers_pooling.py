@@ -8,6 +8,12 @@ import pytest
 import torch
 
 import research_ext.complex as rxc
+from tests.helpers import (
+    ATOL_ATTENTION_FLOAT64,
+    ATOL_PROBABILITIES_FLOAT64,
+    ATOL_REORDERED_UNIT_FLOAT64,
+    RTOL_REORDERED_FLOAT64,
+)
 
 nn = rxc.nn
 C128 = torch.complex128
@@ -42,7 +48,9 @@ def test_avg_pool_is_window_mean(n):
     for start in _windows(n, zn.shape, 2):
         window = zn[(..., *[slice(s, s + 2) for s in start])].reshape(2, 3, -1)
         np.testing.assert_allclose(
-            out[(..., *[s // 2 for s in start])].numpy(), window.mean(-1), rtol=1e-12
+            out[(..., *[s // 2 for s in start])].numpy(),
+            window.mean(-1),
+            rtol=RTOL_REORDERED_FLOAT64,
         )
 
 
@@ -60,7 +68,9 @@ def test_adaptive_pools_to_one(n):
         3: nn.ComplexAdaptiveMaxPool3d,
     }
     flat = z.flatten(2).numpy()
-    np.testing.assert_allclose(avg[n](1)(z).flatten(2)[..., 0].numpy(), flat.mean(-1), rtol=1e-12)
+    np.testing.assert_allclose(
+        avg[n](1)(z).flatten(2)[..., 0].numpy(), flat.mean(-1), rtol=RTOL_REORDERED_FLOAT64
+    )
     best = np.take_along_axis(flat, np.abs(flat).argmax(-1)[..., None], -1)[..., 0]
     np.testing.assert_array_equal(mx[n](1)(z).flatten(2)[..., 0].numpy(), best)
 
@@ -80,7 +90,12 @@ def test_upsample_linear_interpolates_complex_line():
     z = torch.polar(torch.ones_like(t), t)[None, None] * 0 + (2 - 1j) * t[None, None]
     up = nn.ComplexUpsample(size=9, mode="linear", align_corners=True)(z)
     t9 = torch.linspace(0, 1, 9, dtype=torch.float64)
-    torch.testing.assert_close(up[0, 0], (2 - 1j) * t9.to(C128), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        up[0, 0],
+        (2 - 1j) * t9.to(C128),
+        rtol=RTOL_REORDERED_FLOAT64,
+        atol=ATOL_REORDERED_UNIT_FLOAT64,
+    )
 
 
 def test_upsample_nearest_2d():
@@ -103,11 +118,16 @@ def test_complex_softmax_modes(mode):
         "real": _softmax_np(zn.real) + 0j,
         "split": _softmax_np(zn.real) + 1j * _softmax_np(zn.imag),
     }[mode]
-    np.testing.assert_allclose(nn.complex_softmax(z, -1, mode).numpy(), ref, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        nn.complex_softmax(z, -1, mode).numpy(),
+        ref,
+        rtol=RTOL_REORDERED_FLOAT64,
+        atol=ATOL_PROBABILITIES_FLOAT64,
+    )
     np.testing.assert_allclose(
         nn.ComplexSoftmax(0, mode)(z).numpy().T,
         nn.complex_softmax(z.T, -1, mode).numpy(),
-        rtol=1e-12,
+        rtol=RTOL_REORDERED_FLOAT64,
     )
 
 
@@ -122,7 +142,9 @@ def test_attention_matches_explicit_loop():
             scores = np.array([np.vdot(kn[b, j], qn[b, i]).real / math.sqrt(3) for j in range(5)])
             scores[~mn[b, i]] = -np.inf
             ref = _softmax_np(scores) @ vn[b]
-            np.testing.assert_allclose(out[b, i].numpy(), ref, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(
+                out[b, i].numpy(), ref, rtol=RTOL_REORDERED_FLOAT64, atol=ATOL_ATTENTION_FLOAT64
+            )
 
 
 def test_attention_errors():

@@ -6,6 +6,12 @@ import torch
 from hypothesis import given, strategies as st
 
 import research_ext.complex as rxc
+from tests.helpers import (
+    ATOL_FLOAT64,
+    ATOL_WHITENING_INVARIANCE_FLOAT64,
+    RTOL_FLOAT64,
+    RTOL_WHITENING_INVARIANCE_FLOAT64,
+)
 
 nn = rxc.nn
 C128 = torch.complex128
@@ -31,10 +37,12 @@ def test_spectral_conv_is_linear_and_shift_equivariant(grid, modes, shift, compl
         x, y = x.real, y.real
     with torch.no_grad():
         torch.testing.assert_close(
-            layer(2 * x - y), 2 * layer(x) - layer(y), rtol=1e-10, atol=1e-12
+            layer(2 * x - y), 2 * layer(x) - layer(y), rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64
         )
         shifted = layer(torch.roll(x, shift, -1))
-        torch.testing.assert_close(shifted, torch.roll(layer(x), shift, -1), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            shifted, torch.roll(layer(x), shift, -1), rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64
+        )
 
 
 @given(
@@ -54,11 +62,19 @@ def test_batch_norm_invariances(scale, shift_re, shift_im, theta, seed):
         y = bn(x)
         # Shifting and positive scaling leave the whitened output unchanged.
         torch.testing.assert_close(
-            bn(scale * x + complex(shift_re, shift_im)), y, rtol=1e-7, atol=1e-7
+            bn(scale * x + complex(shift_re, shift_im)),
+            y,
+            rtol=RTOL_WHITENING_INVARIANCE_FLOAT64,
+            atol=ATOL_WHITENING_INVARIANCE_FLOAT64,
         )
         # With the isotropic initial Γ, a global phase rotation commutes with the layer.
         rotation = complex(math.cos(theta), math.sin(theta))
-        torch.testing.assert_close(bn(rotation * x), rotation * y, rtol=1e-7, atol=1e-7)
+        torch.testing.assert_close(
+            bn(rotation * x),
+            rotation * y,
+            rtol=RTOL_WHITENING_INVARIANCE_FLOAT64,
+            atol=ATOL_WHITENING_INVARIANCE_FLOAT64,
+        )
 
 
 @given(

@@ -9,7 +9,19 @@ import scipy.signal as ss
 import torch
 
 import research_ext.complex as rxc
-from tests.helpers import ATOL_FLOAT64, RTOL_FLOAT32, RTOL_FLOAT64
+from tests.helpers import (
+    ATOL_CHIRP_Z_OVERSAMPLED_FLOAT64,
+    ATOL_FLOAT16,
+    ATOL_FLOAT64,
+    ATOL_ZERO_FLOAT64,
+    ATOL_ZOOM_FFT_FLOAT64,
+    RTOL_CHIRP_Z_FLOAT64,
+    RTOL_CHIRP_Z_OVERSAMPLED_FLOAT64,
+    RTOL_FLOAT16,
+    RTOL_FLOAT32,
+    RTOL_FLOAT64,
+    RTOL_ZOOM_FFT_FLOAT64,
+)
 
 F = rxc.fft
 S = rxc.signal
@@ -55,8 +67,10 @@ def test_float16_transforms_in_float32_as_scipy(name):
 def _czt_checks(x: np.ndarray) -> None:
     t = torch.from_numpy(np.asarray(x, dtype=np.float64))
     n = len(x)
-    np.testing.assert_allclose(_np(S.czt(t)), sf.fft(x), rtol=1e-13)
-    np.testing.assert_allclose(_np(S.czt(t, 100 * n)), sf.fft(x, 100 * n), rtol=1e-12)
+    np.testing.assert_allclose(_np(S.czt(t)), sf.fft(x), rtol=RTOL_CHIRP_Z_FLOAT64)
+    np.testing.assert_allclose(
+        _np(S.czt(t, 100 * n)), sf.fft(x, 100 * n), rtol=RTOL_CHIRP_Z_OVERSAMPLED_FLOAT64
+    )
 
 
 def _zoom_checks(x: np.ndarray) -> None:
@@ -70,15 +84,22 @@ def _zoom_checks(x: np.ndarray) -> None:
         (2, False),
     ):
         ours = _np(S.zoom_fft(t, fn, endpoint=endpoint))
-        np.testing.assert_allclose(ours, y, rtol=1e-11, atol=1e-14)
+        np.testing.assert_allclose(ours, y, rtol=RTOL_ZOOM_FFT_FLOAT64, atol=ATOL_ZOOM_FFT_FLOAT64)
     over = 10
     yover = sf.fft(x, over * n)
     ours = _np(S.zoom_fft(t, [0, 2 - 2.0 / (over * n)], m=over * n, endpoint=True))
-    np.testing.assert_allclose(ours, yover, rtol=1e-12, atol=1e-10)
-    np.testing.assert_allclose(_np(S.zoom_fft(t, [0, 2], m=over * n)), yover, 1e-12, 1e-10)
+    np.testing.assert_allclose(
+        ours, yover, rtol=RTOL_CHIRP_Z_OVERSAMPLED_FLOAT64, atol=ATOL_CHIRP_Z_OVERSAMPLED_FLOAT64
+    )
+    np.testing.assert_allclose(
+        _np(S.zoom_fft(t, [0, 2], m=over * n)),
+        yover,
+        RTOL_CHIRP_Z_OVERSAMPLED_FLOAT64,
+        ATOL_CHIRP_Z_OVERSAMPLED_FLOAT64,
+    )
     w = np.linspace(0, 2 - 2.0 / n, n)
     ours = _np(S.zoom_fft(t, [w[3], w[6]], m=3 * over + 1, endpoint=True))
-    np.testing.assert_allclose(ours, yover[3 * over : 6 * over + 1], rtol=1e-13)
+    np.testing.assert_allclose(ours, yover[3 * over : 6 * over + 1], rtol=RTOL_CHIRP_Z_FLOAT64)
 
 
 def test_czt_and_zoom_fft_reach_scipy_accuracy():
@@ -142,7 +163,7 @@ def test_callable_detrend_may_work_on_numpy_arrays():
     x = np.arange(40, dtype=np.float64).reshape(2, 2, 10) + 0.04
     f, p = S.welch(torch.from_numpy(x), nperseg=10, detrend=lambda seg: ss.detrend(seg, type="l"))
     assert isinstance(p, torch.Tensor)
-    np.testing.assert_allclose(_np(p), np.zeros_like(_np(p)), atol=1e-15)
+    np.testing.assert_allclose(_np(p), np.zeros_like(_np(p)), atol=ATOL_ZERO_FLOAT64)
     # a torch callable keeps the graph
     t = torch.from_numpy(x[0, 0]).requires_grad_()
     _, p = S.welch(t, nperseg=10, detrend=lambda seg: seg - seg.mean(-1, keepdim=True))
@@ -321,11 +342,14 @@ def test_convolve_takes_float16_as_scipy(method, mode):
         expected = ss.convolve(x, h.astype(other), mode=mode, method=method)
         ours = S.convolve(torch.from_numpy(x), torch.from_numpy(h.astype(other)), mode, method)
         assert _np(ours).dtype == expected.dtype
-        np.testing.assert_allclose(_np(ours), expected, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(_np(ours), expected, rtol=RTOL_FLOAT16, atol=ATOL_FLOAT16)
     ours = S.correlate(torch.from_numpy(x), torch.from_numpy(h), mode, method)
     assert ours.dtype == torch.float16
     np.testing.assert_allclose(
-        _np(ours), ss.correlate(x, h, mode=mode, method=method), rtol=1e-3, atol=1e-3
+        _np(ours),
+        ss.correlate(x, h, mode=mode, method=method),
+        rtol=RTOL_FLOAT16,
+        atol=ATOL_FLOAT16,
     )
 
 

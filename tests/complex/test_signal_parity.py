@@ -9,6 +9,7 @@ import torch
 
 import research_ext.complex as rxc
 from tests.complex.spectral_utils import TOL_F64_TIGHT, assert_close32, assert_close64, randn
+from tests.helpers import ATOL_FFT_ROUTES_FLOAT64, RTOL_REORDERED_FLOAT64
 
 S = rxc.signal
 
@@ -259,7 +260,7 @@ def test_oaconvolve_blocked_paths():
     g_oa = torch.autograd.grad((S.oaconvolve(a, b) * w).sum(), (a, b))
     g_fft = torch.autograd.grad((S.fftconvolve(a, b) * w).sum(), (a, b))
     for x, y in zip(g_oa, g_fft, strict=True):
-        assert torch.allclose(x, y, rtol=1e-12, atol=1e-11)
+        assert torch.allclose(x, y, rtol=RTOL_REORDERED_FLOAT64, atol=ATOL_FFT_ROUTES_FLOAT64)
 
 
 FLOAT32_CASES = {

@@ -5,6 +5,13 @@ from hypothesis import given, strategies as st
 
 import research_ext.complex as rxc
 from tests.complex.spectral_utils import randn
+from tests.helpers import (
+    ATOL_CHIRP_Z_FLOAT64,
+    ATOL_FLOAT64,
+    ATOL_REORDERED_UNIT_FLOAT64,
+    ATOL_STFT_ROUND_TRIP_FLOAT64,
+    RTOL_REORDERED_FLOAT64,
+)
 
 S = rxc.signal
 
@@ -26,8 +33,10 @@ def test_convolution_adjoint_and_commutativity(n, m, mode):
     x, h = randn((n,), torch.float64, 1), randn((m,), torch.float64, 2)
     gap = _adjoint_gap(lambda t: S.fftconvolve(t, h, mode=mode), x)
     assert gap <= 1e-12
-    assert torch.allclose(S.fftconvolve(x, h), S.fftconvolve(h, x), atol=1e-12)
-    assert torch.allclose(S.convolve(x, h, method="direct"), S.fftconvolve(x, h), atol=1e-12)
+    assert torch.allclose(
+        S.fftconvolve(x, h), S.fftconvolve(h, x), atol=ATOL_REORDERED_UNIT_FLOAT64
+    )
+    assert torch.allclose(S.convolve(x, h, method="direct"), S.fftconvolve(x, h), atol=ATOL_FLOAT64)
 
 
 @given(n=st.integers(2, 64), N=st.one_of(st.none(), st.integers(2, 80)))
@@ -36,7 +45,7 @@ def test_hilbert_properties(n, N):
     z = S.hilbert(x, N=N)
     length = n if N is None else N
     padded = torch.cat([x, x.new_zeros(max(0, length - n))])[:length]
-    assert torch.allclose(z.real, padded, atol=1e-12)
+    assert torch.allclose(z.real, padded, atol=ATOL_FLOAT64)
     assert _adjoint_gap(lambda t: S.hilbert(t, N=N), x) <= 1e-12
 
 
@@ -50,7 +59,7 @@ def test_stft_istft_round_trip(nperseg, hop_div, n):
     noverlap = nperseg - nperseg // hop_div
     _, _, z = S.stft(x, nperseg=nperseg, noverlap=noverlap)
     _, y = S.istft(z, nperseg=nperseg, noverlap=noverlap)
-    assert torch.allclose(y[..., :n], x, atol=1e-10)
+    assert torch.allclose(y[..., :n], x, atol=ATOL_STFT_ROUND_TRIP_FLOAT64)
 
 
 @given(n=st.integers(16, 400))
@@ -58,13 +67,13 @@ def test_periodogram_parseval(n):
     """Boxcar two-sided density at fs = 1 sums to n times the mean power (Parseval)."""
     x = randn((n,), torch.float64)
     f, p = S.periodogram(x, fs=1.0, detrend=False, return_onesided=False)
-    assert torch.allclose(p.sum() / n, x.square().mean(), rtol=1e-12)
+    assert torch.allclose(p.sum() / n, x.square().mean(), rtol=RTOL_REORDERED_FLOAT64)
 
 
 @given(n=st.integers(2, 50), m=st.integers(1, 50))
 def test_czt_is_dft_on_the_unit_circle_and_linear(n, m):
     x = randn((n,), torch.complex128)
-    assert torch.allclose(S.czt(x, m=n), torch.fft.fft(x), atol=1e-10)
+    assert torch.allclose(S.czt(x, m=n), torch.fft.fft(x), atol=ATOL_CHIRP_Z_FLOAT64)
     assert (
         _adjoint_gap(lambda t: S.czt(t, m=m, a=1.01, w=1.001 * complex(0.995, -0.0998)), x) <= 1e-10
     )
