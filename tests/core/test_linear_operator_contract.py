@@ -7,7 +7,13 @@ import torch
 from hypothesis import given, strategies as st
 
 from research_ext.core import DenseOperator, DiagonalOperator, IdentityOperator, LinearOperator
-from tests.helpers import ATOL_FLOAT64, RTOL_FLOAT64
+from tests.helpers import (
+    ATOL_FLOAT64,
+    ATOL_REORDERED_UNIT_FLOAT64,
+    RTOL_ARPACK_EIGENVALUES_FLOAT64,
+    RTOL_FLOAT64,
+    RTOL_REORDERED_FLOAT64,
+)
 
 F64 = torch.float64
 
@@ -102,10 +108,22 @@ class TestAgainstDense:
         sp = op.to_scipy()
         dn = dense.resolve_conj().numpy()
         x = np.asarray(_random((op.shape[1], 2), 16, dtype).numpy())
-        np.testing.assert_allclose(sp.matvec(x[:, 0]), dn @ x[:, 0], rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(sp.matmat(x), dn @ x, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            sp.matvec(x[:, 0]),
+            dn @ x[:, 0],
+            rtol=RTOL_REORDERED_FLOAT64,
+            atol=ATOL_REORDERED_UNIT_FLOAT64,
+        )
+        np.testing.assert_allclose(
+            sp.matmat(x), dn @ x, rtol=RTOL_REORDERED_FLOAT64, atol=ATOL_REORDERED_UNIT_FLOAT64
+        )
         y = np.asarray(_random((op.shape[0],), 17, dtype).numpy())
-        np.testing.assert_allclose(sp.rmatvec(y), dn.conj().T @ y, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            sp.rmatvec(y),
+            dn.conj().T @ y,
+            rtol=RTOL_REORDERED_FLOAT64,
+            atol=ATOL_REORDERED_UNIT_FLOAT64,
+        )
 
 
 @pytest.mark.parametrize("n,k", [(20, 3), (50, 5)])
@@ -115,7 +133,7 @@ def test_to_scipy_eigsh_agrees_with_eigh(n, k):
     op = DenseOperator(sym, is_hermitian=True)
     top = scipy.sparse.linalg.eigsh(op.to_scipy(), k=k, which="LA", return_eigenvectors=False)
     exact = np.linalg.eigh(sym.numpy())[0]
-    np.testing.assert_allclose(np.sort(top), exact[-k:], rtol=1e-9)
+    np.testing.assert_allclose(np.sort(top), exact[-k:], rtol=RTOL_ARPACK_EIGENVALUES_FLOAT64)
 
 
 def test_eigsh_on_composed_operator():
@@ -123,7 +141,7 @@ def test_eigsh_on_composed_operator():
     op = DenseOperator(a).T @ DenseOperator(a) + 3 * IdentityOperator(30, dtype=F64)
     top = scipy.sparse.linalg.eigsh(op.to_scipy(), k=2, which="LA", return_eigenvectors=False)
     exact = np.linalg.eigh((a.T @ a).numpy() + 3 * np.eye(30))[0]
-    np.testing.assert_allclose(np.sort(top), exact[-2:], rtol=1e-9)
+    np.testing.assert_allclose(np.sort(top), exact[-2:], rtol=RTOL_ARPACK_EIGENVALUES_FLOAT64)
 
 
 @given(
