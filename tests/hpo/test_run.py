@@ -10,6 +10,7 @@ import research_ext.hpo as rh
 from research_ext.hpo._queue import pop_ticket, top_up
 from research_ext.hpo._seeding import trial_seed
 from research_ext.hpo._study import ENDED, OWNER, RETRY_OF, TRIAL_DIR, open_study
+from tests.helpers import RTOL_ACCOUNTING_SERIES
 from tests.hpo.conftest import write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -195,7 +196,7 @@ def test_search_cost_composes_identical_trials_like_one_long_run(tmp_path):
     cost = rh.search_privacy_cost(path)
     # Four identical 60-step trials compose like one 240-step run (independent single-phase path).
     expected = rp.epsilon(1.5, 0.05, 4 * 60, 4e-5, accountant="rdp")
-    assert cost.composed_epsilon == pytest.approx(expected, rel=1e-9)
+    assert cost.composed_epsilon == pytest.approx(expected, rel=RTOL_ACCOUNTING_SERIES)
     assert (
         cost.composed_epsilon
         < cost.epsilon
