@@ -21,6 +21,7 @@ from research_ext.privacy.audit import (
     one_run_p_value,
     plot_audit,
 )
+from tests.helpers import ATOL_TAIL_PROBABILITY, RTOL_ACCOUNTING_SERIES, RTOL_CLOPPER_PEARSON
 
 DELTA = 1e-5
 
@@ -62,7 +63,7 @@ def _p_value_by_loop(m, r, v, eps, delta):
 )
 def test_one_run_p_value_matches_term_by_term_formula(m, r, v, eps, delta):
     assert one_run_p_value(m, r, v, eps, delta) == pytest.approx(
-        _p_value_by_loop(m, r, v, eps, delta), rel=1e-9, abs=1e-15
+        _p_value_by_loop(m, r, v, eps, delta), rel=RTOL_ACCOUNTING_SERIES, abs=ATOL_TAIL_PROBABILITY
     )
 
 
@@ -125,7 +126,7 @@ def test_clopper_pearson_fixed_threshold_matches_scipy_exact_interval(tp, fp, n)
     ours = clopper_pearson_epsilon(
         scores_in, scores_out, delta=delta, confidence=confidence, threshold=0.0
     )
-    assert ours == pytest.approx(expected, rel=1e-7)
+    assert ours == pytest.approx(expected, rel=RTOL_CLOPPER_PEARSON)
 
 
 def test_clopper_pearson_threshold_search_is_valid_on_gaussian_mechanism():

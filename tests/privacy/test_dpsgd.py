@@ -12,7 +12,14 @@ from research_ext.errors import (
     UnsupportedModuleError,
 )
 from research_ext.privacy import DPSGD, epsilon
-from tests.helpers import ATOL_FLOAT32, RTOL_FLOAT32
+from tests.helpers import (
+    ATOL_FLOAT32,
+    ATOL_FLOAT64,
+    ATOL_REORDERED_UNIT_FLOAT64,
+    RTOL_FLOAT32,
+    RTOL_FLOAT64,
+    RTOL_REORDERED_FLOAT64,
+)
 from tests.privacy.zoo import loop_grads, make
 
 
@@ -50,7 +57,9 @@ def test_no_noise_and_huge_clip_is_plain_sgd(mode):
         nn.CrossEntropyLoss()(twin(X.double()), y).backward()
         sgd.step()
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            p, q, rtol=RTOL_REORDERED_FLOAT64, atol=ATOL_REORDERED_UNIT_FLOAT64
+        )
     assert dp.epsilon() == math.inf
 
 
@@ -132,7 +141,7 @@ def test_micro_batches_equal_one_logical_batch(clipping):
         for batch in dp.loader((X.double(), y), max_physical_batch_size=micro):
             dp.step(batch)
         results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    torch.testing.assert_close(results[0], results[1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(results[0], results[1], rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64)
 
 
 @pytest.mark.parametrize("clipping", ["flat", "adaptive"])
@@ -457,7 +466,9 @@ def test_hooks_registered_after_construction_are_part_of_the_model(mode):
     dp.step((X[:8].double(), y[:8]))
     nn.CrossEntropyLoss()(twin(X[:8].double()), y[:8]).backward()
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
-        torch.testing.assert_close(p.detach(), q.detach() - q.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            p.detach(), q.detach() - q.grad, rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64
+        )
 
 
 class KeywordModel(nn.Module):
@@ -529,7 +540,7 @@ def test_batches_as_researchers_have_them(mode, form):
     )
     dp.step(batch)
     for b, p, e in zip(before, model.parameters(), expected, strict=True):
-        torch.testing.assert_close(b - p.detach(), e, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(b - p.detach(), e, rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64)
 
 
 def test_poisson_loader_over_a_mapping_dataset_gives_dict_batches():

@@ -5,6 +5,7 @@ from torch import nn
 from research_ext.errors import UnsupportedModuleError
 from research_ext.privacy import add_gaussian_noise, clip_per_sample, per_sample_grads
 from research_ext.privacy._engines import make_engine
+from tests.helpers import ATOL_FLOAT64, RTOL_FLOAT64
 
 
 def test_shapes_dtypes_and_empty_batch(dtype):
@@ -187,7 +188,7 @@ def test_dropout_masks_of_the_forward_pass_in_every_mode(name, mode):
     torch.manual_seed(11)
     dp.step((x, y))
     for b, p, g in zip(before, model.parameters(), batch_grad, strict=True):
-        torch.testing.assert_close(b - p.detach(), g, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(b - p.detach(), g, rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64)
 
 
 def test_recurrent_dropout_masks_agree_across_modes():
@@ -205,4 +206,4 @@ def test_recurrent_dropout_masks_agree_across_modes():
         results.append(engine.clipped_sum({k: torch.ones_like(v) for k, v in sq.items()}))
     for other in results[1:]:
         for n, g in results[0].items():
-            torch.testing.assert_close(other[n], g, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(other[n], g, rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64)

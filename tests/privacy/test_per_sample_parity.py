@@ -8,9 +8,10 @@ from research_ext.errors import UnsupportedModuleError
 from research_ext.privacy import clip_per_sample, per_sample_grads
 from research_ext.privacy._clipping import clip_factors, layer_thresholds
 from research_ext.privacy._engines import ENGINES, layer_groups, make_engine
+from tests.helpers import ATOL_PER_SAMPLE_FLOAT32, ATOL_PER_SAMPLE_FLOAT64
 from tests.privacy.zoo import HOOKS_UNSUPPORTED, VMAP_UNSUPPORTED, ZOO, loop_grads, make
 
-TOL = {torch.float64: 1e-10, torch.float32: 1e-6}
+TOL = {torch.float64: ATOL_PER_SAMPLE_FLOAT64, torch.float32: ATOL_PER_SAMPLE_FLOAT32}
 
 
 def _close(a, b, dtype):
