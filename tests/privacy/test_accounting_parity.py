@@ -3,7 +3,7 @@
 import pytest
 
 from research_ext.privacy import PrivacyAccountant, epsilon, noise_multiplier_for
-from tests.helpers import RTOL_ACCOUNTING_QUADRATURE
+from tests.helpers import RTOL_ACCOUNTING_QUADRATURE, RTOL_RDP
 
 CASES = [(1.1, 0.01, 1000), (0.8, 0.1, 50), (2.0, 0.05, 200)]
 DELTA = 1e-5
@@ -46,8 +46,6 @@ def _dp_accounting_rdp(sigma, q, steps, delta, orders=None):
     return acc.get_epsilon(delta)
 
 
-# Both sum the same closed form in floating point; they differ in the last digits.
-RTOL_RDP = 1e-7
 RDP_GRID = [
     (sigma, q, steps, delta)
     for sigma in (0.7, 1.5, 5.0)

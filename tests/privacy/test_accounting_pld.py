@@ -8,13 +8,7 @@ import pytest
 from research_ext.privacy import epsilon
 from research_ext.privacy.accounting._epsilon import opacus_prv_bounds
 from research_ext.privacy.accounting._pld import pld_upper_epsilon
-
-# Ours against dp-accounting's pessimistic PLD (same discretisation idea, mesh 1e-4): never
-# below it, and at most this much above (seen: 2e-6 to 3e-4 relative).
-RTOL_OVER_DP_ACCOUNTING = 1e-3
-# Ours against the exact epsilon of the composed Gaussian mechanism (q = 1): never below it,
-# and at most this much above (seen: up to 2.4e-5).
-RTOL_OVER_EXACT = 1e-4
+from tests.helpers import RTOL_OVER_DP_ACCOUNTING, RTOL_OVER_EXACT
 
 
 def _dp_accounting(history, delta):

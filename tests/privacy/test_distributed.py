@@ -9,7 +9,7 @@ from torch import nn
 import research_ext.privacy as privacy
 from tests.helpers import (
     ATOL_REORDERED_UNIT_FLOAT64,
-    RTOL_NOISE_STD,
+    RTOL_DISTRIBUTED_NOISE_STD,
     RTOL_REORDERED_FLOAT64,
     free_port,
 )
@@ -166,7 +166,7 @@ def test_noise_is_drawn_once_with_the_single_process_variance(two_ranks):
     n = noise.numel()
     # std of n Gaussians has relative standard error ~ 1 / sqrt(2 n) ~ 1.6%; noise added on both
     # ranks would give sqrt(2) x, noise split wrongly 1 / sqrt(2) x
-    assert noise.std().item() == pytest.approx(expected_std, rel=RTOL_NOISE_STD)
+    assert noise.std().item() == pytest.approx(expected_std, rel=RTOL_DISTRIBUTED_NOISE_STD)
     assert abs(noise.mean().item()) < 4 * expected_std / n**0.5
 
 
