@@ -218,3 +218,25 @@ def test_noise_arguments_are_refused_in_dpsgds_name(kwargs, match):
     model, _, _ = make("mlp", torch.float64, batch=6)
     with pytest.raises(ValueError, match=match):
         _dp(model, **kwargs)
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_noisy_adaptive_steps_draw_on_the_models_device(device, secure):
+    """Gradient and count noise are drawn on the generator's device, batch empty or not."""
+    model, x, y = make("mlp", torch.float64, batch=6)
+    model = model.to(device)
+    x, y = x.to(device), y.to(device)
+    dp = _dp(
+        model,
+        clipping="adaptive",
+        noise_multiplier=1.0,
+        adaptive_count_noise=3.0,
+        secure=secure,
+        generator=torch.Generator(device=device).manual_seed(3),
+    )
+    dp.step((x[:0], y[:0]))
+    dp.step((x, y))
+    assert dp.steps == 2 and math.isfinite(dp.max_grad_norm) and dp.max_grad_norm > 0
+    for p in model.parameters():
+        assert p.grad is not None and p.grad.device == p.device
+        assert torch.count_nonzero(p.grad) > 0  # noise was added
