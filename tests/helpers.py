@@ -171,3 +171,9 @@ RTOL_DP_ACCOUNTING = 2e-4
 # much above (seen: up to 2.4e-5).
 RTOL_OVER_DP_ACCOUNTING = 1e-3
 RTOL_OVER_EXACT = 1e-4
+# A Fourier mode a spectral layer drops, fed as a unit-amplitude wave: only the FFTs' rounding
+# leaks through (seen: ~4e-16).
+ATOL_DROPPED_MODE_FLOAT64 = 1e-13
+# The chirp-z transform off the unit circle (a = 1.01, |w| = 1.001): its adjoint identity, relative
+# to the inner products' scale, loses digits to the chirp's growing powers.
+RTOL_CHIRP_Z_ADJOINT_FLOAT64 = 1e-10
