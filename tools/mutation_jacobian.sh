@@ -44,7 +44,8 @@ find "$work" -name __pycache__ -prune -exec rm -rf {} +
     echo "[mutmut]"
     echo "source_paths = research_ext"
     echo "only_mutate = research_ext/functional/_jacobian.py"
-    echo "pytest_add_cli_args = -p no:cacheprovider -n 0 -q"
+    # One argument a line: setup.cfg list values are split on newlines.
+    printf '%s\n' "pytest_add_cli_args =" "    -p" "    no:cacheprovider" "    -n" "    0" "    -q"
     echo "pytest_add_cli_args_test_selection ="
     for t in "${tests[@]}"; do
         if [[ -e "$root/$t" ]]; then echo "    $t"; fi
