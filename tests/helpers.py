@@ -177,3 +177,10 @@ ATOL_DROPPED_MODE_FLOAT64 = 1e-13
 # The chirp-z transform off the unit circle (a = 1.01, |w| = 1.001): its adjoint identity, relative
 # to the inner products' scale, loses digits to the chirp's growing powers.
 RTOL_CHIRP_Z_ADJOINT_FLOAT64 = 1e-10
+# scipy parity of the spectral ops (scipy is the oracle), as max |ours - scipy| / max |scipy|:
+# float64 in general, tighter for DCT/DST, hilbert, fftconvolve and welch (one FFT route on
+# each side: MKL/pocketfft against pocketfft), and float32 (also within 2x scipy's own float32
+# error, see tests/complex/spectral_utils.py).
+RTOL_SCIPY_PARITY_FLOAT64 = 1e-13
+RTOL_SCIPY_PARITY_TIGHT_FLOAT64 = 2e-14
+RTOL_SCIPY_PARITY_FLOAT32 = 3e-6

@@ -3,10 +3,11 @@
 import numpy as np
 import torch
 
-# The issue's tolerances: max |ours - scipy| / max |scipy|.
-TOL_F64 = 1e-13
-TOL_F64_TIGHT = 2e-14  # DCT/DST, hilbert, fftconvolve, welch
-TOL_F32 = 3e-6
+from tests.helpers import (
+    RTOL_SCIPY_PARITY_FLOAT32,
+    RTOL_SCIPY_PARITY_FLOAT64,
+)
+
 EPS32 = float(np.finfo(np.float32).eps)
 
 
@@ -20,7 +21,7 @@ def rel_err(ours, ref) -> float:
     return float(np.abs(ours.astype(np.complex128) - ref).max() / scale)
 
 
-def assert_close64(ours, ref, tol=TOL_F64) -> None:
+def assert_close64(ours, ref, tol=RTOL_SCIPY_PARITY_FLOAT64) -> None:
     err = rel_err(ours, ref)
     assert err <= tol, f"relative error {err:.3g} > {tol:.3g}"
 
@@ -29,7 +30,9 @@ def assert_close32(ours32, ref64, scipy32) -> None:
     """float32 rule: within 2x scipy's own float32 error (floor: a few eps) and <= 3e-6."""
     ours_err = rel_err(ours32, ref64)
     scipy_err = rel_err(np.asarray(scipy32), ref64)
-    assert ours_err <= TOL_F32, f"float32 error {ours_err:.3g} > {TOL_F32}"
+    assert ours_err <= RTOL_SCIPY_PARITY_FLOAT32, (
+        f"float32 error {ours_err:.3g} > {RTOL_SCIPY_PARITY_FLOAT32}"
+    )
     assert ours_err <= max(2 * scipy_err, 8 * EPS32), (ours_err, scipy_err)
 
 

@@ -11,13 +11,14 @@ import torch
 import research_ext.complex as rxc
 from research_ext.complex._scipy_signal.convolve import _plan
 from research_ext.complex._shared.fft_lengths import fast_len, transform_cost
-from tests.complex.spectral_utils import TOL_F64_TIGHT, assert_close32, assert_close64, randn
+from tests.complex.spectral_utils import assert_close32, assert_close64, randn
 from tests.helpers import (
     ATOL_FFT_ROUTES_FLOAT64,
     ATOL_FFT_VS_DIRECT_FLOAT64,
     ATOL_REORDERED_UNIT_FLOAT64,
     RTOL_FFT_VS_DIRECT_FLOAT64,
     RTOL_REORDERED_FLOAT64,
+    RTOL_SCIPY_PARITY_TIGHT_FLOAT64,
 )
 
 S = rxc.signal
@@ -87,11 +88,11 @@ def test_fftconvolve_block_path_matches_scipy(s1, s2):
     for mode in ("full", "same", "valid"):
         a, b = randn(s1, torch.float64, 1), randn(s2, torch.float64, 2)
         ref = ss.fftconvolve(a.numpy(), b.numpy(), mode=mode)
-        assert_close64(S.fftconvolve(a, b, mode=mode), ref, TOL_F64_TIGHT)
-        assert_close64(S.convolve(a, b, mode=mode), ref, TOL_F64_TIGHT)
+        assert_close64(S.fftconvolve(a, b, mode=mode), ref, RTOL_SCIPY_PARITY_TIGHT_FLOAT64)
+        assert_close64(S.convolve(a, b, mode=mode), ref, RTOL_SCIPY_PARITY_TIGHT_FLOAT64)
         ac, bc = randn(s1, torch.complex128, 3), randn(s2, torch.complex128, 4)
         ref = ss.fftconvolve(ac.numpy(), bc.numpy(), mode=mode)
-        assert_close64(S.fftconvolve(ac, bc, mode=mode), ref, TOL_F64_TIGHT)
+        assert_close64(S.fftconvolve(ac, bc, mode=mode), ref, RTOL_SCIPY_PARITY_TIGHT_FLOAT64)
         a32, b32 = a.float(), b.float()
         assert_close32(
             S.fftconvolve(a32, b32, mode=mode),
@@ -104,12 +105,12 @@ def test_fftconvolve_block_path_broadcasts_and_blocks_one_dim_of_two():
     a, b = randn((3, 1, 20_000), torch.float64, 1), randn((1, 2, 45), torch.float64, 2)
     for mode in ("full", "same", "valid"):
         ref = ss.fftconvolve(a.numpy(), b.numpy(), mode=mode, axes=-1)
-        assert_close64(S.fftconvolve(a, b, mode=mode, dim=-1), ref, TOL_F64_TIGHT)
+        assert_close64(S.fftconvolve(a, b, mode=mode, dim=-1), ref, RTOL_SCIPY_PARITY_TIGHT_FLOAT64)
     a2, b2 = randn((8_000, 6), torch.float64, 3), randn((25, 4), torch.float64, 4)
     assert _plan(8_000, 25, CPU, True, 8, False)[0] > 0
     for mode in ("full", "same", "valid"):
         ref = ss.fftconvolve(a2.numpy(), b2.numpy(), mode=mode)
-        assert_close64(S.fftconvolve(a2, b2, mode=mode), ref, TOL_F64_TIGHT)
+        assert_close64(S.fftconvolve(a2, b2, mode=mode), ref, RTOL_SCIPY_PARITY_TIGHT_FLOAT64)
 
 
 def test_block_path_gradients():

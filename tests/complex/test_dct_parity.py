@@ -8,12 +8,13 @@ import scipy.fft as sf
 import torch
 
 import research_ext.complex as rxc
-from tests.complex.spectral_utils import TOL_F64_TIGHT, assert_close32, assert_close64, randn
+from tests.complex.spectral_utils import assert_close32, assert_close64, randn
 from tests.helpers import (
     ATOL_REBATCHED_TRANSFORM_FLOAT64,
     ATOL_REORDERED_UNIT_FLOAT64,
     ATOL_ROUND_TRIP_FLOAT64,
     RTOL_REORDERED_FLOAT64,
+    RTOL_SCIPY_PARITY_TIGHT_FLOAT64,
 )
 
 FUNCS = ("dct", "idct", "dst", "idst")
@@ -41,7 +42,7 @@ def test_1d_grid_float64(name, type):
         ours = getattr(rxc.fft, name)(x, type=type, norm=norm, orthogonalize=orth)
         ref = _scipy(name, x.numpy(), type=type, norm=norm, orthogonalize=orth)
         assert ours.dtype == dtype
-        assert_close64(ours, ref, TOL_F64_TIGHT)
+        assert_close64(ours, ref, RTOL_SCIPY_PARITY_TIGHT_FLOAT64)
 
 
 @pytest.mark.parametrize("name", FUNCS)
@@ -50,7 +51,7 @@ def test_n_and_dim(name):
     for type, n, dim in itertools.product((1, 2, 3, 4), (3, 7, 12), (0, 1, -1)):
         ours = getattr(rxc.fft, name)(x, type=type, n=n, dim=dim, norm="ortho")
         ref = getattr(sf, name)(x.numpy(), type=type, n=n, axis=dim, norm="ortho")
-        assert_close64(ours, ref, TOL_F64_TIGHT)
+        assert_close64(ours, ref, RTOL_SCIPY_PARITY_TIGHT_FLOAT64)
 
 
 @pytest.mark.parametrize("name", ("dctn", "idctn", "dstn", "idstn"))
@@ -63,7 +64,7 @@ def test_nd_grid(name):
     ):
         ours = getattr(rxc.fft, name)(x, type=type, s=s, dim=dim, norm=norm)
         ref = getattr(sf, name)(x.numpy(), type=type, s=s, axes=dim, norm=norm)
-        assert_close64(ours, ref, TOL_F64_TIGHT)
+        assert_close64(ours, ref, RTOL_SCIPY_PARITY_TIGHT_FLOAT64)
 
 
 @pytest.mark.parametrize("name", FUNCS)
@@ -105,13 +106,19 @@ def test_many_rows_in_chunks(name):
     x = randn((batch, n), torch.float64, 1)
     for type, norm in itertools.product((1, 2, 3, 4), (None, "ortho", "forward")):
         ours = getattr(rxc.fft, name)(x, type=type, norm=norm)
-        assert_close64(ours, _scipy(name, x.numpy(), type=type, norm=norm), TOL_F64_TIGHT)
+        assert_close64(
+            ours, _scipy(name, x.numpy(), type=type, norm=norm), RTOL_SCIPY_PARITY_TIGHT_FLOAT64
+        )
     xt = x.T.contiguous()  # transform along dim 0 of a (n, batch) tensor
     ours = getattr(rxc.fft, name)(xt, type=2, dim=0, norm="ortho")
-    assert_close64(ours, _scipy(name, xt.numpy(), type=2, axis=0, norm="ortho"), TOL_F64_TIGHT)
+    assert_close64(
+        ours,
+        _scipy(name, xt.numpy(), type=2, axis=0, norm="ortho"),
+        RTOL_SCIPY_PARITY_TIGHT_FLOAT64,
+    )
     z = randn((3, batch // 3, n), torch.complex128, 2)
     ours = getattr(rxc.fft, name)(z, type=3)
-    assert_close64(ours, _scipy(name, z.numpy(), type=3), TOL_F64_TIGHT)
+    assert_close64(ours, _scipy(name, z.numpy(), type=3), RTOL_SCIPY_PARITY_TIGHT_FLOAT64)
     x32 = x.float()
     assert_close32(
         getattr(rxc.fft, name)(x32, type=2),
@@ -164,10 +171,12 @@ def test_large_inputs_by_neighbour_pairs(type):
         for name, norm, orth in itertools.product(("dct", "idct"), NORMS, (None, False, True)):
             ours = getattr(rxc.fft, name)(x, type=type, norm=norm, orthogonalize=orth)
             ref = getattr(sf, name)(x.numpy(), type=type, norm=norm, orthogonalize=orth)
-            assert_close64(ours, ref, TOL_F64_TIGHT)
+            assert_close64(ours, ref, RTOL_SCIPY_PARITY_TIGHT_FLOAT64)
         z = randn((-(-_PAIRS_MIN // n), n), torch.complex128, n)
         assert_close64(
-            rxc.fft.dct(z, type=type), _scipy("dct", z.numpy(), type=type), TOL_F64_TIGHT
+            rxc.fft.dct(z, type=type),
+            _scipy("dct", z.numpy(), type=type),
+            RTOL_SCIPY_PARITY_TIGHT_FLOAT64,
         )
         x32 = x.float()
         assert_close32(
@@ -187,4 +196,6 @@ def test_neighbour_pairs_gradient_is_the_transpose(type):
         x = randn((-(-_PAIRS_MIN // n), n), torch.float64, 1).requires_grad_()
         w = randn(x.shape, torch.float64, 2)
         (g,) = torch.autograd.grad((rxc.fft.dct(x, type=type, norm="ortho") * w).sum(), x)
-        assert_close64(g, sf.dct(w.numpy(), type=5 - type, norm="ortho"), TOL_F64_TIGHT)
+        assert_close64(
+            g, sf.dct(w.numpy(), type=5 - type, norm="ortho"), RTOL_SCIPY_PARITY_TIGHT_FLOAT64
+        )

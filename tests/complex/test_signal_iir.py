@@ -7,7 +7,8 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 import research_ext.complex as rxc
-from tests.complex.spectral_utils import TOL_F64, assert_close32, assert_close64, randn
+from tests.complex.spectral_utils import assert_close32, assert_close64, randn
+from tests.helpers import RTOL_SCIPY_PARITY_FLOAT64
 
 S = rxc.signal
 FILTERS = {
@@ -23,20 +24,20 @@ def test_lfilter_parity(name):
     b, a = FILTERS[name]
     n = 400 if name == "cheby1_6" else 3000
     x = randn((2, 3, n), torch.float64)
-    assert_close64(S.lfilter(b, a, x), ss.lfilter(b, a, x.numpy()), TOL_F64)
+    assert_close64(S.lfilter(b, a, x), ss.lfilter(b, a, x.numpy()), RTOL_SCIPY_PARITY_FLOAT64)
     assert_close64(
         S.lfilter(b, a, x.transpose(1, 2), dim=1),
         ss.lfilter(b, a, x.numpy().transpose(0, 2, 1), axis=1),
-        TOL_F64,
+        RTOL_SCIPY_PARITY_FLOAT64,
     )
     order = max(len(a), len(b)) - 1
     zi = randn((2, 3, order), torch.float64, 7)
     y, zf = S.lfilter(b, a, x, zi=zi)
     ry, rzf = ss.lfilter(b, a, x.numpy(), zi=zi.numpy())
-    assert_close64(y, ry, TOL_F64)
-    assert_close64(zf, rzf, TOL_F64)
+    assert_close64(y, ry, RTOL_SCIPY_PARITY_FLOAT64)
+    assert_close64(zf, rzf, RTOL_SCIPY_PARITY_FLOAT64)
     xc = randn((2, n), torch.complex128)
-    assert_close64(S.lfilter(b, a, xc), ss.lfilter(b, a, xc.numpy()), TOL_F64)
+    assert_close64(S.lfilter(b, a, xc), ss.lfilter(b, a, xc.numpy()), RTOL_SCIPY_PARITY_FLOAT64)
     if name == "cheby1_6":  # float32 is meaningless for this ill-conditioned direct form
         return
     x32 = x[0].float()

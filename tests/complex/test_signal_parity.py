@@ -8,8 +8,12 @@ import scipy.signal as ss
 import torch
 
 import research_ext.complex as rxc
-from tests.complex.spectral_utils import TOL_F64_TIGHT, assert_close32, assert_close64, randn
-from tests.helpers import ATOL_FFT_ROUTES_FLOAT64, RTOL_REORDERED_FLOAT64
+from tests.complex.spectral_utils import assert_close32, assert_close64, randn
+from tests.helpers import (
+    ATOL_FFT_ROUTES_FLOAT64,
+    RTOL_REORDERED_FLOAT64,
+    RTOL_SCIPY_PARITY_TIGHT_FLOAT64,
+)
 
 S = rxc.signal
 
@@ -19,7 +23,9 @@ def test_hilbert(n):
     x = randn((2, 3, n), torch.float64)
     for N, dim in itertools.product((None, 5, 2 * n + 1), (-1, 1)):
         assert_close64(
-            S.hilbert(x, N=N, dim=dim), ss.hilbert(x.numpy(), N=N, axis=dim), TOL_F64_TIGHT
+            S.hilbert(x, N=N, dim=dim),
+            ss.hilbert(x.numpy(), N=N, axis=dim),
+            RTOL_SCIPY_PARITY_TIGHT_FLOAT64,
         )
     x32 = x.float()
     assert_close32(S.hilbert(x32), ss.hilbert(x.numpy()), ss.hilbert(x32.numpy()))
@@ -28,7 +34,9 @@ def test_hilbert(n):
 def test_hilbert2():
     for shape, N in [((9, 12), None), ((8, 12), (10, 15)), ((3, 8, 7), None), ((6, 4), 5)]:
         x = randn(shape, torch.float64)
-        assert_close64(S.hilbert2(x, N=N), ss.hilbert2(x.numpy(), N=N), TOL_F64_TIGHT)
+        assert_close64(
+            S.hilbert2(x, N=N), ss.hilbert2(x.numpy(), N=N), RTOL_SCIPY_PARITY_TIGHT_FLOAT64
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
@@ -68,7 +76,7 @@ def test_fftconvolve_oaconvolve_dims_and_broadcast():
     a, b = randn((3, 1, 300), torch.float64, 1), randn((1, 4, 40), torch.float64, 2)
     for mode in ("full", "same", "valid"):
         ref = ss.fftconvolve(a.numpy(), b.numpy(), mode=mode, axes=-1)
-        assert_close64(S.fftconvolve(a, b, mode=mode, dim=-1), ref, TOL_F64_TIGHT)
+        assert_close64(S.fftconvolve(a, b, mode=mode, dim=-1), ref, RTOL_SCIPY_PARITY_TIGHT_FLOAT64)
         assert_close64(
             S.oaconvolve(a, b, mode=mode, dim=-1),
             ss.oaconvolve(a.numpy(), b.numpy(), mode=mode, axes=-1),
@@ -108,10 +116,12 @@ def test_welch_csd_coherence(kw):
     f, p = S.welch(x, **kw)
     rf, rp = ss.welch(x.numpy(), **kw)
     assert_close64(f, rf)
-    assert_close64(p, rp, TOL_F64_TIGHT)
+    assert_close64(p, rp, RTOL_SCIPY_PARITY_TIGHT_FLOAT64)
     assert_close64(S.csd(x, y, **kw)[1], ss.csd(x.numpy(), y.numpy(), **kw)[1])
     assert_close64(
-        S.welch(x.T, dim=0, **kw)[1], ss.welch(x.numpy().T, axis=0, **kw)[1], TOL_F64_TIGHT
+        S.welch(x.T, dim=0, **kw)[1],
+        ss.welch(x.numpy().T, axis=0, **kw)[1],
+        RTOL_SCIPY_PARITY_TIGHT_FLOAT64,
     )
     ckw = {
         k: v
@@ -123,7 +133,11 @@ def test_welch_csd_coherence(kw):
 
 def test_welch_complex_and_float32():
     xc = randn((2, 700), torch.complex128)
-    assert_close64(S.welch(xc, nperseg=64)[1], ss.welch(xc.numpy(), nperseg=64)[1], TOL_F64_TIGHT)
+    assert_close64(
+        S.welch(xc, nperseg=64)[1],
+        ss.welch(xc.numpy(), nperseg=64)[1],
+        RTOL_SCIPY_PARITY_TIGHT_FLOAT64,
+    )
     x = randn((2, 4096), torch.float64)
     x32 = x.float()
     p32 = S.welch(x32, nperseg=256)[1]
