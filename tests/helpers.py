@@ -124,6 +124,8 @@ ATOL_MATRIX_SQRT_FLOAT64 = 1e-10
 # A whitened batch's covariance against the identity: eps=1e-5 added to a variance of ~1e1
 # shifts it by ~1e-6, and a group's 40 samples estimate it with that slack.
 ATOL_WHITENED_COVARIANCE = 1e-4
+# A batch whitened in eval mode without running statistics: its mean power |y|^2 against 1.
+ATOL_WHITENED_POWER = 1e-3
 # Complex batch norm of a scaled, shifted or rotated batch against the original's output: the
 # covariance's inverse square root amplifies rounding by its condition number.
 RTOL_WHITENING_INVARIANCE_FLOAT64 = 1e-7
