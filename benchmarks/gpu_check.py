@@ -208,19 +208,10 @@ def _curvature(device: torch.device, small: bool):
 
 
 def _cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1),
-        nn.GroupNorm(4, 16),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.GroupNorm(4, 32),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * 7 * 7, 10),
-    )
+    """The GroupNorm CNN of the privacy benchmarks (``benchmarks/privacy_models.py``)."""
+    from privacy_models import build
+
+    return build("cnn")[0]
 
 
 def _dp_step_ours(model: nn.Module, x, y, device: torch.device) -> Callable[[], None]:

@@ -66,25 +66,6 @@ def _expected(ref_sum: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {n: s / (SAMPLE_RATE * DATASET_SIZE) for n, s in ref_sum.items()}
 
 
-@pytest.mark.parametrize("mode", ENGINES)
-@pytest.mark.parametrize("name", MODELS)
-def test_dpsgd_step_without_noise_is_the_loops_clipped_sum(device, name, mode):
-    model, x, y = make(name, torch.float64, batch=BATCH)
-    c = _median_norm(model, x, y)
-    want = _expected(_clipped_sum(model, x, y, c))
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    model = copy.deepcopy(model).to(device)
-    dp = DPSGD(
-        model,
-        torch.optim.SGD(model.parameters(), lr=1.0),
-        loss_fn=nn.CrossEntropyLoss(),
-        **_settings(c, mode),
-    )
-    dp.step((x.to(device), y.to(device)))
-    assert_on(list(model.parameters()), device)
-    assert_matches(_update(model, before), want)
-
-
 def _per_layer_clipped_sum(model: nn.Module, x, y, max_grad_norm: float) -> dict[str, torch.Tensor]:
     """The loop's per-layer clipped sum: each layer's own norm against C / sqrt(#layers)."""
     ref = loop_grads(model, nn.CrossEntropyLoss(), x, y)
@@ -99,21 +80,24 @@ def _per_layer_clipped_sum(model: nn.Module, x, y, max_grad_norm: float) -> dict
     return out
 
 
+@pytest.mark.parametrize("clipping", ["flat", "per_layer"])
 @pytest.mark.parametrize("mode", ENGINES)
 @pytest.mark.parametrize("name", MODELS)
-def test_dpsgd_per_layer_step_without_noise_is_the_loops_clipped_sum(device, name, mode):
+def test_dpsgd_step_without_noise_is_the_loops_clipped_sum(device, name, mode, clipping):
     model, x, y = make(name, torch.float64, batch=BATCH)
     c = _median_norm(model, x, y)
-    want = _expected(_per_layer_clipped_sum(model, x, y, c))
+    oracle = _clipped_sum if clipping == "flat" else _per_layer_clipped_sum
+    want = _expected(oracle(model, x, y, c))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model = copy.deepcopy(model).to(device)
     dp = DPSGD(
         model,
         torch.optim.SGD(model.parameters(), lr=1.0),
         loss_fn=nn.CrossEntropyLoss(),
-        **_settings(c, mode, clipping="per_layer"),
+        **_settings(c, mode, clipping=clipping),
     )
     dp.step((x.to(device), y.to(device)))
+    assert_on(list(model.parameters()), device)
     assert_matches(_update(model, before), want)
 
 
