@@ -199,3 +199,25 @@ def test_neighbour_pairs_gradient_is_the_transpose(type):
         assert_close64(
             g, sf.dct(w.numpy(), type=5 - type, norm="ortho"), RTOL_SCIPY_PARITY_TIGHT_FLOAT64
         )
+
+
+def test_type3_writes_interleaved_pairs():
+    """From `_PAIRS3_MAX_N` points DCT-III's inverse FFT is shifted by one so the result, viewed
+    as complex pairs, is one product of its two halves: scipy's values for even lengths, chunked
+    or not, odd lengths (the gathers) and a result that cannot be viewed as pairs (the gathers)."""
+    from research_ext.complex._scipy_fft.r2r import _PAIRS3_MAX_N, _rows
+
+    for n, rows in itertools.product(
+        (_PAIRS3_MAX_N, _PAIRS3_MAX_N + 1, 2 * _PAIRS3_MAX_N), (3, 80)
+    ):
+        x = randn((rows, n), torch.float64, n)
+        for norm in NORMS:
+            ref = sf.dct(x.numpy(), type=3, norm=norm)
+            assert_close64(rxc.fft.dct(x, type=3, norm=norm), ref, RTOL_SCIPY_PARITY_TIGHT_FLOAT64)
+    n = 2 * _PAIRS3_MAX_N
+    x = randn((3, n), torch.float64, 3)
+    strided = torch.empty(3, n, 2, dtype=torch.float64)[..., 0]
+    _rows(x, "dct", 3, "ortho", True, out=strided)
+    assert_close64(
+        strided, sf.dct(x.numpy(), type=3, norm="ortho"), RTOL_SCIPY_PARITY_TIGHT_FLOAT64
+    )

@@ -17,7 +17,9 @@ reversed copy and two products, no index gathers. DCT-III below 4096 points is i
 step by step (type III is type II's transpose up to the weight of x[0]): the same two products and
 reversed copy, a real FFT and a complex product, and the shifted copy back. Small inputs, longer
 type III rows and the DST of types II and III keep Makhoul's (1980) reordering: one cached-index
-gather on each side of the FFT (type III's inverse FFT unnormalized, 1/n in the twiddles). Type IV
+gather on each side of the FFT (type III's inverse FFT unnormalized, 1/n in the twiddles; for even
+n with a result buffer, its output moved by one through the twiddles so that the output gather
+becomes one reversed half and one product into the result viewed as complex pairs). Type IV
 uses the half-length complex FFT of (x[2m] + i x[n-1-2m]) for even n; types I use the symmetric
 extension. The DST of each type is the DCT of the same type with sign flips and reversals. On CPU,
 large batches run about 1 MiB of rows at a time so every pass stays in cache.
@@ -47,6 +49,17 @@ def _twiddle(
     """Factor * exp(sign * i pi k / 2n) for k <= n/2, with entry 0 also multiplied by ``first``."""
     k = torch.arange(n // 2 + 1, dtype=torch.float64)
     tw = factor * torch.exp(sign * 1j * math.pi * k / (2 * n))
+    tw[0] *= first
+    return tw.to(dtype=dtype, device=device)
+
+
+@cached
+def _twiddle_shifted(
+    n: int, factor: float, first: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """``_twiddle(n, -1, ...)`` times exp(2 pi i k / n): the inverse FFT's output moves by one."""
+    k = torch.arange(n // 2 + 1, dtype=torch.float64)
+    tw = factor * torch.exp(-1j * math.pi * k / (2 * n)) * torch.exp(2j * math.pi * k / n)
     tw[0] *= first
     return tw.to(dtype=dtype, device=device)
 
@@ -232,13 +245,34 @@ def _type2(
     return _take(torch.view_as_real(p).flatten(-2), gather_out, out)
 
 
+def _pairs_view(out: torch.Tensor) -> bool:
+    """``out`` (even last dim) can be viewed as complex pairs along its last dim."""
+    strides = out.stride()
+    return (
+        strides[-1] == 1 and out.storage_offset() % 2 == 0 and all(s % 2 == 0 for s in strides[:-1])
+    )
+
+
 def _type3(
     x: torch.Tensor, factor: float, ortho: bool, sine: bool, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     n, half = x.shape[-1], x.shape[-1] // 2 + 1
-    tw = _twiddle(n, -1.0, factor, math.sqrt(2) if ortho else 1.0, _cplx(x), x.device)
-    # Gather (a_k, b_k) = (X[k], X[n-k]) pairs, zero b_0, one inverse FFT, gather the output.
+    first = math.sqrt(2) if ortho else 1.0
     gather_in, gather_out = _type3_gathers(n, sine, x.device)
+    if out is not None and not sine and n % 2 == 0 and _pairs_view(out):
+        # y[2m] = v[-m], y[2m+1] = v[m+1]: with the twiddles shifting v by one, w[m] = v[m+1],
+        # the result viewed as complex is w[n-1-m] + i w[m], one reversed half and one product
+        # that interleaves (cheaper than the output gather). b_0 stays x[0]: the inverse real
+        # FFT ignores the imaginary part of entry 0.
+        tw = _twiddle_shifted(n, factor, first, _cplx(x), x.device)
+        z = torch.view_as_complex(torch.unflatten(_take(x, gather_in), -1, (half, 2)))
+        w = torch.fft.irfft(z.mul_(tw), n=n, norm="forward")
+        h = n // 2
+        pairs = torch.view_as_complex(torch.unflatten(out, -1, (h, 2)))
+        torch.complex(w[..., h:].flip(-1), w[..., :h], out=pairs)
+        return out
+    tw = _twiddle(n, -1.0, factor, first, _cplx(x), x.device)
+    # Gather (a_k, b_k) = (X[k], X[n-k]) pairs, zero b_0, one inverse FFT, gather the output.
     ab = torch.unflatten(_take(x, gather_in), -1, (half, 2))
     ab[..., 0, 1] = 0.0
     # Unnormalized (norm="forward"): torch's 1/n is a pass of its own, folded into ``tw`` here.
