@@ -18,6 +18,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from research_ext.privacy._layers import LayerRule
+from research_ext.privacy._per_sample import conv_weight_per_sample
 
 __all__ = ["AttentionRule", "ConvRule", "LinearRule", "attention_supported", "unfold"]
 
@@ -168,14 +169,18 @@ def _conv_sq_norms_chunked(
     p = m.out_channels // groups
     if "weight" not in rule.names or _use_ghost(rule.mode, length, d, p):
         return None
-    # Bound the im2col temporary to _CHUNK_ELEMENTS (a few large chunks: fast and lean).
-    chunk = max(1, min(batch_size, _CHUNK_ELEMENTS // max(1, groups * d * length)))
-    pieces = []
-    for start in range(0, batch_size, chunk):
-        stop = min(batch_size, start + chunk)
-        a, g = rule.block(((x[start:stop],), {}, (go[start:stop],)), stop - start)
-        pieces.append(g.mT @ a)
-    grad = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+    if x.device.type == "cpu" and m.in_channels // groups >= _GROUPED_MIN_CHANNELS:
+        # torch's convolution kernel with the batch folded into the groups: no im2col copy.
+        grad = conv_weight_per_sample(x, go, m)
+    else:
+        # Bound the im2col temporary to _CHUNK_ELEMENTS (a few large chunks: fast and lean).
+        chunk = max(1, min(batch_size, _CHUNK_ELEMENTS // max(1, groups * d * length)))
+        pieces = []
+        for start in range(0, batch_size, chunk):
+            stop = min(batch_size, start + chunk)
+            a, g = rule.block(((x[start:stop],), {}, (go[start:stop],)), stop - start)
+            pieces.append(g.mT @ a)
+        grad = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
     g = go.reshape(batch_size, groups, p, length).mT
     norms = grad.pow(2).sum((1, 2, 3))
     if "bias" in rule.names:
@@ -187,6 +192,9 @@ def _conv_sq_norms_chunked(
 
 #: Largest im2col temporary (elements) of a materialized convolution.
 _CHUNK_ELEMENTS = 1 << 20
+#: Input channels per group from which a materialized CPU convolution takes its per-sample
+#: gradients from one grouped convolution (below it, im2col and a batched matmul are faster).
+_GROUPED_MIN_CHANNELS = 8
 
 
 def unfold(x: torch.Tensor, conv: Any) -> torch.Tensor:
