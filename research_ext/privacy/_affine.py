@@ -179,12 +179,14 @@ def _conv_sq_norms_chunked(
         for start in range(0, batch_size, chunk):
             stop = min(batch_size, start + chunk)
             a, g = rule.block(((x[start:stop],), {}, (go[start:stop],)), stop - start)
-            pieces.append(g.mT @ a)
+            # The smaller of d and p as the product's rows: BLAS is faster that way round.
+            pieces.append((a.mT @ g).mT if d < p else g.mT @ a)
         grad = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
-    g = go.reshape(batch_size, groups, p, length).mT
+    # Per-sample bias gradients, once: (B, groups, 1, p), summed again by the clipped sum.
+    g = go.reshape(batch_size, groups, p, length).sum(3).unsqueeze(2)
     norms = grad.pow(2).sum((1, 2, 3))
     if "bias" in rule.names:
-        norms = norms + g.sum(2).pow(2).sum((1, 2))
+        norms = norms + g.pow(2).sum((1, 2, 3))
     rule._cache.update(a=None, g=g, grad=grad)
     rule.note(grad)
     return norms

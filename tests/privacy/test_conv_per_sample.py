@@ -55,11 +55,15 @@ def test_grouped_per_sample_weight_gradients_match_loop(name):
 
 
 class _WideCNN(nn.Module):
-    """A CNN whose second convolution (8 channels per group) takes the grouped path."""
+    """A CNN whose second convolution (8 channels per group) takes the grouped path.
+
+    The first (one input channel, kernel 3x3: fewer weight columns than rows) takes im2col with
+    the product computed transposed.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.c1 = nn.Conv2d(2, 16, 3, padding=1)
+        self.c1 = nn.Conv2d(1, 16, 3, padding=1)
         self.c2 = nn.Conv2d(16, 6, 3, stride=2, padding=1, groups=2)
         self.head = nn.Linear(6 * 4 * 4, 3)
 
@@ -72,7 +76,7 @@ class _WideCNN(nn.Module):
 def test_engine_norms_and_clipped_sum_match_loop(mode, clipping):
     torch.manual_seed(0)
     model = _WideCNN().double()
-    x = torch.randn(6, 2, 7, 7, dtype=torch.float64)
+    x = torch.randn(6, 1, 7, 7, dtype=torch.float64)
     y = torch.randint(0, 3, (6,))
     loss_fn = nn.CrossEntropyLoss()
     ref = loop_grads(model, loss_fn, x, y)
