@@ -18,10 +18,10 @@ step by step (type III is type II's transpose up to the weight of x[0]): the sam
 reversed copy, a real FFT and a complex product, and the shifted copy back. Small inputs, longer
 type III rows and the DST of types II and III keep Makhoul's (1980) reordering: one cached-index
 gather on each side of the FFT (type III's inverse FFT unnormalized, 1/n in the twiddles; for even
-n with a result buffer, its output moved by one through the twiddles so that the output gather
-becomes one reversed half and one product into the result viewed as complex pairs). Type IV
-uses the half-length complex FFT of (x[2m] + i x[n-1-2m]) for even n; types I use the symmetric
-extension. The DST of each type is the DCT of the same type with sign flips and reversals. On CPU,
+n with a result buffer, no gathers: the input pairs are one reversed half and one complex-building
+product, and the inverse FFT's output, moved by one through the twiddles, is written likewise into
+the result viewed as complex pairs). Type IV uses the half-length complex FFT of
+(x[2m] + i x[n-1-2m]) for even n; types I use the symmetric extension. The DST of each type is the DCT of the same type with sign flips and reversals. On CPU,
 large batches run about 1 MiB of rows at a time so every pass stays in cache.
 """
 
@@ -258,21 +258,24 @@ def _type3(
 ) -> torch.Tensor:
     n, half = x.shape[-1], x.shape[-1] // 2 + 1
     first = math.sqrt(2) if ortho else 1.0
-    gather_in, gather_out = _type3_gathers(n, sine, x.device)
     if out is not None and not sine and n % 2 == 0 and _pairs_view(out):
+        # The pairs (X[k], X[n-k]) for k >= 1 are x[1 : h + 1] + i x[n-1 : h-1 : -1]: one
+        # reversed half and one product that interleaves (cheaper than the input gather).
         # y[2m] = v[-m], y[2m+1] = v[m+1]: with the twiddles shifting v by one, w[m] = v[m+1],
-        # the result viewed as complex is w[n-1-m] + i w[m], one reversed half and one product
-        # that interleaves (cheaper than the output gather). b_0 stays x[0]: the inverse real
-        # FFT ignores the imaginary part of entry 0.
-        tw = _twiddle_shifted(n, factor, first, _cplx(x), x.device)
-        z = torch.view_as_complex(torch.unflatten(_take(x, gather_in), -1, (half, 2)))
-        w = torch.fft.irfft(z.mul_(tw), n=n, norm="forward")
+        # the result viewed as complex is w[n-1-m] + i w[m], likewise (no output gather).
         h = n // 2
+        tw = _twiddle_shifted(n, factor, first, _cplx(x), x.device)
+        z = x.new_empty((*x.shape[:-1], half), dtype=tw.dtype)
+        torch.complex(x[..., 1 : h + 1], x[..., h:].flip(-1), out=z[..., 1:])
+        z[..., 1:].mul_(tw[1:])
+        torch.mul(x[..., :1], tw[:1], out=z[..., :1])
+        w = torch.fft.irfft(z, n=n, norm="forward")
         pairs = torch.view_as_complex(torch.unflatten(out, -1, (h, 2)))
         torch.complex(w[..., h:].flip(-1), w[..., :h], out=pairs)
         return out
     tw = _twiddle(n, -1.0, factor, first, _cplx(x), x.device)
     # Gather (a_k, b_k) = (X[k], X[n-k]) pairs, zero b_0, one inverse FFT, gather the output.
+    gather_in, gather_out = _type3_gathers(n, sine, x.device)
     ab = torch.unflatten(_take(x, gather_in), -1, (half, 2))
     ab[..., 0, 1] = 0.0
     # Unnormalized (norm="forward"): torch's 1/n is a pass of its own, folded into ``tw`` here.
