@@ -348,10 +348,12 @@ def _rows(
 # in rotating order on a loaded machine: 1.23-1.26 against the gathers' 1.41). Every chunk below
 # holds at least this.
 _PAIRS_MIN = 1 << 16
-# DCT-III's pairs (a forward real FFT between the transposed steps) against Makhoul's gathers
-# around the unnormalized inverse FFT, thread CPU / scipy's, rows in rotating order on a loaded
-# machine: n = 512: 1.24 against 1.38, 1024: 1.39 / 1.50, 2048: 1.20 / 1.25, 4096: 1.47 / 1.40,
-# 8192: 1.46 / 1.35 (the gathers' cost per element grows less with n than the extra passes').
+# DCT-III's pairs (a forward real FFT between the transposed steps) against Makhoul's reordering
+# around the unnormalized inverse FFT (no gathers with a result buffer), 2^20 float64 elements,
+# thread CPU / scipy's, medians in rotating order on a loaded machine, one input per length (not
+# in cache): n = 512: 1.01 against 1.30, 1024: 1.09 / 1.23, 2048: 1.03 / 1.18, 4096: 1.19 / 1.26,
+# 8192: 1.23 / 1.25; 256 x 4096 alone with scipy (the input stays in the last-level cache, as in
+# the benchmark): 1.39 / 1.26 over 100 rounds.
 _PAIRS3_MAX_N = 4096
 
 # Many rows are transformed about 1 MiB at a time: the gathers, FFT and twiddle product then run
