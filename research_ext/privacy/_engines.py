@@ -431,21 +431,48 @@ class HookEngine:
                     f"place",
                 )
 
+    def early_norms(
+        self, name: str, call: tuple[Any, Any, Any], grad: torch.Tensor, batch_size: int
+    ) -> torch.Tensor | None:
+        """Norms of a layer called once with one output, as soon as its output gradient arrives.
+
+        Computed inside the backward, so the output gradient can be released right away (the
+        batch parameter gradient it would feed is never computed). None where the layer's rule
+        is not one of the one-block rules, or where it fails: :meth:`norms` then runs (and
+        reports) it as usual.
+        """
+        rule = self.rules.get(name)
+        if not isinstance(rule, _DETACHABLE) or isinstance(rule, AttentionRule):
+            return None
+        args, kwargs, _ = call
+        triples = [(args, kwargs, (grad,))]
+        try:
+            self._check_batch_first(name, triples, batch_size)
+            return rule.sq_norms(triples, batch_size)
+        except (UnsupportedModuleError, RuntimeError):
+            return None
+
     def norms(
         self,
         records: dict[str, "Records"],
         by_call: dict[tuple[str, int], list[torch.Tensor | None]],
         batch_size: int,
+        early: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-sample squared norms per group from captured calls and their output gradients.
 
         ``by_call[(layer, i)]`` holds the gradients of the summed loss with respect to the
-        outputs of the layer's i-th call (``None`` where an output did not reach the loss).
+        outputs of the layer's i-th call (``None`` where an output did not reach the loss);
+        ``early`` the norms :meth:`early_norms` already gave (their rules hold the rest).
         """
         norms: dict[str, torch.Tensor] = {}
         self._active = []
         for name, calls in records.items():
             rule = self.rules[name]
+            if early is not None and name in early:
+                norms[name] = early[name]
+                self._active.append((name, rule))
+                continue
             # Calls none of whose outputs reached the loss are dropped; in the others, an output
             # without a gradient gets zeros shaped like that call's own output.
             kept = [

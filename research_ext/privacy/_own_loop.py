@@ -21,7 +21,10 @@ costs what :meth:`DPSGD.step`'s does: no batch parameter gradient, which DP-SGD 
 (``p.grad`` is left untouched by it, except on a step whose loss is checked, see below).
 Per-sample norms and clipped sums of a micro-batch are computed when its backward has finished
 (at ``optimizer.step()`` or at the next forward), so several forward/backward pairs before one
-``step()`` are one logical step over their union (gradient accumulation). ``step()`` then
+``step()`` are one logical step over their union (gradient accumulation). The norms of a layer
+called once with one output (while a single forward is pending) are taken inside the backward,
+as its output gradient arrives, so that gradient is released once torch has used it, as in a
+non-private step, instead of being held until ``step()``. ``step()`` then
 runs the very code :meth:`DPSGD.step` ends with (noise once, ``optimizer.step()``, the adaptive
 clip update, accounting), so both paths are one implementation.
 
@@ -125,6 +128,7 @@ class _Pending:
         self.args, self.kwargs, self.records, self.rng = args, kwargs, records, rng
         self.batch_size = _batch_size(args, kwargs)
         self.by_call: dict[tuple[str, int], list[torch.Tensor | None]] = {}
+        self.early: dict[str, torch.Tensor] = {}  # norms of layers done inside the backward
         self.root: list[torch.Tensor | None] = []
         self.reached = False  # a gradient arrived
         self.done = False  # the backward that brought it has finished
@@ -441,9 +445,11 @@ class DPOptimizer(torch.optim.Optimizer):
             for i, (_, _, outs) in enumerate(calls):
                 slot: list[torch.Tensor | None] = [None] * len(outs)
                 pending.by_call[(name, i)] = slot
+                # A layer called once with one output is complete when that gradient arrives.
+                single = name if len(calls) == 1 and len(outs) == 1 else None
                 for j, out in enumerate(outs):
                     if out.requires_grad:
-                        out.register_hook(self._store(pending, slot, j))
+                        out.register_hook(self._store(pending, slot, j, single))
         leaves = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
         pending.root = [None] * len(leaves)
         for k, t in enumerate(leaves):
@@ -451,11 +457,32 @@ class DPOptimizer(torch.optim.Optimizer):
                 t.register_hook(self._store(pending, pending.root, k))
         self._pending.append(pending)
 
-    @staticmethod
-    def _store(pending: _Pending, slot: list[torch.Tensor | None], j: int) -> Any:
+    def _store(
+        self,
+        pending: _Pending,
+        slot: list[torch.Tensor | None],
+        j: int,
+        single: str | None = None,
+    ) -> Any:
         def hook(grad: torch.Tensor) -> None:
             slot[j] = grad
             pending.arrived()
+            engine = self.dp.engine
+            # The layer's norms now, inside the backward, so its output gradient is released
+            # as soon as torch's backward has used it, as in a non-private step. Only while
+            # this forward is the only one pending: the rules hold one micro-batch at a time.
+            if (
+                single is not None
+                and isinstance(engine, HookEngine)
+                and len(self._pending) == 1
+                and self._pending[0] is pending
+            ):
+                sq = engine.early_norms(
+                    single, pending.records[single][0], grad, pending.batch_size
+                )
+                if sq is not None:
+                    pending.early[single] = sq
+                    slot[j] = None
 
         return hook
 
@@ -480,14 +507,16 @@ class DPOptimizer(torch.optim.Optimizer):
         if isinstance(engine, HookEngine):
             try:
                 engine.check_unmodified(pending.records)
-                sq = engine.norms(pending.records, pending.by_call, pending.batch_size)
+                sq = engine.norms(
+                    pending.records, pending.by_call, pending.batch_size, pending.early
+                )
                 grad_scale = scale  # from the gradients of the loss, not of the sum
             except LayerFailureError:
                 sq = None  # the engine's own run falls back (auto) or names the layer
         if sq is None:
             sq = self._replay(pending, engine)
             grad_scale = 1.0
-        pending.records, pending.by_call = {}, {}
+        pending.records, pending.by_call, pending.early = {}, {}, {}
         if self._check_now():
             with torch.no_grad():  # compared with p.grad only: no graph to keep
                 batch_sums = _batch_sum(engine, sq)

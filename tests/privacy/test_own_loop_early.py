@@ -1,0 +1,84 @@
+"""DPOptimizer computes the norms of layers called once inside the user's backward.
+
+The output gradient of such a layer is used as soon as it arrives and then released (as in a
+non-private step); the rules hold one micro-batch at a time, so this happens only while a single
+forward is pending. Both paths must give DPSGD.step's update.
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from research_ext.privacy import DPSGD, DPOptimizer
+from tests.helpers import ATOL_FLOAT64, RTOL_FLOAT64
+from tests.privacy.zoo import make
+
+
+def _pair(model, mode, clipping):
+    twin = copy.deepcopy(model)
+    settings = dict(
+        max_grad_norm=0.1,
+        delta=1e-5,
+        sample_rate=0.5,
+        dataset_size=12,
+        noise_multiplier=1.0,
+        grad_sample_mode=mode,
+        clipping=clipping,
+    )
+    dp = DPSGD(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.5),
+        loss_fn=nn.CrossEntropyLoss(),
+        generator=torch.Generator().manual_seed(3),
+        **settings,
+    )
+    opt = DPOptimizer(
+        twin,
+        torch.optim.SGD(twin.parameters(), lr=0.5),
+        generator=torch.Generator().manual_seed(3),
+        check_loss="never",
+        **settings,
+    )
+    return dp, opt, twin
+
+
+def _assert_same(a: nn.Module, b: nn.Module) -> None:
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64, msg=name)
+
+
+@pytest.mark.parametrize("mode", ["auto", "materialized", "ghost"])
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_norms_are_taken_in_the_backward_and_gradients_released(name, mode):
+    model, x, y = make(name, torch.float64, batch=6)
+    dp, opt, twin = _pair(model, mode, "flat")
+    F.cross_entropy(twin(x), y).backward()
+    (pending,) = opt._pending
+    single = {n for n, calls in pending.records.items() if len(calls) == 1}
+    assert single and set(pending.early) == single
+    for (layer, _), slot in pending.by_call.items():
+        if layer in single:
+            assert slot == [None]  # released: torch's backward was its last user
+    opt.step()
+    dp.step((x, y))
+    _assert_same(model, twin)
+
+
+@pytest.mark.parametrize("clipping", ["flat", "per_layer"])
+@pytest.mark.parametrize("mode", ["auto", "materialized", "ghost"])
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_two_forwards_then_one_backward_equal_dpsgd_micro_batches(name, mode, clipping):
+    model, x, y = make(name, torch.float64, batch=6)
+    dp, opt, twin = _pair(model, mode, clipping)
+    for _ in range(2):
+        dp.step([(x[:4], y[:4]), (x[4:], y[4:])])
+        # Both forwards pending when the backward runs: norms are taken at step() instead.
+        loss = F.cross_entropy(twin(x[:4]), y[:4]) + F.cross_entropy(twin(x[4:]), y[4:])
+        loss.backward()
+        assert all(not p.early for p in opt._pending)
+        opt.step()
+        opt.zero_grad()
+    _assert_same(model, twin)
