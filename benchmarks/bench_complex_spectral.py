@@ -29,9 +29,11 @@ QUICK = "--quick" in sys.argv
 
 
 class Timings(dict):
-    """Median wall seconds per name, plus `cpu`: median per-round thread-CPU ratio ours/name."""
+    """Median wall seconds per name, plus `cpu`: median per-round thread-CPU ratio ours/name,
+    and `cpu_iqr`: the quartiles of that ratio."""
 
     cpu: dict
+    cpu_iqr: dict
 
 
 def interleaved(fns: dict, repeats: int) -> Timings:
@@ -49,10 +51,15 @@ def interleaved(fns: dict, repeats: int) -> Timings:
             cpu[name].append(time.thread_time() - start_cpu)
             wall[name].append(time.perf_counter() - start)
     out = Timings({name: statistics.median(ts) for name, ts in wall.items()})
-    out.cpu = {
-        name: statistics.median(o / max(t, 1e-9) for o, t in zip(cpu["ours"], ts, strict=True))
+    per_round = {
+        name: [o / max(t, 1e-9) for o, t in zip(cpu["ours"], ts, strict=True)]
         for name, ts in cpu.items()
         if name != "ours"
+    }
+    out.cpu = {name: statistics.median(r) for name, r in per_round.items()}
+    out.cpu_iqr = {
+        name: tuple(statistics.quantiles(r, n=4)[::2]) if len(r) > 1 else (r[0], r[0])
+        for name, r in per_round.items()
     }
     return out
 
@@ -61,12 +68,17 @@ def report(case: str, target: str, medians: Timings, anchor: str) -> None:
     ours = medians["ours"]
     ratios = {name: ours / t for name, t in medians.items() if name != "ours"}
     cpu = dict(getattr(medians, "cpu", {}))
+    iqr = dict(getattr(medians, "cpu_iqr", {}))
     shown = "  ".join(
-        f"ours/{k}={v:.2f}" + (f" (cpu {cpu[k]:.2f})" if k in cpu else "")
+        f"ours/{k}={v:.2f}"
+        + (f" (cpu {cpu[k]:.2f}" if k in cpu else "")
+        + (f", IQR {iqr[k][0]:.2f}-{iqr[k][1]:.2f})" if k in iqr else ")" if k in cpu else "")
         for k, v in ratios.items()
     )
     print(f"{case:<40} ours={ours * 1e3:8.3f} ms  {shown}  (target {target} vs {anchor})")
     line = {"case": case, "median_s": dict(medians), "ratios": ratios, "cpu_ratios": cpu}
+    if iqr:
+        line["cpu_ratio_iqr"] = iqr
     print(json.dumps({**line, "target": target}))
 
 
@@ -95,7 +107,9 @@ def bench_dct() -> None:
     for shape, target in targets.items():
         x = torch.randn(*shape, dtype=torch.float64)
         for t, norm in itertools.product((2, 3), ("ortho", None)):
-            medians = interleaved(_dct_fns(x, t, norm), reps(x.numel()))
+            # The 256 x 4096 goal sits near the noise of a shared machine: more rounds there.
+            rounds = 3 * reps(x.numel()) if shape == (256, 4096) else reps(x.numel())
+            medians = interleaved(_dct_fns(x, t, norm), rounds)
             case = f"dct type {t} {norm or 'backward'} {shape}"
             report(case, f"{target} scipy, <=0.5x torch-dct", medians, "scipy")
     x = torch.randn(512, 512, dtype=torch.float64)
