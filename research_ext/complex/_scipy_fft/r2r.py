@@ -353,7 +353,7 @@ _PAIRS_MIN = 1 << 16
 # thread CPU / scipy's, medians in rotating order on a loaded machine, one input per length (not
 # in cache): n = 512: 1.01 against 1.30, 1024: 1.09 / 1.23, 2048: 1.03 / 1.18, 4096: 1.19 / 1.26,
 # 8192: 1.23 / 1.25; 256 x 4096 alone with scipy (the input stays in the last-level cache, as in
-# the benchmark): 1.39 / 1.26 over 100 rounds.
+# the benchmark), calls in random order: 1.41 / 1.23 and 1.50 / 1.32 in two runs of 300 rounds.
 _PAIRS3_MAX_N = 4096
 
 # Many rows are transformed about 1 MiB at a time: the gathers, FFT and twiddle product then run
