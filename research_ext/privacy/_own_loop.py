@@ -23,8 +23,9 @@ Per-sample norms and clipped sums of a micro-batch are computed when its backwar
 (at ``optimizer.step()`` or at the next forward), so several forward/backward pairs before one
 ``step()`` are one logical step over their union (gradient accumulation). The norms of a layer
 called once with one output (while a single forward is pending) are taken inside the backward,
-as its output gradient arrives, so that gradient is released once torch has used it, as in a
-non-private step, instead of being held until ``step()``. ``step()`` then
+as its output gradient arrives (its captured tensors checked for in-place changes then), so
+that gradient and the layer's captured inputs and outputs are released once torch has used
+them, as in a non-private step, instead of being held until ``step()``. ``step()`` then
 runs the very code :meth:`DPSGD.step` ends with (noise once, ``optimizer.step()``, the adaptive
 clip update, accounting), so both paths are one implementation.
 
@@ -477,12 +478,17 @@ class DPOptimizer(torch.optim.Optimizer):
                 and len(self._pending) == 1
                 and self._pending[0] is pending
             ):
-                sq = engine.early_norms(
-                    single, pending.records[single][0], grad, pending.batch_size
+                calls = pending.records[single]
+                # Checked now (the forward is over; later changes cannot reach these norms).
+                sq = (
+                    None
+                    if calls.modified()
+                    else engine.early_norms(single, calls[0], grad, pending.batch_size)
                 )
                 if sq is not None:
                     pending.early[single] = sq
                     slot[j] = None
+                    pending.records[single] = Records()  # its captured tensors are released too
 
         return hook
 

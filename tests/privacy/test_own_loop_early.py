@@ -1,7 +1,8 @@
 """DPOptimizer computes the norms of layers called once inside the user's backward.
 
 The output gradient of such a layer is used as soon as it arrives and then released (as in a
-non-private step); the rules hold one micro-batch at a time, so this happens only while a single
+non-private step), with the layer's captured inputs and outputs (checked for in-place changes
+then); the rules hold one micro-batch at a time, so this happens only while a single
 forward is pending. Both paths must give DPSGD.step's update.
 """
 
@@ -57,11 +58,15 @@ def test_norms_are_taken_in_the_backward_and_gradients_released(name, mode):
     dp, opt, twin = _pair(model, mode, "flat")
     F.cross_entropy(twin(x), y).backward()
     (pending,) = opt._pending
-    single = {n for n, calls in pending.records.items() if len(calls) == 1}
+    calls = [layer for layer, _ in pending.by_call]
+    single = {layer for layer in calls if calls.count(layer) == 1}
     assert single and set(pending.early) == single
     for (layer, _), slot in pending.by_call.items():
         if layer in single:
-            assert slot == [None]  # released: torch's backward was its last user
+            # Released: torch's backward was the gradient's last user, and the captured
+            # inputs and outputs are dropped with it.
+            assert slot == [None]
+            assert len(pending.records[layer]) == 0
     opt.step()
     dp.step((x, y))
     _assert_same(model, twin)
