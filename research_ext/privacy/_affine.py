@@ -156,7 +156,10 @@ def _pads(conv: Any, nd: int) -> list[tuple[int, int]]:
 def _conv_sq_norms_chunked(
     rule: "ConvRule", call: tuple[Any, Any, Any], batch_size: int
 ) -> torch.Tensor | None:
-    """Materialized per-sample conv gradients, im2col'd a chunk of the batch at a time.
+    """Materialized per-sample conv gradients (im2col by chunks, or one grouped convolution).
+
+    On CPU with 8 or more input channels per group, ``conv_weight_per_sample``; otherwise
+    im2col a chunk of the batch at a time and a batched matmul.
 
     Returns None when the cost model prefers the ghost norm (which needs the whole im2col).
     """
