@@ -143,7 +143,7 @@ class ConvRule(_BlockRule):
         return a, g
 
 
-def _pads(conv: Any, nd: int) -> list[tuple[int, int]]:
+def conv_pads(conv: Any, nd: int) -> list[tuple[int, int]]:
     padding = conv.padding
     if padding == "valid":
         return [(0, 0)] * nd
@@ -209,7 +209,7 @@ def unfold(x: torch.Tensor, conv: Any) -> torch.Tensor:
     """
     nd = x.ndim - 2
     flat: list[int] = []
-    for left, right in reversed(_pads(conv, nd)):
+    for left, right in reversed(conv_pads(conv, nd)):
         flat += [left, right]
     x = F.pad(x, flat) if any(flat) else x.contiguous()
     kernel, stride, dilation = tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.dilation)

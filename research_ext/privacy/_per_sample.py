@@ -263,10 +263,10 @@ def conv_weight_per_sample(x: torch.Tensor, grad_output: torch.Tensor, conv: Any
         >>> conv_weight_per_sample(x, go, conv).shape
         torch.Size([2, 1, 4, 72])
     """
-    from research_ext.privacy._affine import _pads  # _affine -> _layers -> this module
+    from research_ext.privacy._affine import conv_pads  # _affine -> _layers -> this module
 
     batch, nd = x.shape[0], x.ndim - 2
-    pads = _pads(conv, nd)
+    pads = conv_pads(conv, nd)
     if any(left != right for left, right in pads):  # "same" with an odd total: pad explicitly
         flat: list[int] = []
         for left, right in reversed(pads):
