@@ -38,6 +38,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def run_on_gloo_ranks(worker, out_dir, world_size: int = 2, *, weights_only: bool = False) -> list:
+    """Spawn ``worker(rank, world_size, port, out_dir)`` on ``world_size`` ranks; load each rank's
+    ``rank{r}.pt`` from ``out_dir``."""
+    import pathlib
+
+    import torch
+    import torch.multiprocessing as mp
+
+    mp.start_processes(
+        worker,
+        args=(world_size, free_port(), str(out_dir)),
+        nprocs=world_size,
+        join=True,
+        start_method="spawn",
+    )
+    return [
+        torch.load(pathlib.Path(out_dir) / f"rank{r}.pt", weights_only=weights_only)
+        for r in range(world_size)
+    ]
+
+
 # Named slack of the functional tests' other comparisons (float64 unless the name says float32).
 # The same sums in another order (a block product against its columns; the two sides of a
 # symmetry or positivity check, relative to the products' scale): one evaluation's rounding.

@@ -3,7 +3,6 @@
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 import research_ext.privacy as privacy
@@ -11,7 +10,7 @@ from tests.helpers import (
     ATOL_REORDERED_UNIT_FLOAT64,
     RTOL_DISTRIBUTED_NOISE_STD,
     RTOL_REORDERED_FLOAT64,
-    free_port,
+    run_on_gloo_ranks,
 )
 
 N, D, K = 64, 6, 3
@@ -105,11 +104,7 @@ def _worker(rank, world_size, port, out_dir):
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("ddp")
-    mp.start_processes(
-        _worker, args=(2, free_port(), str(out_dir)), nprocs=2, join=True, start_method="spawn"
-    )
-    return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return run_on_gloo_ranks(_worker, tmp_path_factory.mktemp("ddp"))
 
 
 @pytest.mark.slow

@@ -454,18 +454,9 @@ def _distributed_worker(rank, world_size, port, out_dir):
 
 @pytest.mark.slow
 def test_distributed_user_loop_equals_distributed_dpsgd_on_two_gloo_ranks(tmp_path):
-    import torch.multiprocessing as mp
+    from tests.helpers import run_on_gloo_ranks
 
-    from tests.helpers import free_port
-
-    mp.start_processes(
-        _distributed_worker,
-        args=(2, free_port(), str(tmp_path)),
-        nprocs=2,
-        join=True,
-        start_method="spawn",
-    )
-    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    results = run_on_gloo_ranks(_distributed_worker, tmp_path)
     for (dpsgd_state, eps_a), (loop_state, eps_b) in results:
         assert eps_a == eps_b > 0
         for name, value in dpsgd_state.items():

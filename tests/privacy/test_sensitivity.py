@@ -229,18 +229,9 @@ def _distributed_worker(rank, world_size, port, out_path):
 
 @pytest.mark.slow
 def test_distributed_all_reduce_sensitivity_and_noise(tmp_path):
-    import torch.multiprocessing as mp
+    from tests.helpers import run_on_gloo_ranks
 
-    from tests.helpers import free_port
-
-    mp.start_processes(
-        _distributed_worker,
-        args=(2, free_port(), str(tmp_path)),
-        nprocs=2,
-        join=True,
-        start_method="spawn",
-    )
-    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    results = run_on_gloo_ranks(_distributed_worker, tmp_path, weights_only=True)
     c, sigma = 0.3, 2.0
     for result in results:
         # one example on one rank moves the all-reduced sum by at most C, and by C when clipped
