@@ -6,49 +6,17 @@ then); the rules hold one micro-batch at a time, so this happens only while a si
 forward is pending. Both paths must give DPSGD.step's update.
 """
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
-from torch import nn
 
-from research_ext.privacy import DPSGD, DPOptimizer
-from tests.helpers import ATOL_FLOAT64, RTOL_FLOAT64
+from tests.privacy.test_own_loop import _assert_same, _pair as own_loop_pair
 from tests.privacy.zoo import make
 
 
 def _pair(model, mode, clipping):
-    twin = copy.deepcopy(model)
-    settings = dict(
-        max_grad_norm=0.1,
-        delta=1e-5,
-        sample_rate=0.5,
-        dataset_size=12,
-        noise_multiplier=1.0,
-        grad_sample_mode=mode,
-        clipping=clipping,
-    )
-    dp = DPSGD(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.5),
-        loss_fn=nn.CrossEntropyLoss(),
-        generator=torch.Generator().manual_seed(3),
-        **settings,
-    )
-    opt = DPOptimizer(
-        twin,
-        torch.optim.SGD(twin.parameters(), lr=0.5),
-        generator=torch.Generator().manual_seed(3),
-        check_loss="never",
-        **settings,
-    )
-    return dp, opt, twin
-
-
-def _assert_same(a: nn.Module, b: nn.Module) -> None:
-    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64, msg=name)
+    """DPSGD on ``model`` and a DPOptimizer that never checks the loss on a copy (equal seeds)."""
+    return own_loop_pair(model, check_loss="never", grad_sample_mode=mode, clipping=clipping)
 
 
 @pytest.mark.parametrize("mode", ["auto", "materialized", "ghost"])
