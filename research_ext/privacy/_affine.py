@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from research_ext.privacy._layers import LayerRule
+from research_ext.privacy._layers import LayerRule, weighted_sum
 from research_ext.privacy._per_sample import conv_weight_per_sample
 
 __all__ = ["AttentionRule", "ConvRule", "LinearRule", "attention_supported", "unfold"]
@@ -64,14 +64,14 @@ def block_clipped(
     w = b = None
     if weight:
         if grad is not None:
-            w = torch.einsum("b,bgpd->gpd", c, grad)
+            w = weighted_sum(c, grad)
         else:
             assert a is not None  # kept whenever the gradient is not materialized
             bsz, groups, t, p = g.shape
             gc = (g * c.view(-1, 1, 1, 1)).transpose(0, 1).reshape(groups, bsz * t, p)
             w = gc.mT @ a.transpose(0, 1).reshape(groups, bsz * t, a.shape[3])
     if bias:
-        b = torch.einsum("b,bgp->gp", c, g.sum(2))
+        b = weighted_sum(c, g.sum(2) if g.shape[2] > 1 else g.squeeze(2))
     return w, b
 
 

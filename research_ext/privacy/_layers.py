@@ -27,12 +27,23 @@ __all__ = [
     "MaterializedRule",
     "MergedRule",
     "NormRule",
+    "weighted_sum",
 ]
 
 #: Key under which a generic layer's captured call carries the dropout masks of its forward.
 MASKS = "__dropout_masks__"
 #: Key under which a GroupNorm's captured call carries the statistics its forward saved.
 NORM_STATISTICS = "__norm_statistics__"
+
+
+def weighted_sum(factors: torch.Tensor, per_sample: torch.Tensor) -> torch.Tensor:
+    """``sum_i factors[i] * per_sample[i]``: ``(B,)`` and ``(B, *shape)`` give ``shape``.
+
+    One matrix-vector product (no per-call einsum parsing); ``factors`` is cast to the
+    per-sample tensor's dtype by the caller.
+    """
+    flat = per_sample.reshape(per_sample.shape[0], -1)
+    return torch.mv(flat.T, factors).view(per_sample.shape[1:])
 
 
 class LayerRule:
@@ -88,10 +99,7 @@ class MaterializedRule(LayerRule):
 
     def clipped_sum(self, factors: torch.Tensor) -> dict[str, torch.Tensor]:
         grads = self._cache.pop("grads")
-        return {
-            self.names[n]: torch.einsum("b,b...->...", factors.to(g.dtype), g)
-            for n, g in grads.items()
-        }
+        return {self.names[n]: weighted_sum(factors.to(g.dtype), g) for n, g in grads.items()}
 
 
 class NormRule(MaterializedRule):
