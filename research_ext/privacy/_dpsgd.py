@@ -45,7 +45,13 @@ from research_ext.privacy._clipping import (
     layer_thresholds,
     sensitivity,
 )
-from research_ext.privacy._engines import ENGINES, layer_groups, make_engine
+from research_ext.privacy._engines import (
+    ENGINES,
+    VmapEngine,
+    WholeModelFallbackError,
+    layer_groups,
+    make_engine,
+)
 from research_ext.privacy._noise import add_gaussian_noise_, secure_generator
 from research_ext.privacy._per_sample import LossFn, split_batch
 from research_ext.privacy._sampling import PoissonLoader, poisson_loader, steps_per_epoch
@@ -147,7 +153,9 @@ class DPSGD:
     Clipped sums come from an engine chosen by ``grad_sample_mode``: ``"auto"`` (one forward and
     one backward with hooks; per layer, ghost norms or materialized per-sample gradients,
     whichever the cost model finds cheaper; norm layers materialized, other layers by per-layer
-    ``vmap``; whole-model ``vmap`` when parameters are shared), ``"ghost"``, ``"materialized"``,
+    ``vmap``; layers that share a parameter (tied weights) by per-layer ``vmap``, their
+    per-sample gradients added; whole-model ``vmap`` when a parameter is used twice inside one
+    layer or by none), ``"ghost"``, ``"materialized"``,
     or ``"vmap"`` (``torch.func`` over the whole model). All give the same clipped sum.
 
     Clipping modes: ``"flat"`` (one norm over all parameters), ``"per_layer"`` (a norm per layer
@@ -325,7 +333,8 @@ class DPSGD:
     def plan(self) -> dict[str, str]:
         """How each layer's per-sample gradients are computed: ``{layer: "Type: method"}``.
 
-        Methods: ``ghost``, ``materialized``, ``vmap (per layer)``, ``vmap (whole model)``, or
+        Methods: ``ghost``, ``materialized``, ``vmap (per layer)``, ``vmap (whole model)``,
+        ``vmap (per layer, tied with `other`)`` for layers sharing a parameter, or
         ``vmap (per layer, fallback: why)`` where ``"auto"`` merged layers it could not handle
         into their parent; cost-model choices are filled in by the first step.
         """
@@ -384,8 +393,16 @@ class DPSGD:
             _, _, size = split_batch("DPSGD.step", mb)
             if size == 0:
                 continue
-            unclipped = self._clip_into(self.engine.run(mb), total, unclipped)
+            unclipped = self._clip_into(self._run_engine(mb), total, unclipped)
         self._finish(total, unclipped)
+
+    def _run_engine(self, batch: Any) -> dict[str, torch.Tensor]:
+        """``self.engine.run(batch)``; where ``"auto"`` ends in whole-model vmap, it switches."""
+        try:
+            return self.engine.run(batch)
+        except WholeModelFallbackError:
+            self.engine = VmapEngine(self.model, self.loss_fn)
+            return self.engine.run(batch)
 
     # The two pieces below serve both DPSGD.step and the user-loop DPOptimizer.step.
 

@@ -16,6 +16,7 @@ from torch import nn
 from research_ext.core import module_params
 from research_ext.errors import UnsupportedModuleError
 from research_ext.privacy._affine import AttentionRule, ConvRule, LinearRule, attention_supported
+from research_ext.privacy._capture import Records, needs_tap, tap_attention_inputs, tap_tensor
 from research_ext.privacy._layers import (
     MASKS,
     NORM_STATISTICS,
@@ -27,11 +28,19 @@ from research_ext.privacy._layers import (
 )
 from research_ext.privacy._per_sample import LossFn, per_sample_grads, summed_loss, unpack_batch
 from research_ext.privacy._recurrent import RecurrentRule, is_torch_recurrent
+from research_ext.privacy._tied import TiedRule, tie_groups, widen_for_ties
 
-__all__ = ["ENGINES", "HookEngine", "VmapEngine", "layer_groups", "make_engine"]
+__all__ = [
+    "ENGINES",
+    "HookEngine",
+    "VmapEngine",
+    "WholeModelFallbackError",
+    "layer_groups",
+    "make_engine",
+]
 
-#: grad_sample_mode values: "auto" (hooks, per-layer cost model; whole-model vmap when hooks
-#: cannot see every parameter), "ghost" (hooks, ghost norms wherever defined), "materialized"
+#: grad_sample_mode values: "auto" (hooks, per-layer cost model; layers that share parameters
+#: by per-layer vmap, summed; whole-model vmap when a parameter belongs to no layer), "ghost" (hooks, ghost norms wherever defined), "materialized"
 #: (hooks, per-layer per-sample gradients), "vmap" (whole-model torch.func per-sample gradients).
 ENGINES = ("auto", "ghost", "materialized", "vmap")
 
@@ -103,15 +112,21 @@ def layer_groups(model: nn.Module) -> dict[str, str]:
     return {q: name for name, _, names in _units(model) for q in names.values()}
 
 
-def _shared_parameters(model: nn.Module) -> bool:
+def _shared_parameters(model: nn.Module) -> tuple[bool, bool]:
+    """``(a parameter is used by two layers, one is used twice in one layer or by none)``.
+
+    Ties between layers run through the hook engine (``_tied.py``); the second kind needs
+    whole-model vmap.
+    """
     seen: set[int] = set()
+    across = within = False
+    params = dict(model.named_parameters(remove_duplicate=False))
     for _, _, names in _units(model):
-        params = dict(model.named_parameters(remove_duplicate=False))
-        for q in names.values():
-            if id(params[q]) in seen:
-                return True
-            seen.add(id(params[q]))
-    return len(seen) != len(module_params(model))
+        ids = [id(params[q]) for q in names.values()]
+        within = within or len(set(ids)) != len(ids)
+        across = across or not seen.isdisjoint(ids)
+        seen.update(ids)
+    return across, within or len(seen) != len(module_params(model))
 
 
 class VmapEngine:
@@ -148,87 +163,12 @@ class VmapEngine:
         }
 
 
-def _tensors(call: tuple[Any, Any, Any]) -> list[torch.Tensor]:
-    args, kwargs, outs = call
-    found = [*args, *kwargs.values(), *outs]
-    return [t for t in found if isinstance(t, torch.Tensor)]
-
-
-class Records(list):  # type: ignore[type-arg]
-    """A layer's captured calls, with the version counters of their tensors when captured."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.versions: list[tuple[int, ...]] = []
-
-    def append(self, call: Any) -> None:
-        """Capture one call ``(args, kwargs, outputs)``."""
-        super().append(call)
-        self.versions.append(tuple(t._version for t in _tensors(call)))
-
-    def modified(self) -> bool:
-        """Whether a captured tensor was modified in place since its call."""
-        return any(
-            tuple(t._version for t in _tensors(call)) != versions
-            for call, versions in zip(self, self.versions, strict=True)
-        )
-
-
-class _Tap(torch.autograd.Function):
-    """An alias of ``x`` that needs a gradient; the gradient stops there (never passed on)."""
-
-    @staticmethod
-    def forward(ctx: Any, anchor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        # Not a view: in-place changes of the output stay legal for autograd (they show in the
-        # shared version counter, which ``Records.modified`` checks).
-        return x.detach()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None]:
-        return None, None
-
-
-def _needs_tap(t: torch.Tensor) -> bool:
-    return not t.requires_grad and (t.is_floating_point() or t.is_complex())
-
-
-def _tap(t: torch.Tensor) -> torch.Tensor:
-    """``t`` as a tensor whose gradient the backward computes (see :meth:`HookEngine.capture`)."""
-    anchor = torch.zeros((), device=t.device, requires_grad=True)
-    # torch types Function.apply without annotations.
-    tapped: torch.Tensor = _Tap.apply(anchor, t)  # type: ignore[no-untyped-call]
-    return tapped
-
-
-#: The positional and keyword inputs that an attention layer projects.
-_ATTENTION_INPUTS = ("query", "key", "value")
-
-
-def _tap_attention_inputs(
-    args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Query, key and value that need no gradient, as aliases that do (the same one if shared)."""
-    done: dict[int, torch.Tensor] = {}
-
-    def tapped(t: Any) -> Any:
-        if not isinstance(t, torch.Tensor) or not _needs_tap(t):
-            return t
-        if id(t) not in done:
-            done[id(t)] = _tap(t)
-        return done[id(t)]
-
-    n = len(_ATTENTION_INPUTS)
-    args = (*(tapped(a) for a in args[:n]), *args[n:])
-    kwargs = {k: tapped(v) if k in _ATTENTION_INPUTS else v for k, v in kwargs.items()}
-    return args, kwargs
-
-
 def _guarded_forward(
-    name: str, rule: Any, records: "Records", tap: bool, *args: Any, **kwargs: Any
+    name: str, rule: Any, records: Records, tap: bool, *args: Any, **kwargs: Any
 ) -> Any:
     """A rule's replacement forward; what it cannot compute is a failure of that layer."""
     if tap:
-        args, kwargs = _tap_attention_inputs(args, kwargs)
+        args, kwargs = tap_attention_inputs(args, kwargs)
     try:
         return rule.forward(records, *args, **kwargs)
     except LayerFailureError:
@@ -254,17 +194,25 @@ class LayerFailureError(Exception):
         self.layer = layer
 
 
+class WholeModelFallbackError(Exception):
+    """``"auto"`` found no layer or module to run per layer: the step needs whole-model vmap."""
+
+
 class HookEngine:
     """One forward and one backward; per-layer rules from captured activations and output grads."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, mode: str = "auto") -> None:
         self.model, self.loss_fn, self.mode = model, loss_fn, mode
+        units = _units(model)
         self.rules: dict[str, LayerRule] = {
             name: rule_for(module, names, "auto" if mode == "auto" else mode)
-            for name, module, names in _units(model)
+            for name, module, names in units
         }
+        members, ties = tie_groups(model, units, mode)
+        self.rules.update(members)
+        self._tie_of = {name: tie for tie in ties for name in tie.members}
         self.groups = layer_groups(model)
-        self._active: list[tuple[str, LayerRule]] = []
+        self._active: list[tuple[str, LayerRule | TiedRule]] = []
         self._detachable: list[nn.Parameter] = []
         self._detachable_for: dict[str, LayerRule] | None = None
 
@@ -299,9 +247,10 @@ class HookEngine:
                 self._fall_back(failure.layer, str(failure))
 
     def _fall_back(self, layer: str, why: str) -> None:
-        if layer == "":
-            raise UnsupportedModuleError(f"{why}; no module above it to fall back to")
+        if layer == "":  # even the model as one per-layer unit failed
+            raise WholeModelFallbackError(why)
         parent = layer.rsplit(".", 1)[0] if "." in layer else ""
+        parent = widen_for_ties(parent, list(self.rules), self._tie_of)
         module = self.model.get_submodule(parent)
         trainable = {id(p) for p in self.model.parameters() if p.requires_grad}
         prefix = f"{parent}." if parent else ""
@@ -319,6 +268,7 @@ class HookEngine:
         short = why.split(": ", 1)[-1].split(";")[0]
         kept[parent] = MergedRule(module, names, "auto", groups, f"`{layer}` {short}")
         self.rules = kept
+        self._tie_of = {k: t for k, t in self._tie_of.items() if k in kept}
 
     def _run(self, batch: Any) -> dict[str, torch.Tensor]:
         args, kwargs, targets, batch_size = unpack_batch("DPSGD.step", batch, self.model)
@@ -346,7 +296,7 @@ class HookEngine:
         return self.norms(records, by_call, batch_size)
 
     def capture(
-        self, records: dict[str, "Records"], detach_parameters: bool = False
+        self, records: dict[str, Records], detach_parameters: bool = False
     ) -> Callable[[], None]:
         """Install the layers' hooks (and patched forwards) that fill ``records`` in a forward.
 
@@ -418,7 +368,7 @@ class HookEngine:
             self._detachable_for = self.rules
         return self._detachable
 
-    def check_unmodified(self, records: dict[str, "Records"]) -> None:
+    def check_unmodified(self, records: dict[str, Records]) -> None:
         """Raise a layer failure if a captured input or output was modified in place."""
         for name, calls in records.items():
             if calls.modified():
@@ -454,7 +404,7 @@ class HookEngine:
 
     def norms(
         self,
-        records: dict[str, "Records"],
+        records: dict[str, Records],
         by_call: dict[tuple[str, int], list[torch.Tensor | None]],
         batch_size: int,
         early: dict[str, torch.Tensor] | None = None,
@@ -467,6 +417,7 @@ class HookEngine:
         """
         norms: dict[str, torch.Tensor] = {}
         self._active = []
+        tied: dict[TiedRule, dict[str, list[Any]]] = {}
         for name, calls in records.items():
             rule = self.rules[name]
             if early is not None and name in early:
@@ -497,6 +448,9 @@ class HookEngine:
                 ]
             try:
                 self._check_batch_first(name, triples, batch_size)
+                if name in self._tie_of:  # summed with the other layers of its group below
+                    tied.setdefault(self._tie_of[name], {})[name] = triples
+                    continue
                 if isinstance(rule, MergedRule):
                     norms.update(rule.group_sq_norms(triples, batch_size))
                 else:
@@ -510,6 +464,15 @@ class HookEngine:
                 )
                 raise LayerFailureError(name, message) from err
             self._active.append((name, rule))
+        for tie, calls_by_layer in tied.items():
+            try:
+                norms.update(tie.group_sq_norms(calls_by_layer, batch_size))
+            except RuntimeError as err:
+                name = next(iter(calls_by_layer))
+                raise LayerFailureError(
+                    name, f"DPSGD: tied layers {sorted(calls_by_layer)} failed in their rule: {err}"
+                ) from err
+            self._active.append(("", tie))
         return norms
 
     def _check_batch_first(self, name: str, calls: list[Any], batch_size: int) -> None:
@@ -530,8 +493,8 @@ class HookEngine:
             module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
         ) -> Any:
             replaced = None
-            if tap and isinstance(output, torch.Tensor) and _needs_tap(output):
-                output = replaced = _tap(output)
+            if tap and isinstance(output, torch.Tensor) and needs_tap(output):
+                output = replaced = tap_tensor(output)
             outs = (
                 (output,)
                 if isinstance(output, torch.Tensor)
@@ -553,7 +516,7 @@ class HookEngine:
         """Sum over the batch of the per-sample gradients scaled by their group's factor."""
         out: dict[str, torch.Tensor] = {}
         for name, rule in self._active:
-            if isinstance(rule, MergedRule):
+            if isinstance(rule, MergedRule | TiedRule):
                 out.update(rule.group_clipped_sum(factors))
             else:
                 out.update(rule.clipped_sum(factors[name]))
@@ -563,12 +526,14 @@ class HookEngine:
 
 def make_engine(model: nn.Module, loss_fn: LossFn, mode: str) -> VmapEngine | HookEngine:
     """The engine for ``grad_sample_mode`` (see ``ENGINES``)."""
-    if mode == "vmap" or (mode == "auto" and _shared_parameters(model)):
+    across, other = _shared_parameters(model)
+    if mode == "vmap" or (mode == "auto" and other):
         return VmapEngine(model, loss_fn)
-    if _shared_parameters(model):
+    if other or (across and mode != "auto"):
+        what = "shares parameters between layers" if across else "shares or leaves parameters"
         raise UnsupportedModuleError(
             f"DPSGD: grad_sample_mode={mode!r} needs every parameter owned by exactly one layer; "
-            f"this model shares or leaves parameters outside its layers; use "
-            f"grad_sample_mode='vmap' (or 'auto')"
+            f"this model {what}; use grad_sample_mode='auto' (layers that share parameters run "
+            f"per-layer vmap) or grad_sample_mode='vmap'"
         )
     return HookEngine(model, loss_fn, mode)

@@ -32,10 +32,11 @@ clip update, accounting), so both paths are one implementation.
 The loss must be a sum or a mean of per-example losses, declared by ``loss_reduction``
 (``"mean"``, torch's default, or ``"sum"``); for ``"mean"``, the per-sample norms and clip
 factors computed from the output gradients are scaled by the micro-batch size (on vectors of
-one value per example, not on the gradients themselves). A second pass, invisible to the user, is made where one-backward book-keeping
-cannot give per-example gradients: whole-model ``vmap`` (tied weights under ``"auto"``, or
-``grad_sample_mode="vmap"``) and ``"auto"``'s per-layer fallback re-run the forward on the
-inputs the model received, with the random state of the user's forward (same dropout masks),
+one value per example, not on the gradients themselves). A second pass, invisible to the user,
+is made where one-backward book-keeping cannot give per-example gradients: whole-model ``vmap``
+(``grad_sample_mode="vmap"``, or ``"auto"`` on a model with a parameter used twice inside one
+layer, or where no layer or module can split the step per example) and ``"auto"``'s per-layer
+fallback re-run the forward on the inputs the model received, with the random state of the user's forward (same dropout masks),
 differentiating :math:`\sum_k \langle y_k, \partial L / \partial y_k\rangle` over the model's
 outputs :math:`y_k`, whose gradients the user's backward produced. That needs every path
 from the parameters to the loss to go through the model's outputs, which is what
@@ -55,7 +56,6 @@ or recurrent layers called in an unsupported way) raises there, in every mode; a
 checkpointing inside the model (recomputed outputs are not the captured ones).
 """
 
-import inspect
 import math
 import os
 import sys
@@ -68,9 +68,22 @@ from torch import nn
 
 from research_ext.core import check_one_of, tree_leaves
 from research_ext.errors import ResearchExtError
+from research_ext.privacy._capture import Records
 from research_ext.privacy._checkpoint import read_checkpoint, write_checkpoint
 from research_ext.privacy._dpsgd import DPSGD, DPSGDOptions, check_options
-from research_ext.privacy._engines import HookEngine, LayerFailureError, Records, VmapEngine
+from research_ext.privacy._engines import (
+    HookEngine,
+    LayerFailureError,
+    VmapEngine,
+    WholeModelFallbackError,
+)
+from research_ext.privacy._replay import (
+    OutputGradLoss,
+    PendingForward,
+    bound_inputs,
+    rng_state,
+    set_rng_state,
+)
 from research_ext.privacy._sampling import PoissonLoader
 from research_ext.privacy._validate import fingerprint
 
@@ -98,72 +111,6 @@ CHECK_LOSS = ("first", "always", "never")
 
 class NonDecomposableLossError(ResearchExtError, ValueError):
     """The loss's batch gradient is not the sum of per-example gradients through the layers."""
-
-
-class _OutputGradLoss:
-    r"""``sum_k w_k <y_k, dL/dy_k>`` over the model's outputs: the replay's loss.
-
-    ``targets`` is ``(grads, indices, scale_batched, scale_scalar)``: the output gradients the
-    user's backward produced, the positions of their outputs among the output tensors, and the
-    weights of batch-dim and scalar outputs.
-    """
-
-    reduction = "sum"
-
-    def __call__(self, outputs: Any, targets: Any) -> torch.Tensor:
-        grads, indices, scale_batched, scale_scalar = targets
-        leaves = [t for t in tree_leaves(outputs) if isinstance(t, torch.Tensor)]
-        total = torch.zeros((), dtype=leaves[0].dtype, device=leaves[0].device)
-        for g, k in zip(grads, indices, strict=True):
-            w = scale_batched if g.ndim > 0 else scale_scalar
-            total = total + (leaves[k] * g).sum() * w
-        return total
-
-
-class _Pending:
-    """One user forward of a logical step: its captured calls and the gradients that arrive."""
-
-    def __init__(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], records: Any, rng: Any
-    ) -> None:
-        self.args, self.kwargs, self.records, self.rng = args, kwargs, records, rng
-        self.batch_size = _batch_size(args, kwargs)
-        self.by_call: dict[tuple[str, int], list[torch.Tensor | None]] = {}
-        self.early: dict[str, torch.Tensor] = {}  # norms of layers done inside the backward
-        self.root: list[torch.Tensor | None] = []
-        self.reached = False  # a gradient arrived
-        self.done = False  # the backward that brought it has finished
-
-    def arrived(self) -> None:
-        if not self.reached:
-            self.reached = True
-
-            def finish() -> None:
-                self.done = True
-
-            # Runs when the backward that reached this forward has finished.
-            torch.autograd.Variable._execution_engine.queue_callback(finish)
-
-
-def _batch_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    for t in tree_leaves((args, kwargs)):
-        if isinstance(t, torch.Tensor) and t.ndim > 0:
-            return int(t.shape[0])
-    raise TypeError(
-        f"DPOptimizer: the model's inputs must hold a tensor with a batch dim, got inputs of "
-        f"types {[type(t).__name__ for t in tree_leaves((args, kwargs))]}"
-    )
-
-
-def _rng_state(model: nn.Module) -> tuple[Any, list[Any]]:
-    devices = {p.device for p in model.parameters() if p.device.type == "cuda"}
-    return torch.get_rng_state(), [(d, torch.cuda.get_rng_state(d)) for d in devices]
-
-
-def _set_rng_state(state: tuple[Any, list[Any]]) -> None:
-    torch.set_rng_state(state[0])
-    for device, s in state[1]:
-        torch.cuda.set_rng_state(s, device)
 
 
 def _batch_sum(
@@ -259,14 +206,14 @@ class DPOptimizer(torch.optim.Optimizer):
         if distributed:
             from research_ext.privacy._distributed import DistributedDPSGD
 
-            self._owner = DistributedDPSGD(model, optimizer, loss_fn=_OutputGradLoss(), **dpsgd)
+            self._owner = DistributedDPSGD(model, optimizer, loss_fn=OutputGradLoss(), **dpsgd)
             self.dp = self._owner.dpsgd
         else:
             options = cast(DPSGDOptions, dpsgd)  # checked above: no distributed keyword
-            self.dp = self._owner = DPSGD(model, optimizer, loss_fn=_OutputGradLoss(), **options)
+            self.dp = self._owner = DPSGD(model, optimizer, loss_fn=OutputGradLoss(), **options)
         self.model = model
-        self._pending: list[_Pending] = []
-        self._open: tuple[_Pending, Any] | None = None
+        self._pending: list[PendingForward] = []
+        self._open: tuple[PendingForward, Any] | None = None
         self._replaying = False
         self._checked = False
         self._new_step()
@@ -427,7 +374,7 @@ class DPOptimizer(torch.optim.Optimizer):
             if isinstance(engine, HookEngine)
             else None
         )
-        pending = _Pending(args, kwargs, records, _rng_state(module))
+        pending = PendingForward(args, kwargs, records, rng_state(module))
         self._open = (pending, undo)
 
     def _post_hook(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
@@ -460,7 +407,7 @@ class DPOptimizer(torch.optim.Optimizer):
 
     def _store(
         self,
-        pending: _Pending,
+        pending: PendingForward,
         slot: list[torch.Tensor | None],
         j: int,
         single: str | None = None,
@@ -504,7 +451,7 @@ class DPOptimizer(torch.optim.Optimizer):
                 keep.append(pending)
         self._pending = keep
 
-    def _process(self, pending: _Pending) -> None:
+    def _process(self, pending: PendingForward) -> None:
         if pending.batch_size == 0:
             return  # an empty Poisson batch adds nothing (its mean loss is NaN)
         engine = self.dp.engine
@@ -520,7 +467,8 @@ class DPOptimizer(torch.optim.Optimizer):
             except LayerFailureError:
                 sq = None  # the engine's own run falls back (auto) or names the layer
         if sq is None:
-            sq = self._replay(pending, engine)
+            sq = self._replay(pending)
+            engine = self.dp.engine  # whole-model vmap if "auto" had to end there
             grad_scale = 1.0
         pending.records, pending.by_call, pending.early = {}, {}, {}
         if self._check_now():
@@ -534,23 +482,31 @@ class DPOptimizer(torch.optim.Optimizer):
         self._unclipped = self.dp._clip_into(sq, self._total, self._unclipped, grad_scale)
         self._micro += 1
 
-    def _replay(
-        self, pending: _Pending, engine: HookEngine | VmapEngine
-    ) -> dict[str, torch.Tensor]:
-        """The engine's own forward and backward on the captured inputs (see module docstring)."""
+    def _replay(self, pending: PendingForward) -> dict[str, torch.Tensor]:
+        """The engine's own forward and backward on the captured inputs (see module docstring).
+
+        Where ``"auto"``'s per-layer fallback reaches the model itself and fails there too, the
+        run switches to whole-model vmap (as :meth:`DPSGD.step` does) and replays again.
+        """
         grads = [g for g in pending.root if g is not None]
         indices = [k for k, g in enumerate(pending.root) if g is not None]
         scale = float(pending.batch_size) if self.loss_reduction == "mean" else 1.0
-        targets = (grads, indices, scale, 1.0 if isinstance(engine, VmapEngine) else scale)
-        inputs = _inputs(self.model, pending.args, pending.kwargs)
-        now = _rng_state(self.model)
-        _set_rng_state(pending.rng)
+        inputs = bound_inputs(self.model, pending.args, pending.kwargs)
+        now = rng_state(self.model)
         self._replaying = True
         try:
-            return engine.run((inputs, targets))
+            while True:
+                engine = self.dp.engine
+                whole = isinstance(engine, VmapEngine)
+                targets = (grads, indices, scale, 1.0 if whole else scale)
+                set_rng_state(pending.rng)
+                try:
+                    return engine.run((inputs, targets))
+                except WholeModelFallbackError:
+                    self.dp.engine = VmapEngine(self.model, engine.loss_fn)
         finally:
             self._replaying = False
-            _set_rng_state(now)
+            set_rng_state(now)
 
     @torch.no_grad()
     def _verify(self) -> None:
@@ -579,13 +535,3 @@ class DPOptimizer(torch.optim.Optimizer):
                 f"optimizer's weight_decay) cannot be privatised per example; or gradients "
                 f"were left from an earlier step (call zero_grad() after step())"
             )
-
-
-def _inputs(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The captured call as batch inputs: positional, keyword, or both bound to keywords."""
-    if not kwargs:
-        return tuple(args)
-    if not args:
-        return dict(kwargs)
-    bound = inspect.signature(model.forward).bind(*args, **kwargs)
-    return dict(bound.arguments)

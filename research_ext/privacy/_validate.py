@@ -72,7 +72,9 @@ def _problems(model: nn.Module) -> list[tuple[str, bool]]:
                 found.append(
                     (
                         f"{label}: parameter `{pname}` is tied to `{owners[id(p)]}`; the "
-                        f"engine falls back to whole-model vmap (slower, correct)",
+                        f'"auto" engine runs the layers sharing it as per-layer vmap units '
+                        f"and adds their per-sample gradients (whole-model vmap where a layer "
+                        f"uses a parameter twice)",
                         False,
                     )
                 )
@@ -88,8 +90,8 @@ def validate(model: nn.Module, fix: bool = False) -> list[str] | nn.Module:
     each example over its channels, on (N, C) and (N, C, L) inputs alike; see the module
     docstring), embeddings with ``scale_grad_by_freq`` or ``max_norm``,
     in-place activations (fixed to
-    ``inplace=False``), and tied parameters (not an error: the ``"auto"`` engine then uses
-    whole-model vmap). Non-contiguous or expanded index inputs to embeddings (e.g. expanded
+    ``inplace=False``), and tied parameters (not an error: the ``"auto"`` engine runs the
+    layers that share one as per-layer vmap units and adds their per-sample gradients). Non-contiguous or expanded index inputs to embeddings (e.g. expanded
     position ids) are supported by every engine and need no fix; so are ``nn.RNN``, ``nn.GRU``,
     ``nn.LSTM`` and their cells in every layout torch accepts (time or batch first, stacked,
     bidirectional, ``proj_size``, packed sequences; packed sequences not under

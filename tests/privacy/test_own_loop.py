@@ -239,11 +239,14 @@ def test_tied_weights_and_a_layer_used_twice_are_exact_against_the_per_example_l
             )
 
 
-def test_tied_weights_with_dropout_replay_the_users_masks():
+@pytest.mark.parametrize("mode", ["auto", "vmap"])
+def test_tied_weights_with_dropout_replay_the_users_masks(mode):
+    # "vmap": the whole-model second pass replays the user's dropout masks; "auto": the tied
+    # layers run per-layer vmap on the calls captured in the user's forward.
     torch.manual_seed(0)
     model = TiedLM().double()
     x, y = torch.randint(0, 11, (6, 4)), torch.randint(0, 3, (6,))
-    dp, opt, twin = _pair(model)
+    dp, opt, twin = _pair(model, grad_sample_mode=mode)
     for step in range(2):
         torch.manual_seed(10 + step)
         dp.step((x, y))
@@ -254,7 +257,8 @@ def test_tied_weights_with_dropout_replay_the_users_masks():
         opt.zero_grad()
         # The replay leaves the user's random stream where their forward left it.
         assert torch.equal(torch.get_rng_state(), state)
-    assert "vmap (whole model)" in next(iter(opt.plan.values()))
+    expected = "vmap (whole model)" if mode == "vmap" else "vmap (per layer, tied with `out`)"
+    assert expected in opt.plan["emb"]
     _assert_same(model, twin)
 
 

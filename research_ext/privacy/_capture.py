@@ -1,0 +1,96 @@
+"""What the hook engine captures in a forward: layer calls, and aliases that need a gradient.
+
+:class:`Records` keeps a layer's calls with the version counters of their tensors (an in-place
+change after the call is detected, not silently used); :func:`tap_tensor` makes an alias of a
+tensor that needs no gradient (a first layer's output once its parameters leave the graph)
+whose gradient the backward still computes, so that layer's output gradient arrives.
+"""
+
+from typing import Any
+
+import torch
+
+__all__ = [
+    "ATTENTION_INPUTS",
+    "Records",
+    "captured_tensors",
+    "needs_tap",
+    "tap_attention_inputs",
+    "tap_tensor",
+]
+
+
+def captured_tensors(call: tuple[Any, Any, Any]) -> list[torch.Tensor]:
+    """The tensors among a captured call's ``(args, kwargs, outputs)``."""
+    args, kwargs, outs = call
+    found = [*args, *kwargs.values(), *outs]
+    return [t for t in found if isinstance(t, torch.Tensor)]
+
+
+class Records(list):  # type: ignore[type-arg]
+    """A layer's captured calls, with the version counters of their tensors when captured."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.versions: list[tuple[int, ...]] = []
+
+    def append(self, call: Any) -> None:
+        """Capture one call ``(args, kwargs, outputs)``."""
+        super().append(call)
+        self.versions.append(tuple(t._version for t in captured_tensors(call)))
+
+    def modified(self) -> bool:
+        """Whether a captured tensor was modified in place since its call."""
+        return any(
+            tuple(t._version for t in captured_tensors(call)) != versions
+            for call, versions in zip(self, self.versions, strict=True)
+        )
+
+
+class _Tap(torch.autograd.Function):
+    """An alias of ``x`` that needs a gradient; the gradient stops there (never passed on)."""
+
+    @staticmethod
+    def forward(ctx: Any, anchor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # Not a view: in-place changes of the output stay legal for autograd (they show in the
+        # shared version counter, which ``Records.modified`` checks).
+        return x.detach()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None]:
+        return None, None
+
+
+def needs_tap(t: torch.Tensor) -> bool:
+    return not t.requires_grad and (t.is_floating_point() or t.is_complex())
+
+
+def tap_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a tensor whose gradient the backward computes (see :meth:`HookEngine.capture`)."""
+    anchor = torch.zeros((), device=t.device, requires_grad=True)
+    # torch types Function.apply without annotations.
+    tapped: torch.Tensor = _Tap.apply(anchor, t)  # type: ignore[no-untyped-call]
+    return tapped
+
+
+#: The positional and keyword inputs that an attention layer projects.
+ATTENTION_INPUTS = ("query", "key", "value")
+
+
+def tap_attention_inputs(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Query, key and value that need no gradient, as aliases that do (the same one if shared)."""
+    done: dict[int, torch.Tensor] = {}
+
+    def tapped(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor) or not needs_tap(t):
+            return t
+        if id(t) not in done:
+            done[id(t)] = tap_tensor(t)
+        return done[id(t)]
+
+    n = len(ATTENTION_INPUTS)
+    args = (*(tapped(a) for a in args[:n]), *args[n:])
+    kwargs = {k: tapped(v) if k in ATTENTION_INPUTS else v for k, v in kwargs.items()}
+    return args, kwargs

@@ -1,0 +1,253 @@
+"""Tied parameters (an output layer sharing the input embedding's weight) under the hook engine."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from research_ext.errors import UnsupportedModuleError
+from research_ext.privacy import DPSGD, DPOptimizer
+from tests.privacy.test_own_loop import (
+    CLIPPINGS,
+    TiedLM,
+    _assert_same,
+    _clipped_loop_sum,
+    _pair,
+    _settings,
+)
+
+
+class TiedChain(nn.Module):
+    """a.weight is b.weight and b.bias is c.bias: the three layers form one tie group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+        self.emb = nn.Embedding(7, 4)
+        self.b.weight = self.a.weight
+        self.c.bias = self.b.bias
+        self.out = nn.Linear(4, 7, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.emb(ids).mean(1)
+        h = self.c(torch.tanh(self.b(torch.tanh(self.a(h)))))
+        return self.out(h)
+
+
+def _models():
+    torch.manual_seed(0)
+    return [
+        (TiedLM().double().eval(), torch.randint(0, 11, (5, 4)), torch.randint(0, 3, (5,))),
+        (TiedChain().double(), torch.randint(0, 7, (5, 3)), torch.randint(0, 7, (5,))),
+    ]
+
+
+def test_auto_runs_only_the_tied_layers_per_layer_not_the_whole_model():
+    model = TiedLM().double()
+    dp = DPSGD(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_fn=nn.CrossEntropyLoss(),
+        **_settings(),
+    )
+    plan = dp.plan
+    assert not any("whole model" in v for v in plan.values()), plan
+    assert plan["emb"] == "Embedding: vmap (per layer, tied with `out`)"
+    assert plan["out"] == "Linear: vmap (per layer, tied with `emb`)"
+    # The untied layers keep their own rules.
+    assert plan["mix"].startswith("Linear: ") and "vmap" not in plan["mix"]
+    assert plan["norm"] == "LayerNorm: materialized"
+
+
+def test_a_chain_of_ties_is_one_group():
+    model = TiedChain().double()
+    plan = DPSGD(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_fn=nn.CrossEntropyLoss(),
+        **_settings(),
+    ).plan
+    assert plan["a"] == "Linear: vmap (per layer, tied with `b`, `c`)"
+    assert plan["emb"] == "Embedding: vmap (per layer, tied with `out`)"
+
+
+@pytest.mark.parametrize("clipping", CLIPPINGS)
+def test_tied_layers_by_hooks_equal_whole_model_vmap(clipping):
+    for model, x, y in _models():
+        twin = copy.deepcopy(model)
+        runs = []
+        for m, mode in ((model, "auto"), (twin, "vmap")):
+            runs.append(
+                DPSGD(
+                    m,
+                    torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9),
+                    loss_fn=nn.CrossEntropyLoss(),
+                    generator=torch.Generator().manual_seed(3),
+                    grad_sample_mode=mode,
+                    **_settings(clipping=clipping),
+                )
+            )
+        for _ in range(2):
+            for dp in runs:
+                dp.step((x, y))
+        _assert_same(model, twin)
+        assert runs[0].max_grad_norm == pytest.approx(runs[1].max_grad_norm)
+
+
+def test_tied_chain_is_exact_against_the_per_example_loop():
+    for model, x, y in _models():
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        expected = _clipped_loop_sum(model, x, y, 0.1)
+        opt = DPOptimizer(
+            model,
+            torch.optim.SGD(model.parameters(), lr=1.0),
+            check_loss="always",
+            **_settings(noise_multiplier=0.0),
+        )
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        assert not any("whole model" in v for v in opt.plan.values())
+        for n, p in model.named_parameters():
+            update = (before[n] - p.detach()) * 6  # lr 1, divided by qN = 6
+            torch.testing.assert_close(update, expected[n], msg=n)
+
+
+@pytest.mark.parametrize("clipping", CLIPPINGS)
+def test_user_loop_with_ties_and_dropout_equals_dpsgd_step(clipping):
+    torch.manual_seed(0)
+    model = TiedLM().double()  # train mode: dropout between the untied and the tied layers
+    x, y = torch.randint(0, 11, (6, 4)), torch.randint(0, 3, (6,))
+    dp, opt, twin = _pair(model, clipping=clipping)
+    for step in range(2):
+        torch.manual_seed(10 + step)
+        dp.step([(x[:4], y[:4]), (x[4:], y[4:])])
+        torch.manual_seed(10 + step)
+        for lo, hi in ((0, 4), (4, 6)):
+            F.cross_entropy(twin(x[lo:hi]), y[lo:hi]).backward()
+        opt.step()
+        opt.zero_grad()
+    assert opt.plan == dp.plan
+    _assert_same(model, twin)
+
+
+@pytest.mark.parametrize("mode", ["ghost", "materialized"])
+def test_modes_without_per_layer_vmap_refuse_ties_and_name_the_alternatives(mode):
+    model = TiedLM()
+    with pytest.raises(UnsupportedModuleError, match="grad_sample_mode='auto'"):
+        DPSGD(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_fn=nn.CrossEntropyLoss(),
+            grad_sample_mode=mode,
+            **_settings(),
+        )
+
+
+class InplaceBlock(nn.Module):
+    """A Linear whose output is changed in place (its rule fails: "auto" falls back)."""
+
+    def __init__(self, vocab: int = 7, dim: int = 4) -> None:
+        super().__init__()
+        self.mix, self.emb = nn.Linear(dim, dim), nn.Embedding(vocab, dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.mix(self.emb(ids).mean(1)).relu_()
+
+
+class FallbackNearTies(nn.Module):
+    """``widen``: the failing block holds one tied layer; else the tie is outside the block."""
+
+    def __init__(self, widen: bool) -> None:
+        super().__init__()
+        self.widen = widen
+        self.block = InplaceBlock()
+        self.emb = nn.Embedding(7, 4)
+        self.out = nn.Linear(4, 7, bias=False)
+        self.out.weight = self.block.emb.weight if widen else self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(self.block(ids) + self.emb(ids).mean(1))
+
+
+@pytest.mark.parametrize("widen", [False, True])
+def test_a_fallback_next_to_ties_merges_whole_tie_groups(widen):
+    torch.manual_seed(0)
+    model = FallbackNearTies(widen).double()
+    x, y = torch.randint(0, 7, (5, 3)), torch.randint(0, 7, (5,))
+    twin = copy.deepcopy(model)
+    expected = _clipped_loop_sum(copy.deepcopy(model), x, y, 0.1)
+    runs = [
+        DPSGD(
+            m,
+            torch.optim.SGD(m.parameters(), lr=1.0),
+            loss_fn=nn.CrossEntropyLoss(),
+            grad_sample_mode=mode,
+            **_settings(noise_multiplier=0.0),
+        )
+        for m, mode in ((model, "auto"), (twin, "vmap"))
+    ]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for dp in runs:
+        dp.step((x, y))
+    plan = runs[0].plan
+    if widen:  # block.emb is tied to out: the merged unit is the whole model
+        assert list(plan) == ["<root>"] and "fallback: `block.mix`" in plan["<root>"]
+    else:  # the tie stays outside the merged block
+        assert "fallback: `block.mix`" in plan["block"]
+        assert plan["emb"] == "Embedding: vmap (per layer, tied with `out`)"
+    _assert_same(model, twin)
+    for n, p in model.named_parameters():
+        update = (before[n] - p.detach()) * 6
+        torch.testing.assert_close(update, expected[n], msg=n)
+
+
+class PositionsLM(nn.Module):
+    """Position ids without a batch dim (``pos(arange(T))``) and ``model(**batch)`` -> loss."""
+
+    def __init__(self, tied: bool) -> None:
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(9, 4), nn.Embedding(5, 4)
+        self.out = nn.Linear(4, 9, bias=False)
+        if tied:
+            self.out.weight = self.tok.weight
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        h = self.tok(input_ids) + self.pos(torch.arange(input_ids.shape[1]))
+        return F.cross_entropy(self.out(torch.tanh(h).mean(1)), labels)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_auto_ends_in_whole_model_vmap_when_no_layer_can_take_over(tied):
+    # The position table's output has no batch dim, so no layer rule (nor the model, whose
+    # output is the scalar loss) can split it per example: "auto" then runs the whole model
+    # per example, in DPSGD.step and in the user's loop alike.
+    torch.manual_seed(0)
+    model = PositionsLM(tied).double()
+    ids, labels = torch.randint(0, 9, (6, 5)), torch.randint(0, 9, (6,))
+    twin = copy.deepcopy(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = DPOptimizer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=1.0),
+        check_loss="always",
+        **_settings(noise_multiplier=0.0),
+    )
+    model(input_ids=ids, labels=labels).backward()
+    opt.step()
+    assert all("vmap (whole model)" in v for v in opt.plan.values()), opt.plan
+    # The same update as the per-example loop gives (each example's own loss).
+    for n, p in model.named_parameters():
+        grads = []
+        for i in range(6):
+            twin.zero_grad()
+            twin(input_ids=ids[i : i + 1], labels=labels[i : i + 1]).backward()
+            grads.append({m: q.grad.clone() for m, q in twin.named_parameters()})
+        norms = torch.stack(
+            [sum(g[m].pow(2).sum() for m in g).sqrt() for g in grads]  # type: ignore[misc]
+        )
+        factors = (0.1 / (norms + 1e-6)).clamp(max=1.0)
+        expected = sum(f * g[n] for f, g in zip(factors, grads, strict=True))
+        torch.testing.assert_close((before[n] - p.detach()) * 6, expected, msg=n)
