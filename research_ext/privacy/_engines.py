@@ -333,6 +333,8 @@ class HookEngine:
                 # Keep the forward's dropout masks for the per-example re-run.
                 rule.module.forward = functools.partial(rule.recording_forward, rule.module.forward)
                 patched.append(rule.module)
+                if name:  # nothing runs outside the model's own forward
+                    handles += rule.watch_sub_layers()
             handles.append(
                 rule.module.register_forward_hook(
                     # First among the forward hooks: the layer's own output, before any user
@@ -433,6 +435,13 @@ class HookEngine:
             if not kept:
                 continue
             if isinstance(rule, GenericRule):
+                if rule.escaped is not None:
+                    prefix = f"{name}." if name else ""
+                    raise LayerFailureError(
+                        name,
+                        f"DPSGD: layer `{prefix}{rule.escaped}` was called outside the forward "
+                        f"of `{name}`, which runs it per example",
+                    )
                 triples = [(a, kw, gs) for a, kw, _, gs in kept]
             else:
                 triples = [

@@ -189,14 +189,41 @@ class GenericRule(MaterializedRule):
     def __init__(self, module: nn.Module, names: dict[str, str], mode: str) -> None:
         super().__init__(module, names, mode)
         self.pending: list[torch.Tensor] | None = None
+        self._running = 0  # nesting depth of this layer's forward
+        #: A sub-layer with parameters that ran outside this layer's forward in the step (its
+        #: contribution cannot come from re-running this layer), or None.
+        self.escaped: str | None = None
 
     def recording_forward(self, forward: Any, *args: Any, **kwargs: Any) -> Any:
         """``forward(*args, **kwargs)`` with its dropout masks kept in ``pending``."""
         recorder = DropoutRecorder()
-        with recorder:
-            out = forward(*args, **kwargs)
+        self._running += 1
+        try:
+            with recorder:
+                out = forward(*args, **kwargs)
+        finally:
+            self._running -= 1
         self.pending = recorder.masks
         return out
+
+    def watch_sub_layers(self) -> list[Any]:
+        """Hooks noting (in :attr:`escaped`) a sub-layer with parameters called from outside.
+
+        The per-example re-run replays this layer's own forward, so a sub-layer the model also
+        calls directly would have that contribution missed. Returns the hook handles.
+        """
+        self.escaped = None
+        handles = []
+        for sub_name, sub in self.module.named_modules():
+            if sub is self.module or not any(True for _ in sub.parameters(recurse=False)):
+                continue
+
+            def pre_hook(_: nn.Module, __: Any, name: str = sub_name) -> None:
+                if not self._running and self.escaped is None:
+                    self.escaped = name
+
+            handles.append(sub.register_forward_pre_hook(pre_hook))
+        return handles
 
     def per_sample(self, call: tuple[Any, Any, Any], batch_size: int) -> dict[str, torch.Tensor]:
         args, kwargs, grads = call

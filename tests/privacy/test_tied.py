@@ -251,3 +251,42 @@ def test_auto_ends_in_whole_model_vmap_when_no_layer_can_take_over(tied):
         factors = (0.1 / (norms + 1e-6)).clamp(max=1.0)
         expected = sum(f * g[n] for f, g in zip(factors, grads, strict=True))
         torch.testing.assert_close((before[n] - p.detach()) * 6, expected, msg=n)
+
+
+class OutsideCall(nn.Module):
+    """A sub-layer of the fallback unit called from outside that unit's forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = InplaceBlock()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.block(ids) + self.block.emb(ids[:, :1]).squeeze(1)  # block.emb, outside block
+        return self.head(h)
+
+
+@pytest.mark.parametrize("mode", ["auto", "ghost"])
+def test_a_sub_layer_called_outside_its_unit_is_not_missed(mode):
+    # "auto" merges the failing block.mix into `block`; block.emb, called outside block's
+    # forward, would be missed by re-running `block`: the fallback goes one level further up.
+    torch.manual_seed(0)
+    model = OutsideCall().double()
+    x, y = torch.randint(0, 7, (5, 3)), torch.randint(0, 3, (5,))
+    expected = _clipped_loop_sum(copy.deepcopy(model), x, y, 0.1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    dp = DPSGD(
+        model,
+        torch.optim.SGD(model.parameters(), lr=1.0),
+        loss_fn=nn.CrossEntropyLoss(),
+        grad_sample_mode=mode,
+        **_settings(noise_multiplier=0.0),
+    )
+    if mode != "auto":
+        with pytest.raises(UnsupportedModuleError, match="block.mix"):
+            dp.step((x, y))
+        return
+    dp.step((x, y))
+    assert list(dp.plan) == ["<root>"], dp.plan
+    for n, p in model.named_parameters():
+        torch.testing.assert_close((before[n] - p.detach()) * 6, expected[n], msg=n)
