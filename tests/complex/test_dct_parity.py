@@ -221,3 +221,35 @@ def test_type3_writes_interleaved_pairs():
     assert_close64(
         strided, sf.dct(x.numpy(), type=3, norm="ortho"), RTOL_SCIPY_PARITY_TIGHT_FLOAT64
     )
+
+
+def test_type3_chunks_share_one_spectrum_buffer():
+    """Large CPU batches of even DCT-III rows from `_PAIRS3_MAX_N` points run a chunk at a time
+    through one reused spectrum buffer: scipy's values with a short last chunk, every norm,
+    float32 and float64, for complex input (its parts are one batch), and along dim 0 (a result
+    that cannot be viewed as pairs: the per-chunk gathers), twice in a row."""
+    from research_ext.complex._scipy_fft.r2r import _CHUNK_BYTES, _PAIRS3_MAX_N
+
+    n = _PAIRS3_MAX_N
+    for dtype in (torch.float64, torch.float32):
+        rows = _CHUNK_BYTES // (n * dtype.itemsize)
+        x = randn((2 * rows + 5, n), dtype, 7)
+        for name, norm in itertools.product(("dct", "idct"), NORMS):
+            ours = getattr(rxc.fft, name)(x, type=3, norm=norm)
+            ref64 = getattr(sf, name)(x.double().numpy(), type=3, norm=norm)
+            if dtype == torch.float64:
+                assert_close64(ours, ref64, RTOL_SCIPY_PARITY_TIGHT_FLOAT64)
+            else:
+                assert_close32(ours, ref64, getattr(sf, name)(x.numpy(), type=3, norm=norm))
+    rows = _CHUNK_BYTES // (n * 8)
+    for seed in (1, 2):
+        x = randn((n, 2 * rows + 3), torch.float64, seed)
+        assert_close64(
+            rxc.fft.dct(x, type=3, norm="ortho", dim=0),
+            sf.dct(x.numpy(), type=3, norm="ortho", axis=0),
+            RTOL_SCIPY_PARITY_TIGHT_FLOAT64,
+        )
+    z = randn((rows + 1, n), torch.complex128, 3)
+    assert_close64(
+        rxc.fft.dct(z, type=3), _scipy("dct", z.numpy(), type=3), RTOL_SCIPY_PARITY_TIGHT_FLOAT64
+    )

@@ -253,26 +253,49 @@ def _pairs_view(out: torch.Tensor) -> bool:
     )
 
 
+def _type3_pairs(
+    x: torch.Tensor, out: torch.Tensor, factor: float, first: float, rows: int = 0
+) -> torch.Tensor:
+    """Even-n DCT-III into ``out`` viewed as complex pairs; ``rows`` > 0: 2-D, that many at a time.
+
+    The pairs (X[k], X[n-k]) for k >= 1 are x[1 : h + 1] + i x[n-1 : h-1 : -1]: one reversed half
+    and one product that interleaves (cheaper than the input gather). y[2m] = v[-m], y[2m+1] =
+    v[m+1]: with the twiddles shifting v by one, w[m] = v[m+1], the result viewed as complex is
+    w[n-1-m] + i w[m], likewise (no output gather). Chunks share one spectrum buffer; entry 0 of
+    the twiddles is the real ``factor * first``, so only the real part of z_0 is written per chunk
+    (its imaginary part, which the inverse real FFT ignores, is zeroed once).
+    """
+    n = x.shape[-1]
+    h = n // 2
+    tw = _twiddle_shifted(n, factor, first, _cplx(x), x.device)[1:]
+    batch = x.shape[0] if rows else 1
+    step = min(rows, batch) if rows else 1
+    z = x.new_empty((step, h + 1) if rows else (*x.shape[:-1], h + 1), dtype=tw.dtype)
+    z_parts = torch.view_as_real(z).select(-2, 0)
+    z_parts.select(-1, 1).zero_()
+    pairs = torch.view_as_complex(torch.unflatten(out, -1, (h, 2)))
+    for i in range(0, batch, step):
+        r = min(step, batch - i)
+        xs, zs, z0, ps = x, z, z_parts.select(-1, 0), pairs
+        if rows:
+            xs, ps = x.narrow(0, i, r), pairs.narrow(0, i, r)
+            zs, z0 = (z, z0) if r == step else (z.narrow(0, 0, r), z0.narrow(0, 0, r))
+        tail = zs.narrow(-1, 1, h)
+        torch.complex(xs.narrow(-1, 1, h), xs.narrow(-1, h, h).flip(-1), out=tail)
+        tail.mul_(tw)
+        torch.mul(xs.select(-1, 0), factor * first, out=z0)
+        w = torch.fft.irfft(zs, n=n, norm="forward")
+        torch.complex(w.narrow(-1, h, h).flip(-1), w.narrow(-1, 0, h), out=ps)
+    return out
+
+
 def _type3(
     x: torch.Tensor, factor: float, ortho: bool, sine: bool, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     n, half = x.shape[-1], x.shape[-1] // 2 + 1
     first = math.sqrt(2) if ortho else 1.0
     if out is not None and not sine and n % 2 == 0 and _pairs_view(out):
-        # The pairs (X[k], X[n-k]) for k >= 1 are x[1 : h + 1] + i x[n-1 : h-1 : -1]: one
-        # reversed half and one product that interleaves (cheaper than the input gather).
-        # y[2m] = v[-m], y[2m+1] = v[m+1]: with the twiddles shifting v by one, w[m] = v[m+1],
-        # the result viewed as complex is w[n-1-m] + i w[m], likewise (no output gather).
-        h = n // 2
-        tw = _twiddle_shifted(n, factor, first, _cplx(x), x.device)
-        z = x.new_empty((*x.shape[:-1], half), dtype=tw.dtype)
-        torch.complex(x[..., 1 : h + 1], x[..., h:].flip(-1), out=z[..., 1:])
-        z[..., 1:].mul_(tw[1:])
-        torch.mul(x[..., :1], tw[:1], out=z[..., :1])
-        w = torch.fft.irfft(z, n=n, norm="forward")
-        pairs = torch.view_as_complex(torch.unflatten(out, -1, (h, 2)))
-        torch.complex(w[..., h:].flip(-1), w[..., :h], out=pairs)
-        return out
+        return _type3_pairs(x, out, factor, first)
     tw = _twiddle(n, -1.0, factor, first, _cplx(x), x.device)
     # Gather (a_k, b_k) = (X[k], X[n-k]) pairs, zero b_0, one inverse FFT, gather the output.
     gather_in, gather_out = _type3_gathers(n, sine, x.device)
@@ -388,6 +411,9 @@ def r2r_last(x: torch.Tensor, kind: str, type: int, norm: str, ortho: bool) -> t
         parts = [_rows(flat[i : i + rows], kind, type, norm, ortho) for i in starts]
         return torch.cat(parts).reshape(x.shape)
     y = torch.empty_like(flat)
+    if kind == "dct" and type == 3 and n % 2 == 0 and n >= _PAIRS3_MAX_N and _pairs_view(y):
+        first = math.sqrt(2) if ortho else 1.0  # (what ``_rows`` picks for each chunk)
+        return _type3_pairs(flat, y, _scale(kind, type, n, norm), first, rows).reshape(x.shape)
     for i in starts:
         _rows(flat[i : i + rows], kind, type, norm, ortho, out=y[i : i + rows])
     return y.reshape(x.shape)
