@@ -9,6 +9,21 @@ the per-layer ``vmap`` rule on its own captured calls, the members' per-sample g
 added parameter by parameter (by identity), and the norms and clipped sums are taken from those
 sums. Every other layer keeps its own rule, so a tied language model costs per-layer work for
 its tied layers instead of a whole-model ``vmap`` of every layer.
+
+The common case, one table shared by embeddings and linear output layers (``out.weight =
+emb.weight``), has a ghost norm that materializes nothing of the table's size
+(:class:`EmbeddingTieRule`). Per example, an embedding's gradient of the table W is
+:math:`\sum_t e_{x_t} \gamma_t^\top` (indices :math:`x_t`, output gradients :math:`\gamma_t`), a
+linear layer's :math:`\sum_s g_s a_s^\top` (output gradients :math:`g_s`, inputs :math:`a_s`), so
+with all such terms of the group
+
+.. math::
+
+    \|\nabla_W\|^2 = \sum_{t,t'} [x_t = x_{t'}] \langle\gamma_t, \gamma_{t'}\rangle
+    + \sum_{s,s'} \langle g_s, g_{s'}\rangle \langle a_s, a_{s'}\rangle
+    + 2 \sum_{t,s} g_s[x_t] \langle\gamma_t, a_s\rangle,
+
+and the clipped sum is an ``index_add`` of the scaled :math:`\gamma_t` plus one matrix product.
 """
 
 from typing import Any
@@ -18,7 +33,7 @@ from torch import nn
 
 from research_ext.privacy._layers import GenericRule, weighted_sum
 
-__all__ = ["TiedMemberRule", "TiedRule", "tie_groups", "widen_for_ties"]
+__all__ = ["EmbeddingTieRule", "TiedMemberRule", "TiedRule", "tie_groups", "widen_for_ties"]
 
 
 class TiedMemberRule(GenericRule):
@@ -27,15 +42,21 @@ class TiedMemberRule(GenericRule):
     planned = "vmap (per layer, tied)"
 
     def __init__(
-        self, module: nn.Module, names: dict[str, str], mode: str, partners: list[str]
+        self,
+        module: nn.Module,
+        names: dict[str, str],
+        mode: str,
+        partners: list[str],
+        method: str = "vmap (per layer",
     ) -> None:
         super().__init__(module, names, mode)
-        self.partners = partners
+        self.partners, self.method = partners, method
 
     def describe(self) -> str:
-        """``"Type: vmap (per layer, tied with `other`)"``."""
+        """``"Type: vmap (per layer, tied with `other`)"`` (or ``ghost (tied with ...)``)."""
         partners = ", ".join(f"`{p}`" for p in self.partners)
-        return f"{type(self.module).__name__}: vmap (per layer, tied with {partners})"
+        head = self.method + ", " if self.method.endswith("(per layer") else self.method + " ("
+        return f"{type(self.module).__name__}: {head}tied with {partners})"
 
 
 class TiedRule:
@@ -82,6 +103,111 @@ class TiedRule:
         return {q: weighted_sum(factors[self.groups[q]].to(g.dtype), g) for q, g in grads.items()}
 
 
+class EmbeddingTieRule(TiedRule):
+    r"""One table shared by ``nn.Embedding`` and ``nn.Linear`` layers: ghost norms, no vmap.
+
+    See the module docstring for the norm; a linear member's own bias keeps its per-sample
+    gradient :math:`\sum_s g_s` (``(batch, out)``, small).
+    """
+
+    def group_sq_norms(
+        self, calls: dict[str, list[tuple[Any, Any, Any]]], batch_size: int
+    ) -> dict[str, torch.Tensor]:
+        """Per-sample squared norms ``(batch,)`` per layer group (see :class:`TiedRule`)."""
+        b = batch_size
+        idx, gam, outs, ins = [], [], [], []
+        biases: dict[str, torch.Tensor] = {}
+        for name, triples in calls.items():
+            m: Any = self.members[name].module
+            for args, _, grads in triples:
+                x, g = args[0], grads[0]
+                if g is None:
+                    continue
+                if isinstance(m, nn.Embedding):
+                    i, gm = x.reshape(b, -1), g.reshape(b, -1, m.embedding_dim)
+                    if m.padding_idx is not None:
+                        gm = gm * (i != m.padding_idx).unsqueeze(-1).to(gm.dtype)
+                    idx.append(i)
+                    gam.append(gm)
+                    continue
+                go = g.reshape(b, -1, m.out_features)
+                outs.append(go)
+                ins.append(x.reshape(b, -1, m.in_features))
+                if m.bias is not None and "bias" in self.members[name].names:
+                    q = self.canonical[id(m.bias)]
+                    biases[q] = biases[q] + go.sum(1) if q in biases else go.sum(1)
+        x_t = torch.cat(idx, 1) if idx else None
+        gam_t = torch.cat(gam, 1) if gam else None
+        g_s = torch.cat(outs, 1) if outs else None
+        a_s = torch.cat(ins, 1) if ins else None
+        ref = gam_t if gam_t is not None else g_s
+        assert ref is not None  # a tie group has at least two calls that reached the loss
+        sq = ref.new_zeros(b)
+        if x_t is not None and gam_t is not None:
+            same = (x_t.unsqueeze(2) == x_t.unsqueeze(1)).to(gam_t.dtype)
+            sq = sq + (same * (gam_t @ gam_t.mT)).sum((1, 2))
+        if g_s is not None and a_s is not None:
+            sq = sq + ((g_s @ g_s.mT) * (a_s @ a_s.mT)).sum((1, 2))
+            if x_t is not None and gam_t is not None:
+                picked = torch.gather(g_s, 2, x_t.unsqueeze(1).expand(-1, g_s.shape[1], -1))
+                sq = sq + 2 * (picked.mT * (gam_t @ a_s.mT)).sum((1, 2))
+        weight = self.canonical[id(self._table())]
+        self._cache.update(x=x_t, gam=gam_t, g=g_s, a=a_s, biases=biases, weight=weight)
+        norms = {self.groups[weight]: sq.clamp_min(0)}
+        for q, gb in biases.items():
+            group = self.groups[q]
+            extra = gb.pow(2).sum(1)
+            norms[group] = norms[group] + extra if group in norms else extra
+        return norms
+
+    def group_clipped_sum(self, factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The table's and the linear biases' clipped sums (see :class:`TiedRule`)."""
+        c = self._cache
+        table = self._table()
+        weight = c.pop("weight")
+        f = factors[self.groups[weight]]
+        ref = c["gam"] if c["gam"] is not None else c["g"]
+        out = torch.zeros(table.shape, dtype=ref.dtype, device=ref.device)
+        if c["gam"] is not None:
+            scaled = c["gam"] * f.to(ref.dtype)[:, None, None]
+            out.index_add_(0, c["x"].reshape(-1), scaled.reshape(-1, table.shape[1]))
+        if c["g"] is not None:
+            scaled = c["g"] * f.to(ref.dtype)[:, None, None]
+            out += scaled.reshape(-1, table.shape[0]).mT @ c["a"].reshape(-1, table.shape[1])
+        sums = {weight: out}
+        for q, gb in c["biases"].items():
+            sums[q] = weighted_sum(factors[self.groups[q]].to(gb.dtype), gb)
+        for key in ("x", "gam", "g", "a", "biases"):
+            c.pop(key)
+        return sums
+
+    def _table(self) -> torch.Tensor:
+        return next(iter(self.members.values())).module.weight
+
+    @staticmethod
+    def applies(modules: list[nn.Module]) -> bool:
+        """Plain Embedding and Linear layers whose one shared parameter is every weight."""
+        from research_ext.privacy._engines import rule_for  # the engine imports this module
+
+        plain = [m for m in modules if isinstance(m, nn.Embedding | nn.Linear)]
+        if len(plain) != len(modules) or not any(isinstance(m, nn.Embedding) for m in modules):
+            return False
+        table = modules[0].weight
+        simple = all(type(rule_for(m, {"weight": ""}, "auto")).__name__ in _PLAIN for m in modules)
+        own_bias = all(getattr(m, "bias", None) is not table for m in modules)
+        biases = [id(m.bias) for m in modules if getattr(m, "bias", None) is not None]
+        return (
+            simple
+            and own_bias
+            and len(set(biases)) == len(biases)
+            and all(m.weight is table for m in modules)
+        )
+
+
+#: The rules of layers the ghost path re-implements (a subclass or option falls back to vmap).
+_PLAIN = ("EmbeddingRule", "LinearRule")
+
+
 def tie_groups(
     model: nn.Module, units: list[tuple[str, nn.Module, dict[str, str]]], mode: str
 ) -> tuple[dict[str, TiedMemberRule], list[TiedRule]]:
@@ -123,13 +249,15 @@ def tie_groups(
         if len(ks) < 2:
             continue
         names_in = [units[k][0] for k in ks]
+        ghost = EmbeddingTieRule.applies([units[k][1] for k in ks])
         group: dict[str, TiedMemberRule] = {}
         for k in ks:
             name, module, names = units[k]
             partners = [n for n in names_in if n != name]
-            group[name] = TiedMemberRule(module, names, mode, partners)
+            method = "ghost" if ghost else "vmap (per layer"
+            group[name] = TiedMemberRule(module, names, mode, partners, method)
         members.update(group)
-        rules.append(TiedRule(group, canonical, groups))
+        rules.append((EmbeddingTieRule if ghost else TiedRule)(group, canonical, groups))
     return members, rules
 
 

@@ -257,7 +257,7 @@ def test_tied_weights_with_dropout_replay_the_users_masks(mode):
         opt.zero_grad()
         # The replay leaves the user's random stream where their forward left it.
         assert torch.equal(torch.get_rng_state(), state)
-    expected = "vmap (whole model)" if mode == "vmap" else "vmap (per layer, tied with `out`)"
+    expected = "vmap (whole model)" if mode == "vmap" else "ghost (tied with `out`)"
     assert expected in opt.plan["emb"]
     _assert_same(model, twin)
 

@@ -37,12 +37,43 @@ class TiedChain(nn.Module):
         return self.out(h)
 
 
+class SharedTable(nn.Module):
+    """One table for two embeddings (one with a padding index) and two biased output layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok, self.ctx = nn.Embedding(9, 4), nn.Embedding(9, 4, padding_idx=0)
+        self.ctx.weight = self.tok.weight
+        self.out, self.aux = nn.Linear(4, 9), nn.Linear(4, 9)
+        self.out.weight = self.aux.weight = self.tok.weight
+        self.mix = nn.Linear(4, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.mix(self.tok(ids) + self.ctx(ids.flip(1))))  # (B, T, 4)
+        return self.out(h).mean(1) + self.aux(h[:, 0])
+
+
 def _models():
     torch.manual_seed(0)
+    ids = torch.randint(0, 9, (5, 4))
+    ids[0, 1] = ids[1, 2] = 0  # padding entries
     return [
         (TiedLM().double().eval(), torch.randint(0, 11, (5, 4)), torch.randint(0, 3, (5,))),
         (TiedChain().double(), torch.randint(0, 7, (5, 3)), torch.randint(0, 7, (5,))),
+        (SharedTable().double(), ids, torch.randint(0, 9, (5,))),
     ]
+
+
+def test_a_table_shared_by_embeddings_and_output_layers_takes_the_ghost_norm():
+    model = SharedTable()
+    plan = DPSGD(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_fn=nn.CrossEntropyLoss(),
+        **_settings(),
+    ).plan
+    assert plan["ctx"] == "Embedding: ghost (tied with `tok`, `out`, `aux`)"
+    assert "tied" not in plan["mix"]
 
 
 def test_auto_runs_only_the_tied_layers_per_layer_not_the_whole_model():
@@ -55,8 +86,8 @@ def test_auto_runs_only_the_tied_layers_per_layer_not_the_whole_model():
     )
     plan = dp.plan
     assert not any("whole model" in v for v in plan.values()), plan
-    assert plan["emb"] == "Embedding: vmap (per layer, tied with `out`)"
-    assert plan["out"] == "Linear: vmap (per layer, tied with `emb`)"
+    assert plan["emb"] == "Embedding: ghost (tied with `out`)"
+    assert plan["out"] == "Linear: ghost (tied with `emb`)"
     # The untied layers keep their own rules.
     assert plan["mix"].startswith("Linear: ") and "vmap" not in plan["mix"]
     assert plan["norm"] == "LayerNorm: materialized"
@@ -71,7 +102,7 @@ def test_a_chain_of_ties_is_one_group():
         **_settings(),
     ).plan
     assert plan["a"] == "Linear: vmap (per layer, tied with `b`, `c`)"
-    assert plan["emb"] == "Embedding: vmap (per layer, tied with `out`)"
+    assert plan["emb"] == "Embedding: ghost (tied with `out`)"
 
 
 @pytest.mark.parametrize("clipping", CLIPPINGS)
@@ -197,7 +228,7 @@ def test_a_fallback_next_to_ties_merges_whole_tie_groups(widen):
         assert list(plan) == ["<root>"] and "fallback: `block.mix`" in plan["<root>"]
     else:  # the tie stays outside the merged block
         assert "fallback: `block.mix`" in plan["block"]
-        assert plan["emb"] == "Embedding: vmap (per layer, tied with `out`)"
+        assert plan["emb"] == "Embedding: ghost (tied with `out`)"
     _assert_same(model, twin)
     for n, p in model.named_parameters():
         update = (before[n] - p.detach()) * 6
