@@ -68,8 +68,12 @@ def block_clipped(
         else:
             assert a is not None  # kept whenever the gradient is not materialized
             bsz, groups, t, p = g.shape
-            gc = (g * c.view(-1, 1, 1, 1)).transpose(0, 1).reshape(groups, bsz * t, p)
-            w = gc.mT @ a.transpose(0, 1).reshape(groups, bsz * t, a.shape[3])
+            d = a.shape[3]
+            # The factors scale whichever of the two sides is smaller (fewer elements to copy).
+            ac, gc = (a * c.view(-1, 1, 1, 1), g) if d < p else (a, g * c.view(-1, 1, 1, 1))
+            w = gc.transpose(0, 1).reshape(groups, bsz * t, p).mT @ ac.transpose(0, 1).reshape(
+                groups, bsz * t, d
+            )
     if bias:
         b = weighted_sum(c, g.sum(2) if g.shape[2] > 1 else g.squeeze(2))
     return w, b
