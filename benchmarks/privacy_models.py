@@ -7,12 +7,15 @@ privacy settings; this module is their one definition:
 - ``mlp``: MLP 784-512-512-10 at B=256;
 - ``cnn``: a GroupNorm CNN on 1x28x28 at B=128;
 - ``transformer``: 2-layer transformer encoder (d=128, seq 64, vocab 5000) at B=32;
+- ``tied``: the same encoder over a vocabulary of 1000 predicting the next token through an
+  output layer tied to the token embedding, at B=32;
 - ``lstm``: embedding 5000x64, nn.LSTM 64->128 over 32 steps, linear head, at B=32 (Opacus
   runs its DPLSTM there).
 
 ``make_step(name, method)`` returns a closure running one optimizer step: ``"nonprivate"``,
-``"ours"`` / ``"ours_<grad_sample_mode>"`` (``DPSGD.step``), ``"ours_loop"`` (``DPOptimizer``:
-``loss.backward(); opt.step()`` in the user's loop) or ``"opacus_<grad_sample_mode>"``.
+``"ours"`` / ``"ours_<grad_sample_mode>"`` (``DPSGD.step``), ``"ours_loop"`` /
+``"ours_loop_<grad_sample_mode>"`` (``DPOptimizer``: ``loss.backward(); opt.step()`` in the
+user's loop) or ``"opacus_<grad_sample_mode>"``.
 ``time_methods`` runs them interleaved in one process and returns medians of wall and CPU
 time, so the shared machine's noise cancels in the ratios.
 """
@@ -38,7 +41,7 @@ OPACUS_MODES = ("hooks", "functorch", "ew", "ghost")
 
 
 class TinyTransformer(nn.Module):
-    def __init__(self, vocab=5000, d=128, seq=64, layers=2, classes=10):
+    def __init__(self, vocab=5000, d=128, seq=64, layers=2, classes=10, tied=False):
         super().__init__()
         self.tok = nn.Embedding(vocab, d)
         self.pos = nn.Embedding(seq, d)
@@ -46,14 +49,19 @@ class TinyTransformer(nn.Module):
             nn.TransformerEncoderLayer(d, 4, 4 * d, dropout=0.0, batch_first=True)
             for _ in range(layers)
         )
-        self.head = nn.Linear(d, classes)
+        self.tied = tied
+        if tied:  # a language-model head sharing the token embedding (GPT-2, BERT)
+            self.head = nn.Linear(d, vocab, bias=False)
+            self.head.weight = self.tok.weight
+        else:
+            self.head = nn.Linear(d, classes)
 
     def forward(self, x):
         pos = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
         h = self.tok(x) + self.pos(pos)
         for layer in self.layers:
             h = layer(h)
-        return self.head(h.mean(1))
+        return self.head(h[:, -1] if self.tied else h.mean(1))
 
 
 class LSTMClassifier(nn.Module):
@@ -110,8 +118,15 @@ def build(name, opacus=False):
         model = TinyTransformer()
         b = 32
         x = torch.randint(0, 5000, (b, 64))
+    elif name == "tied":  # next-token prediction through a tied output layer, vocab 1000
+        model = TinyTransformer(vocab=1000, tied=True)
+        b = 32
+        x = torch.randint(0, 1000, (b, 64))
+        return model, x, torch.randint(0, 1000, (b,)), b
     else:
-        raise ValueError(f"build: `name` must be mlp, cnn, transformer or lstm, got name={name!r}")
+        raise ValueError(
+            f"build: `name` must be mlp, cnn, transformer, tied or lstm, got name={name!r}"
+        )
     y = torch.randint(0, 10, (b,))
     return model, x, y, b
 
@@ -141,11 +156,13 @@ def make_step(name, method):
             opt.step()
 
         return step
-    if method == "ours_loop":
+    if method.startswith("ours_loop"):
         from research_ext.privacy import DPOptimizer
 
         # The loss check runs on the first step only (the default): the warm-up's.
-        dp_opt = DPOptimizer(model, torch.optim.SGD(model.parameters(), lr=0.01), **_dp_options(b))
+        mode = method.split("_", 2)[2] if method.count("_") == 2 else "auto"
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        dp_opt = DPOptimizer(model, opt, **_dp_options(b, grad_sample_mode=mode))
 
         def step():
             loss_fn(model(x), y).backward()
