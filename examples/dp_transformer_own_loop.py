@@ -11,9 +11,9 @@ token embedding; the class is predicted as the "next token" among ten class toke
 ``model(input_ids=..., labels=...)`` returns the mean cross-entropy. The loop is the user's
 (forward, ``loss.backward()``, ``optimizer.step()``, a learning-rate scheduler, gradient
 accumulation over physical micro-batches); :class:`research_ext.privacy.DPOptimizer` makes
-its steps private. The tied weight is shared by two layers: ``grad_sample_mode="auto"`` runs
-those two as per-layer ``vmap`` units and adds their per-sample gradients, and every other layer
-keeps its one-backward rule (see ``opt.plan``). The last line prints test accuracy and epsilon:
+its steps private. The tied weight is shared by two layers: ``grad_sample_mode="auto"`` takes
+its per-example norms from both at once (a ghost norm with their cross term), and every other
+layer keeps its one-backward rule (see ``opt.plan``). The last line prints test accuracy and epsilon:
 0.42 at epsilon 4 with the defaults (the same model reaches 0.71 in 60 non-private Adam steps);
 about 7 seconds on a quiet 2-core machine (10 seconds with position ids that have no batch dim,
 which make ``"auto"`` run the whole model per example).
