@@ -25,6 +25,8 @@ from research_ext.privacy._layers import (
     LayerRule,
     MergedRule,
     NormRule,
+    norms_by_group,
+    sums_by_group,
 )
 from research_ext.privacy._per_sample import LossFn, per_sample_grads, summed_loss, unpack_batch
 from research_ext.privacy._recurrent import RecurrentRule, is_torch_recurrent
@@ -147,20 +149,12 @@ class VmapEngine:
     def run(self, batch: Any) -> dict[str, torch.Tensor]:
         """Per-sample squared norms per layer group, ``(batch,)`` each."""
         self._grads = per_sample_grads(self.model, self.loss_fn, batch)
-        norms: dict[str, torch.Tensor] = {}
-        for name, g in self._grads.items():
-            sq = g.reshape(g.shape[0], -1).pow(2).sum(1)
-            group = self.groups[name]
-            norms[group] = norms[group] + sq if group in norms else sq
-        return norms
+        return norms_by_group(self._grads, self.groups)
 
     def clipped_sum(self, factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Sum over the batch of the per-sample gradients scaled by their group's factor."""
         grads, self._grads = self._grads, {}
-        return {
-            name: torch.einsum("b,b...->...", factors[self.groups[name]].to(g.dtype), g)
-            for name, g in grads.items()
-        }
+        return sums_by_group(grads, self.groups, factors)
 
 
 def _guarded_forward(

@@ -27,6 +27,8 @@ __all__ = [
     "MaterializedRule",
     "MergedRule",
     "NormRule",
+    "norms_by_group",
+    "sums_by_group",
     "weighted_sum",
 ]
 
@@ -44,6 +46,28 @@ def weighted_sum(factors: torch.Tensor, per_sample: torch.Tensor) -> torch.Tenso
     """
     flat = per_sample.reshape(per_sample.shape[0], -1)
     return torch.mv(flat.T, factors).view(per_sample.shape[1:])
+
+
+def norms_by_group(
+    grads: dict[str, torch.Tensor], groups: dict[str, str]
+) -> dict[str, torch.Tensor]:
+    """Per-sample squared norms per layer group, ``(B,)`` each, of materialized gradients.
+
+    ``grads[name]`` is ``(B, *param.shape)``; ``groups[name]`` the layer group it counts in.
+    """
+    norms: dict[str, torch.Tensor] = {}
+    for name, g in grads.items():
+        sq = g.reshape(g.shape[0], -1).pow(2).sum(1)
+        group = groups[name]
+        norms[group] = norms[group] + sq if group in norms else sq
+    return norms
+
+
+def sums_by_group(
+    grads: dict[str, torch.Tensor], groups: dict[str, str], factors: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``sum_i factors[groups[name]]_i * grads[name][i]`` for every name."""
+    return {n: weighted_sum(factors[groups[n]].to(g.dtype), g) for n, g in grads.items()}
 
 
 class LayerRule:
@@ -295,20 +319,12 @@ class MergedRule(GenericRule):
     ) -> dict[str, torch.Tensor]:
         """Per-sample squared norms of each original layer group under this module."""
         super().sq_norms(calls, batch_size)
-        norms: dict[str, torch.Tensor] = {}
-        for name, g in self._cache["grads"].items():
-            sq = g.reshape(batch_size, -1).pow(2).sum(1)
-            group = self.groups[name]
-            norms[group] = norms[group] + sq if group in norms else sq
-        return norms
+        return norms_by_group(self._cache["grads"], self.groups)
 
     def group_clipped_sum(self, factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``sum_i factors[group]_i * grad_i`` for every parameter, by qualified name."""
-        grads = self._cache.pop("grads")
-        return {
-            self.names[n]: torch.einsum("b,b...->...", factors[self.groups[n]].to(g.dtype), g)
-            for n, g in grads.items()
-        }
+        sums = sums_by_group(self._cache.pop("grads"), self.groups, factors)
+        return {self.names[n]: s for n, s in sums.items()}
 
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from research_ext.privacy._layers import GenericRule, weighted_sum
+from research_ext.privacy._layers import GenericRule, norms_by_group, sums_by_group, weighted_sum
 
 __all__ = ["EmbeddingTieRule", "TiedMemberRule", "TiedRule", "tie_groups", "widen_for_ties"]
 
@@ -90,17 +90,11 @@ class TiedRule:
                     q = self.canonical[id(local[n])]
                     grads[q] = grads[q] + g if q in grads else g
         self._cache["grads"] = grads
-        norms: dict[str, torch.Tensor] = {}
-        for q, g in grads.items():
-            sq = g.reshape(batch_size, -1).pow(2).sum(1)
-            group = self.groups[q]
-            norms[group] = norms[group] + sq if group in norms else sq
-        return norms
+        return norms_by_group(grads, self.groups)
 
     def group_clipped_sum(self, factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``sum_i factors[group]_i * g_i`` for every shared and own parameter of the group."""
-        grads = self._cache.pop("grads")
-        return {q: weighted_sum(factors[self.groups[q]].to(g.dtype), g) for q, g in grads.items()}
+        return sums_by_group(self._cache.pop("grads"), self.groups, factors)
 
 
 class EmbeddingTieRule(TiedRule):
