@@ -215,28 +215,34 @@ def _clipped_loop_sum(model, x, y, c):
     return {n: torch.einsum("b,b...->...", factors, g) for n, g in grads.items()}
 
 
+def assert_user_step_is_the_loop_clipped_sum(model, x, y):
+    """One noiseless user-loop step at lr 1 moves each parameter by the loop's clipped sum / qN.
+
+    Returns the optimizer (its ``plan`` says how the step was computed).
+    """
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    expected = _clipped_loop_sum(model, x, y, 0.1)
+    opt = DPOptimizer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=1.0),
+        check_loss="always",
+        **_settings(noise_multiplier=0.0),
+    )
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    for n, p in model.named_parameters():
+        update = (before[n] - p.detach()) * 6  # lr 1, divided by qN = 6
+        torch.testing.assert_close(update, expected[n], rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64, msg=n)
+    return opt
+
+
 def test_tied_weights_and_a_layer_used_twice_are_exact_against_the_per_example_loop():
     torch.manual_seed(0)
     for model, x in (
         (TiedLM().double().eval(), torch.randint(0, 11, (5, 4))),
         (make("generic", torch.float64, batch=5)[0], torch.randn(5, 2, 4, 4).double()),
     ):
-        y = torch.randint(0, 3, (5,))
-        before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        expected = _clipped_loop_sum(model, x, y, 0.1)
-        opt = DPOptimizer(
-            model,
-            torch.optim.SGD(model.parameters(), lr=1.0),
-            check_loss="always",
-            **_settings(noise_multiplier=0.0),
-        )
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-        for n, p in model.named_parameters():
-            update = (before[n] - p.detach()) * 6  # lr 1, divided by qN = 6
-            torch.testing.assert_close(
-                update, expected[n], rtol=RTOL_FLOAT64, atol=ATOL_FLOAT64, msg=n
-            )
+        assert_user_step_is_the_loop_clipped_sum(model, x, torch.randint(0, 3, (5,)))
 
 
 @pytest.mark.parametrize("mode", ["auto", "vmap"])
