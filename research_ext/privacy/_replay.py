@@ -83,6 +83,8 @@ def batch_size_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
 
 def rng_state(model: nn.Module) -> tuple[Any, list[Any]]:
     """Torch's CPU random state and that of every CUDA device holding a parameter of ``model``."""
+    if not torch.cuda.is_initialized():  # no CUDA tensor exists yet: nothing to scan
+        return torch.get_rng_state(), []
     devices = {p.device for p in model.parameters() if p.device.type == "cuda"}
     return torch.get_rng_state(), [(d, torch.cuda.get_rng_state(d)) for d in devices]
 
