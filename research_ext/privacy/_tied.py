@@ -55,7 +55,10 @@ class TiedMemberRule(GenericRule):
     def describe(self) -> str:
         """``"Type: vmap (per layer, tied with `other`)"`` (or ``ghost (tied with ...)``)."""
         partners = ", ".join(f"`{p}`" for p in self.partners)
-        head = self.method + ", " if self.method.endswith("(per layer") else self.method + " ("
+        method = (
+            "+".join(sorted(self.used)) if self.used and self.method == "ghost" else self.method
+        )
+        head = method + ", " if method.endswith("(per layer") else method + " ("
         return f"{type(self.module).__name__}: {head}tied with {partners})"
 
 
@@ -100,8 +103,11 @@ class TiedRule:
 class EmbeddingTieRule(TiedRule):
     r"""One table shared by ``nn.Embedding`` and ``nn.Linear`` layers: ghost norms, no vmap.
 
-    See the module docstring for the norm; a linear member's own bias keeps its per-sample
-    gradient :math:`\sum_s g_s` (``(batch, out)``, small).
+    See the module docstring for the norm. The linear layers' terms cost :math:`S^2 (V + d)` per
+    example for S output positions; where that exceeds :math:`S V d`, their per-sample gradient
+    :math:`G = \sum_s g_s a_s^\top` (``(batch, V, d)``) is materialized instead, and the cross
+    term with the embeddings reads its rows: :math:`\sum_t \langle\gamma_t, G[x_t]\rangle`. A
+    linear member's own bias keeps its per-sample gradient :math:`\sum_s g_s` (``(batch, out)``).
     """
 
     def group_sq_norms(
@@ -140,13 +146,25 @@ class EmbeddingTieRule(TiedRule):
         if x_t is not None and gam_t is not None:
             same = (x_t.unsqueeze(2) == x_t.unsqueeze(1)).to(gam_t.dtype)
             sq = sq + (same * (gam_t @ gam_t.mT)).sum((1, 2))
+        full = None  # the linear layers' per-sample gradient of the table, where materialized
         if g_s is not None and a_s is not None:
-            sq = sq + ((g_s @ g_s.mT) * (a_s @ a_s.mT)).sum((1, 2))
-            if x_t is not None and gam_t is not None:
-                picked = torch.gather(g_s, 2, x_t.unsqueeze(1).expand(-1, g_s.shape[1], -1))
-                sq = sq + 2 * (picked.mT * (gam_t @ a_s.mT)).sum((1, 2))
+            (v, d), s_out = self._table().shape, g_s.shape[1]
+            if s_out * (v + d) > v * d:  # the ghost terms would cost more than the gradient
+                full = g_s.mT @ a_s  # (B, V, d)
+                sq = sq + full.pow(2).sum((1, 2))
+                if x_t is not None and gam_t is not None:
+                    rows = torch.gather(full, 1, x_t.unsqueeze(-1).expand(-1, -1, d))
+                    sq = sq + 2 * (rows * gam_t).sum((1, 2))
+            else:
+                sq = sq + ((g_s @ g_s.mT) * (a_s @ a_s.mT)).sum((1, 2))
+                if x_t is not None and gam_t is not None:
+                    picked = torch.gather(g_s, 2, x_t.unsqueeze(1).expand(-1, s_out, -1))
+                    sq = sq + 2 * (picked.mT * (gam_t @ a_s.mT)).sum((1, 2))
+            for rule in self.members.values():
+                if isinstance(rule.module, nn.Linear):
+                    rule.used = {"ghost" if full is None else "materialized"}
         weight = self.canonical[id(self._table())]
-        self._cache.update(x=x_t, gam=gam_t, g=g_s, a=a_s, biases=biases, weight=weight)
+        self._cache.update(x=x_t, gam=gam_t, g=g_s, a=a_s, full=full, biases=biases, weight=weight)
         norms = {self.groups[weight]: sq.clamp_min(0)}
         for q, gb in biases.items():
             group = self.groups[q]
@@ -165,13 +183,15 @@ class EmbeddingTieRule(TiedRule):
         if c["gam"] is not None:
             scaled = c["gam"] * f.to(ref.dtype)[:, None, None]
             out.index_add_(0, c["x"].reshape(-1), scaled.reshape(-1, table.shape[1]))
-        if c["g"] is not None:
+        if c["full"] is not None:
+            out += weighted_sum(f.to(ref.dtype), c["full"])
+        elif c["g"] is not None:
             scaled = c["g"] * f.to(ref.dtype)[:, None, None]
             out += scaled.reshape(-1, table.shape[0]).mT @ c["a"].reshape(-1, table.shape[1])
         sums = {weight: out}
         for q, gb in c["biases"].items():
             sums[q] = weighted_sum(factors[self.groups[q]].to(gb.dtype), gb)
-        for key in ("x", "gam", "g", "a", "biases"):
+        for key in ("x", "gam", "g", "a", "full", "biases"):
             c.pop(key)
         return sums
 

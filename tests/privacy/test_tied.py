@@ -54,6 +54,18 @@ class SharedTable(nn.Module):
         return self.out(h).mean(1) + self.aux(h[:, 0])
 
 
+class WideTable(nn.Module):
+    """A table wide enough (40 x 8) that three output positions keep the linear terms ghost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.out = nn.Embedding(40, 8), nn.Linear(8, 40, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.emb(ids))).mean(1)
+
+
 def _models():
     torch.manual_seed(0)
     ids = torch.randint(0, 9, (5, 4))
@@ -62,7 +74,20 @@ def _models():
         (TiedLM().double().eval(), torch.randint(0, 11, (5, 4)), torch.randint(0, 3, (5,))),
         (TiedChain().double(), torch.randint(0, 7, (5, 3)), torch.randint(0, 7, (5,))),
         (SharedTable().double(), ids, torch.randint(0, 9, (5,))),
+        (WideTable().double(), torch.randint(0, 40, (5, 3)), torch.randint(0, 40, (5,))),
     ]
+
+
+def test_the_output_layers_terms_are_ghost_or_materialized_by_cost():
+    # TiedLM: 4 output positions over an 11 x 6 table (ghost 4 * 17 > 66); WideTable: 3 over
+    # 40 x 8 (3 * 48 < 320). Either way the result is the per-example loop's (test above).
+    plans = {}
+    for model, x, y in _models()[::3]:
+        opt = assert_user_step_is_the_loop_clipped_sum(model, x, y)
+        plans[type(model).__name__] = opt.plan
+    assert plans["TiedLM"]["out"] == "Linear: materialized (tied with `emb`)"
+    assert plans["WideTable"]["out"] == "Linear: ghost (tied with `emb`)"
+    assert plans["TiedLM"]["emb"] == "Embedding: ghost (tied with `out`)"
 
 
 def _plan(model: nn.Module) -> dict[str, str]:
