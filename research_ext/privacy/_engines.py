@@ -30,7 +30,7 @@ from research_ext.privacy._layers import (
 )
 from research_ext.privacy._per_sample import LossFn, per_sample_grads, summed_loss, unpack_batch
 from research_ext.privacy._recurrent import RecurrentRule, is_torch_recurrent
-from research_ext.privacy._tied import TiedRule, tie_groups, widen_for_ties
+from research_ext.privacy._tied import TiedMemberRule, TiedRule, tie_groups, widen_for_ties
 
 __all__ = [
     "ENGINES",
@@ -180,6 +180,13 @@ def _guarded_forward(
 _DETACHABLE = (LinearRule, ConvRule, EmbeddingRule, NormRule, AttentionRule)
 
 
+def _detachable(rule: LayerRule) -> bool:
+    """A ``_DETACHABLE`` rule, or a layer of a tied table (its ghost norm needs no vmap)."""
+    return isinstance(rule, _DETACHABLE) or (
+        isinstance(rule, TiedMemberRule) and rule.method == "ghost"
+    )
+
+
 class LayerFailureError(Exception):
     """A layer's rule could not handle its calls (the message names the layer)."""
 
@@ -315,7 +322,7 @@ class HookEngine:
             else []
         )
         for name, rule in self.rules.items():
-            tap = detach_parameters and isinstance(rule, _DETACHABLE)
+            tap = detach_parameters and _detachable(rule)
             if getattr(rule, "patches_forward", False):
                 # Run attention and recurrent layers as explicit projections (Linear-like blocks).
                 rule.module.forward = functools.partial(
@@ -323,7 +330,7 @@ class HookEngine:
                 )
                 patched.append(rule.module)
                 continue
-            if isinstance(rule, GenericRule):
+            if isinstance(rule, GenericRule) and not _detachable(rule):
                 # Keep the forward's dropout masks for the per-example re-run.
                 rule.module.forward = functools.partial(rule.recording_forward, rule.module.forward)
                 patched.append(rule.module)
@@ -354,11 +361,11 @@ class HookEngine:
     def _detachable_parameters(self) -> list[nn.Parameter]:
         """Parameters of the layers whose rules work without parameter gradients."""
         if self._detachable_for is not self.rules:  # built anew after a fallback
-            named = dict(self.model.named_parameters())
+            named = dict(self.model.named_parameters(remove_duplicate=False))
             self._detachable = [
                 named[q]
                 for rule in self.rules.values()
-                if isinstance(rule, _DETACHABLE)
+                if _detachable(rule)
                 for q in rule.names.values()
             ]
             self._detachable_for = self.rules

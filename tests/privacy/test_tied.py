@@ -321,3 +321,19 @@ def test_a_sub_layer_called_outside_its_unit_is_not_missed(mode):
     assert list(dp.plan) == ["<root>"], dp.plan
     for n, p in model.named_parameters():
         torch.testing.assert_close((before[n] - p.detach()) * 6, expected[n], msg=n)
+
+
+def test_an_unchecked_backward_computes_no_gradient_for_a_tied_table():
+    # The table's ghost norm needs only the layers' inputs and output gradients: after the
+    # checked first step its parameters leave the user's graph like every other layer's.
+    torch.manual_seed(0)
+    model = WideTable().double()
+    x, y = torch.randint(0, 40, (5, 3)), torch.randint(0, 40, (5,))
+    opt = DPOptimizer(model, torch.optim.SGD(model.parameters(), lr=0.1), **_settings())
+    for step in range(2):
+        F.cross_entropy(model(x), y).backward()
+        computed = [n for n, p in model.named_parameters() if p.grad is not None]
+        assert computed == (["emb.weight"] if step == 0 else []), step
+        opt.step()
+        opt.zero_grad()
+    assert all(p.requires_grad for p in model.parameters())
