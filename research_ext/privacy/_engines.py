@@ -42,8 +42,10 @@ __all__ = [
 ]
 
 #: grad_sample_mode values: "auto" (hooks, per-layer cost model; layers that share parameters
-#: by per-layer vmap, summed; whole-model vmap when a parameter belongs to no layer), "ghost" (hooks, ghost norms wherever defined), "materialized"
-#: (hooks, per-layer per-sample gradients), "vmap" (whole-model torch.func per-sample gradients).
+#: as tie groups; whole-model vmap when a parameter is used twice in one layer or by none, or
+#: when no module can split a step), "ghost" (hooks, ghost norms wherever defined),
+#: "materialized" (hooks, per-layer per-sample gradients), "vmap" (whole-model torch.func
+#: per-sample gradients).
 ENGINES = ("auto", "ghost", "materialized", "vmap")
 
 
@@ -543,7 +545,7 @@ def make_engine(model: nn.Module, loss_fn: LossFn, mode: str) -> VmapEngine | Ho
         what = "shares parameters between layers" if across else "shares or leaves parameters"
         raise UnsupportedModuleError(
             f"DPSGD: grad_sample_mode={mode!r} needs every parameter owned by exactly one layer; "
-            f"this model {what}; use grad_sample_mode='auto' (layers that share parameters run "
-            f"per-layer vmap) or grad_sample_mode='vmap'"
+            f"this model {what}; use grad_sample_mode='auto' (it groups layers that share "
+            f"parameters) or grad_sample_mode='vmap'"
         )
     return HookEngine(model, loss_fn, mode)
