@@ -31,7 +31,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from research_ext.privacy._layers import GenericRule, norms_by_group, sums_by_group, weighted_sum
+from research_ext.privacy._affine import LinearRule
+from research_ext.privacy._layers import (
+    EmbeddingRule,
+    GenericRule,
+    norms_by_group,
+    sums_by_group,
+    weighted_sum,
+)
 
 __all__ = ["EmbeddingTieRule", "TiedMemberRule", "TiedRule", "tie_groups", "widen_for_ties"]
 
@@ -200,14 +207,21 @@ class EmbeddingTieRule(TiedRule):
 
     @staticmethod
     def applies(modules: list[nn.Module]) -> bool:
-        """Plain Embedding and Linear layers whose one shared parameter is every weight."""
+        """Plain Embedding and Linear layers whose one shared parameter is every weight.
+
+        Plain: their own rules apply (a subclass with its own ``forward``, or an embedding with
+        ``max_norm`` or ``scale_grad_by_freq``, takes the per-layer vmap path instead).
+        """
         from research_ext.privacy._engines import rule_for  # the engine imports this module
 
         plain = [m for m in modules if isinstance(m, nn.Embedding | nn.Linear)]
         if len(plain) != len(modules) or not any(isinstance(m, nn.Embedding) for m in modules):
             return False
         table = modules[0].weight
-        simple = all(type(rule_for(m, {"weight": ""}, "auto")).__name__ in _PLAIN for m in modules)
+        simple = all(
+            isinstance(rule_for(m, {"weight": ""}, "auto"), EmbeddingRule | LinearRule)
+            for m in modules
+        )
         own_bias = all(getattr(m, "bias", None) is not table for m in modules)
         biases = [id(m.bias) for m in modules if getattr(m, "bias", None) is not None]
         return (
@@ -216,10 +230,6 @@ class EmbeddingTieRule(TiedRule):
             and len(set(biases)) == len(biases)
             and all(m.weight is table for m in modules)
         )
-
-
-#: The rules of layers the ghost path re-implements (a subclass or option falls back to vmap).
-_PLAIN = ("EmbeddingRule", "LinearRule")
 
 
 def tie_groups(
