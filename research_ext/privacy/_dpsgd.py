@@ -153,9 +153,10 @@ class DPSGD:
     Clipped sums come from an engine chosen by ``grad_sample_mode``: ``"auto"`` (one forward and
     one backward with hooks; per layer, ghost norms or materialized per-sample gradients,
     whichever the cost model finds cheaper; norm layers materialized, other layers by per-layer
-    ``vmap``; layers that share a parameter (tied weights) by per-layer ``vmap``, their
-    per-sample gradients added; whole-model ``vmap`` when a parameter is used twice inside one
-    layer or by none), ``"ghost"``, ``"materialized"``,
+    ``vmap``; layers that share a parameter (tied weights) as one group: a ghost norm with the
+    cross terms for a table shared by embeddings and linear layers, else per-layer ``vmap`` with
+    their per-sample gradients added; whole-model ``vmap`` when a parameter is used twice inside
+    one layer or by none, or when no module can split a step), ``"ghost"``, ``"materialized"``,
     or ``"vmap"`` (``torch.func`` over the whole model). All give the same clipped sum.
 
     Clipping modes: ``"flat"`` (one norm over all parameters), ``"per_layer"`` (a norm per layer
@@ -334,7 +335,8 @@ class DPSGD:
         """How each layer's per-sample gradients are computed: ``{layer: "Type: method"}``.
 
         Methods: ``ghost``, ``materialized``, ``vmap (per layer)``, ``vmap (whole model)``,
-        ``vmap (per layer, tied with `other`)`` for layers sharing a parameter, or
+        ``ghost (tied with `other`)`` / ``vmap (per layer, tied with `other`)`` for layers
+        sharing a parameter, or
         ``vmap (per layer, fallback: why)`` where ``"auto"`` merged layers it could not handle
         into their parent; cost-model choices are filled in by the first step.
         """
