@@ -254,7 +254,7 @@ class PositionsLM(nn.Module):
 def test_auto_ends_in_whole_model_vmap_when_no_layer_can_take_over(tied):
     # The position table's output has no batch dim, so no layer rule (nor the model, whose
     # output is the scalar loss) can split it per example: "auto" then runs the whole model
-    # per example, in DPSGD.step and in the user's loop alike.
+    # per example (DPSGD.step: the next test).
     torch.manual_seed(0)
     model = PositionsLM(tied).double()
     ids, labels = torch.randint(0, 9, (6, 5)), torch.randint(0, 9, (6,))
@@ -337,3 +337,43 @@ def test_an_unchecked_backward_computes_no_gradient_for_a_tied_table():
         opt.step()
         opt.zero_grad()
     assert all(p.requires_grad for p in model.parameters())
+
+
+class ClassFirst(nn.Module):
+    """Unbatched position ids and a (classes, batch) output: only whole-model vmap can split."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(9, 4), nn.Embedding(5, 4)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.tok(ids) + self.pos(torch.arange(ids.shape[1]))
+        return self.out(torch.tanh(h).mean(1)).T
+
+
+def test_dpsgd_step_in_auto_ends_in_whole_model_vmap_like_vmap_mode():
+    torch.manual_seed(0)
+    model = ClassFirst().double()
+    twin = copy.deepcopy(model)
+    x, y = torch.randint(0, 9, (6, 5)), torch.randint(0, 3, (6,))
+
+    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out.T, target)
+
+    runs = [
+        DPSGD(
+            m,
+            torch.optim.SGD(m.parameters(), lr=0.5),
+            loss_fn=loss_fn,
+            generator=torch.Generator().manual_seed(3),
+            grad_sample_mode=mode,
+            **_settings(),
+        )
+        for m, mode in ((model, "auto"), (twin, "vmap"))
+    ]
+    for _ in range(2):
+        for dp in runs:
+            dp.step((x, y))
+    assert all("vmap (whole model)" in v for v in runs[0].plan.values()), runs[0].plan
+    _assert_same(model, twin)
