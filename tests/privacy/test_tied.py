@@ -254,7 +254,7 @@ class PositionsLM(nn.Module):
 def test_auto_ends_in_whole_model_vmap_when_no_layer_can_take_over(tied):
     # The position table's output has no batch dim, so no layer rule (nor the model, whose
     # output is the scalar loss) can split it per example: "auto" then runs the whole model
-    # per example (DPSGD.step: the next test).
+    # per example (for DPSGD.step, see test_dpsgd_step_in_auto_ends_in_whole_model_vmap_...).
     torch.manual_seed(0)
     model = PositionsLM(tied).double()
     ids, labels = torch.randint(0, 9, (6, 5)), torch.randint(0, 9, (6,))
