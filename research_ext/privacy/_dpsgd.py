@@ -403,8 +403,12 @@ class DPSGD:
         try:
             return self.engine.run(batch)
         except WholeModelFallbackError:
-            self.engine = VmapEngine(self.model, self.loss_fn)
-            return self.engine.run(batch)
+            return self._to_whole_model().run(batch)
+
+    def _to_whole_model(self) -> VmapEngine:
+        """The whole-model vmap engine ``"auto"`` ends in, from this step on (also the user loop's)."""
+        self.engine = VmapEngine(self.model, self.loss_fn)
+        return self.engine
 
     # The two pieces below serve both DPSGD.step and the user-loop DPOptimizer.step.
 

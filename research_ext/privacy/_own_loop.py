@@ -503,7 +503,7 @@ class DPOptimizer(torch.optim.Optimizer):
                 try:
                     return engine.run((inputs, targets))
                 except WholeModelFallbackError:
-                    self.dp.engine = VmapEngine(self.model, engine.loss_fn)
+                    self.dp._to_whole_model()
         finally:
             self._replaying = False
             set_rng_state(now)
