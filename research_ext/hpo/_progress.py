@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from research_ext.core import is_interactive, progress
+from research_ext.hpo._storage_faults import retried_sql
 from research_ext.hpo._study import ENDED, StudyHandle, counts, n_done, rdb_storage
 
 __all__ = ["RunProgress", "trial_line"]
@@ -131,13 +132,13 @@ class RunProgress:
             )
             finished: set[int] = set()
             unfinished: list[int] = []
-            with rdb.engine.connect() as connection:
-                rows = connection.execute(query, {"sid": self.handle.study_id, "low": self.low})
-                for trial_id, state in rows:
-                    if getattr(state, "name", str(state)) in _FINISHED:
-                        finished.add(int(trial_id))
-                    else:
-                        unfinished.append(int(trial_id))
+            params = {"sid": self.handle.study_id, "low": self.low}
+            rows = retried_sql(rdb, self.handle.spec, lambda c: c.execute(query, params).fetchall())
+            for trial_id, state in rows:
+                if getattr(state, "name", str(state)) in _FINISHED:
+                    finished.add(int(trial_id))
+                else:
+                    unfinished.append(int(trial_id))
             top = max(finished | set(unfinished), default=self.low - 1)
             self.low = min(unfinished, default=top + 1)
             return finished

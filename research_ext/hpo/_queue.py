@@ -20,7 +20,8 @@ import warnings
 from typing import Any
 
 from research_ext.hpo._liveness import is_alive, process_identity
-from research_ext.hpo._storage_faults import retrying
+from research_ext.hpo._storage import resolve_storage
+from research_ext.hpo._storage_faults import retried_sql
 from research_ext.hpo._study import (
     ENDED,
     HEARTBEAT,
@@ -116,8 +117,12 @@ def on_stale(study: Any, frozen: Any) -> None:
     _STALE[0] += 1
     rdb = rdb_storage(study._storage)
     if rdb is not None:  # Optuna failed it already: its attributes are closed to the API
-        with rdb.engine.begin() as connection:
-            _put_attr(connection, frozen._trial_id, ENDED, "stale heartbeat")
+        retried_sql(
+            rdb,
+            resolve_storage(rdb.url),
+            lambda c: _put_attr(c, frozen._trial_id, ENDED, "stale heartbeat"),
+            write=True,
+        )
     requeue(study, frozen, "stale heartbeat")
 
 
@@ -267,17 +272,14 @@ def _create_sql(handle: StudyHandle, rdb: Any) -> int:
         "INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES (:tid, :key, :value)"
     )
 
-    def create() -> tuple[int, int]:
-        with rdb.engine.begin() as connection:
-            if connection.dialect.name != "sqlite":  # SQLite runs one writer at a time
-                connection.execute(lock, {"sid": handle.study_id})
-            trial_id, number = connection.execute(
-                insert, {"sid": handle.study_id, "now": stored}
-            ).one()
-            connection.execute(attr, {"tid": trial_id, "key": OWNER, "value": json.dumps(owner)})
+    def create(connection: Any) -> tuple[int, int]:
+        if connection.dialect.name != "sqlite":  # SQLite runs one writer at a time
+            connection.execute(lock, {"sid": handle.study_id})
+        trial_id, number = connection.execute(insert, {"sid": handle.study_id, "now": stored}).one()
+        connection.execute(attr, {"tid": trial_id, "key": OWNER, "value": json.dumps(owner)})
         return int(trial_id), int(number)
 
-    trial_id, number = retrying(create, handle.spec)
+    trial_id, number = retried_sql(rdb, handle.spec, create, write=True)
     frozen = optuna.trial.FrozenTrial(
         number=number,
         state=optuna.trial.TrialState.RUNNING,
@@ -320,12 +322,15 @@ def admitted(handle: StudyHandle, trial_id: int) -> bool:
             "SELECT COUNT(*) FROM trials WHERE study_id = :sid AND trial_id < :tid "
             f"AND state IN ({states})"
         )
-        with rdb.engine.begin() as connection:
+
+        def count(connection: Any) -> int:
             if connection.dialect.name == "postgresql":
                 # waits for writers of trials whose lower ids this count must see
                 connection.execute(sqlalchemy.text("LOCK TABLE trials IN SHARE MODE"))
             before = connection.execute(query, {"sid": handle.study_id, "tid": trial_id})
-            return int(before.scalar_one()) < handle.n_trials
+            return int(before.scalar_one())
+
+        return retried_sql(rdb, handle.spec, count, write=True) < handle.n_trials
     before = sum(
         1
         for t in handle.storage.get_all_trials(handle.study_id, deepcopy=False)
@@ -345,8 +350,8 @@ def pop_ticket(handle: StudyHandle) -> int | None:
 
     rdb = rdb_storage(handle.storage)
     if rdb is not None:
-        for trial_id in _ids_in_state(rdb, handle.study_id, "WAITING"):
-            if _claim_sql(rdb, trial_id):
+        for trial_id in _ids_in_state(handle, rdb, "WAITING"):
+            if _claim_sql(handle, rdb, trial_id):
                 # let Optuna's trial cache learn the trial it will write parameters to
                 handle.storage.get_all_trials(
                     handle.study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
@@ -368,14 +373,14 @@ def pop_ticket(handle: StudyHandle) -> int | None:
     return None
 
 
-def _ids_in_state(rdb: Any, study_id: int, state: str) -> list[int]:
+def _ids_in_state(handle: StudyHandle, rdb: Any, state: str) -> list[int]:
     import sqlalchemy
 
     query = sqlalchemy.text(
         "SELECT trial_id FROM trials WHERE study_id = :sid AND state = :state ORDER BY trial_id"
     )
-    with rdb.engine.connect() as connection:
-        return [int(r[0]) for r in connection.execute(query, {"sid": study_id, "state": state})]
+    params = {"sid": handle.study_id, "state": state}
+    return retried_sql(rdb, handle.spec, lambda c: [int(r[0]) for r in c.execute(query, params)])
 
 
 def _running_owners(handle: StudyHandle) -> list[tuple[int, dict[str, Any] | None, float | None]]:
@@ -391,8 +396,8 @@ def _running_owners(handle: StudyHandle) -> list[tuple[int, dict[str, Any] | Non
             "ON a.trial_id = t.trial_id AND a.key = :key "
             "WHERE t.study_id = :sid AND t.state = 'RUNNING'"
         )
-        with rdb.engine.connect() as connection:
-            rows = connection.execute(query, {"sid": handle.study_id, "key": OWNER}).fetchall()
+        params = {"sid": handle.study_id, "key": OWNER}
+        rows = retried_sql(rdb, handle.spec, lambda c: c.execute(query, params).fetchall())
         return [(int(tid), json.loads(value) if value else None, None) for tid, value in rows]
     out = []
     for trial in handle.storage.get_all_trials(
@@ -405,7 +410,7 @@ def _running_owners(handle: StudyHandle) -> list[tuple[int, dict[str, Any] | Non
     return out
 
 
-def _claim_sql(rdb: Any, trial_id: int) -> bool:
+def _claim_sql(handle: StudyHandle, rdb: Any, trial_id: int) -> bool:
     """WAITING -> RUNNING and the owner recorded, in one transaction (one commit per claim)."""
     import sqlalchemy
 
@@ -417,12 +422,15 @@ def _claim_sql(rdb: Any, trial_id: int) -> bool:
     owner = sqlalchemy.text(
         "INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES (:tid, :key, :value)"
     )
-    with rdb.engine.begin() as connection:
+    value = json.dumps(process_identity())
+
+    def take(connection: Any) -> bool:
         if connection.execute(claim, {"now": now, "tid": trial_id}).rowcount != 1:
             return False
-        value = json.dumps(process_identity())
         connection.execute(owner, {"tid": trial_id, "key": OWNER, "value": value})
         return True
+
+    return retried_sql(rdb, handle.spec, take, write=True)
 
 
 def recover(handle: StudyHandle) -> int:
@@ -470,11 +478,14 @@ def _fail_running(handle: StudyHandle, trial_id: int, reason: str) -> bool:
             "UPDATE trials SET state = 'FAIL', datetime_complete = :now "
             "WHERE trial_id = :tid AND state = 'RUNNING'"
         )
-        with rdb.engine.begin() as connection:
+
+        def end(connection: Any) -> bool:
             if connection.execute(fail, {"now": now, "tid": trial_id}).rowcount != 1:
                 return False
             _put_attr(connection, trial_id, ENDED, reason)
-        return True
+            return True
+
+        return retried_sql(rdb, handle.spec, end, write=True)
     try:
         handle.storage.set_trial_system_attr(trial_id, ENDED, reason)
         return bool(

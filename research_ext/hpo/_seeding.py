@@ -50,6 +50,7 @@ def reseed(sampler: Any, seed: int) -> None:
 
 def sample_index(handle: Any, trial_id: int) -> int:
     """The sample index of trial ``trial_id``: its number less the earlier parameter copies."""
+    from research_ext.hpo._storage_faults import retried_sql
     from research_ext.hpo._study import RETRY_REASON, rdb_storage
 
     rdb = rdb_storage(handle.storage)
@@ -66,10 +67,8 @@ def sample_index(handle: Any, trial_id: int) -> int:
             "FROM trials t WHERE t.trial_id = :tid"
         )
         reasons = {f"r{i}": json.dumps(r) for i, r in enumerate(COPY_REASONS)}
-        with rdb.engine.connect() as connection:
-            index = connection.execute(
-                query, {"tid": trial_id, "key": RETRY_REASON, **reasons}
-            ).scalar_one()
+        params = {"tid": trial_id, "key": RETRY_REASON, **reasons}
+        index = retried_sql(rdb, handle.spec, lambda c: c.execute(query, params).scalar_one())
         return int(index)
     number = handle.storage.get_trial_number_from_id(trial_id)
     copies = sum(

@@ -4,7 +4,8 @@ A storage that fails is reported as one :class:`~research_ext.errors.StorageErro
 storage (password redacted), the likely cause and what to do (:func:`storage_error`). A database
 server that goes away (or an SQLite database another process holds locked) is waited for up to
 ``RESEARCH_EXT_STORAGE_RETRY`` seconds (default 30) before that: :func:`retrying` runs one
-storage call or transaction again, :func:`retry_calls` makes every call of an Optuna storage so.
+storage call or transaction again, :func:`retry_calls` makes every call of an Optuna storage so,
+and :func:`retried_sql` runs the run loop's own SQL (claims, counts, recovery) the same way.
 """
 
 import functools
@@ -12,8 +13,9 @@ import logging
 import os
 import sqlite3
 import time
+import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from research_ext.errors import StorageError
 from research_ext.hpo._storage import StorageSpec, redact, url_secrets
@@ -23,12 +25,14 @@ __all__ = [
     "RETRY_ENV",
     "error_chain",
     "reconnect_with_retries",
+    "retried_sql",
     "retry_calls",
     "retrying",
     "storage_error",
 ]
 
 logger = logging.getLogger("research_ext.hpo")
+T = TypeVar("T")
 
 #: environment variable: seconds to wait for an unreachable database server (default 30)
 RETRY_ENV = "RESEARCH_EXT_STORAGE_RETRY"
@@ -227,6 +231,39 @@ def retrying(action: Callable[[], Any], spec: StorageSpec) -> Any:
                 warned = True
             time.sleep(delay)
             delay = min(2 * delay, 2.0)
+
+
+def retried_sql(rdb: Any, spec: StorageSpec, work: Callable[[Any], T], *, write: bool = False) -> T:
+    """``work(connection)`` on an RDB storage's engine, retried like :func:`retrying`.
+
+    The run's own SQL (claims, counts, recovery) must ride out a server restart or a locked
+    SQLite file as Optuna's storage calls do: a statement in flight when the connection drops
+    fails, and the whole of ``work`` runs again on a new connection once the storage answers.
+
+    Args:
+        rdb: Optuna's ``RDBStorage`` (its ``engine``).
+        spec: the storage (named, password redacted, in the warning logged while waiting).
+        work: the statements, given an open connection; it must not commit by itself.
+        write: run ``work`` in one transaction (``engine.begin()``: committed when it returns,
+            rolled back when it raises); otherwise on a plain connection (reads).
+
+    Returns:
+        What ``work`` returned.
+
+    Example:
+        >>> import optuna, sqlalchemy
+        >>> from research_ext.hpo._storage import resolve_storage
+        >>> rdb = optuna.storages.RDBStorage("sqlite:///:memory:")
+        >>> spec = resolve_storage(":memory:")  # named in the warning only
+        >>> retried_sql(rdb, spec, lambda c: c.execute(sqlalchemy.text("SELECT 1")).scalar())
+        1
+    """
+
+    def once() -> T:
+        with rdb.engine.begin() if write else rdb.engine.connect() as connection:
+            return work(connection)
+
+    return typing.cast(T, retrying(once, spec))
 
 
 def retry_calls(storage: Any, spec: StorageSpec) -> None:

@@ -19,6 +19,7 @@ from research_ext.errors import ConfigError
 from research_ext.hpo._config import StudyConfig, load_config
 from research_ext.hpo._samplers import make_pruner, make_sampler
 from research_ext.hpo._storage import StorageSpec, absolute_storage, resolve_storage
+from research_ext.hpo._storage_faults import retried_sql
 from research_ext.hpo._storage_open import open_storage
 
 __all__ = ["StudyHandle", "open_study", "resolve_config"]
@@ -226,9 +227,11 @@ def counts(handle: StudyHandle) -> dict[str, int]:
         query = sqlalchemy.text(
             "SELECT state, COUNT(*) FROM trials WHERE study_id = :sid GROUP BY state"
         )
-        with rdb.engine.connect() as connection:
-            for state, n in connection.execute(query, {"sid": handle.study_id}):
-                result[getattr(state, "name", str(state))] = int(n)
+        rows = retried_sql(
+            rdb, handle.spec, lambda c: c.execute(query, {"sid": handle.study_id}).fetchall()
+        )
+        for state, n in rows:
+            result[getattr(state, "name", str(state))] = int(n)
         return result
     for trial in handle.storage.get_all_trials(handle.study_id, deepcopy=False):
         result[trial.state.name] += 1

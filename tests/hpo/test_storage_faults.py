@@ -1,0 +1,105 @@
+"""The run loop's own SQL rides out a dropped connection, as Optuna's storage calls do.
+
+A database server that restarts (or an SQLite file another process holds locked) makes the
+statement in flight fail; the run must run that transaction again once the storage answers,
+not end with "unreachable". Each case below makes one statement fail once, the way the driver
+reports it, and checks that the operation still gives its result.
+"""
+
+import sqlite3
+import subprocess
+import sys
+
+import optuna
+import pytest
+import sqlalchemy
+
+import research_ext.hpo as rh
+from research_ext.hpo import _queue
+from research_ext.hpo._liveness import process_identity
+from research_ext.hpo._progress import RunProgress
+from research_ext.hpo._queue import admitted, new_trial, pop_ticket, recover, top_up
+from research_ext.hpo._seeding import sample_index
+from research_ext.hpo._study import OWNER, counts, open_study, rdb_storage
+from tests.hpo.conftest import write_study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+class _FailOnce:
+    """Makes the first statement containing ``fragment`` fail as a locked SQLite file does."""
+
+    def __init__(self, engine, fragment):
+        self.fragment, self.fired = fragment, False
+        sqlalchemy.event.listen(engine, "before_cursor_execute", self)
+
+    def __call__(self, conn, cursor, statement, parameters, context, executemany):
+        if not self.fired and self.fragment in statement:
+            self.fired = True
+            raise sqlite3.OperationalError("database is locked")
+
+
+def _running_trial_of_a_dead_process(handle):
+    top_up(handle, limit=1)
+    trial_id = pop_ticket(handle)
+    with rdb_storage(handle.storage).engine.begin() as connection:
+        _queue._put_attr(connection, trial_id, OWNER, {**process_identity(), "pid": _dead_pid()})
+    return trial_id
+
+
+def _new_trial(handle):
+    return isinstance(new_trial(handle), int)
+
+
+def _admitted(handle):
+    return admitted(handle, new_trial(handle))
+
+
+def _pop_ticket(handle):
+    top_up(handle, limit=1)
+    return pop_ticket(handle) is not None
+
+
+def _recover(handle):
+    _running_trial_of_a_dead_process(handle)
+    return recover(handle)
+
+
+def _progress(handle):
+    return RunProgress(handle, show_progress=False, log_trials=False).seen == set()
+
+
+def _sample_index(handle):
+    new_trial(handle)
+    return sample_index(handle, new_trial(handle))
+
+
+CASES = [
+    (_new_trial, "RETURNING trial_id", True),  # retried before the others were
+    (_admitted, "AND trial_id <", True),
+    (_pop_ticket, "SELECT trial_id FROM trials WHERE", True),
+    (_pop_ticket, "SET state = 'RUNNING'", True),
+    (_recover, "LEFT JOIN trial_system_attributes", 1),
+    (_recover, "SET state = 'FAIL'", 1),
+    (counts, "GROUP BY state", {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0}),
+    (_progress, "trial_id >=", True),
+    (_sample_index, "o.number < t.number", 1),
+]
+
+
+@pytest.mark.parametrize(
+    "operation,fragment,expected", CASES, ids=[f"{c[0].__name__}-{c[1]}" for c in CASES]
+)
+def test_the_run_loops_sql_is_run_again_when_the_storage_drops_it(
+    tmp_path, operation, fragment, expected
+):
+    handle = open_study(rh.load_config(write_study(tmp_path, n_trials=5, sampler='"random"')))
+    fault = _FailOnce(rdb_storage(handle.storage).engine, fragment)
+    assert operation(handle) == expected
+    assert fault.fired
