@@ -21,6 +21,7 @@ from research_ext.errors import StorageError
 from research_ext.hpo._storage import StorageSpec, redact, url_secrets
 
 __all__ = [
+    "CACHE_LAYER_CALLS",
     "DEFAULT_RETRY_SECONDS",
     "RETRY_ENV",
     "error_chain",
@@ -266,8 +267,23 @@ def retried_sql(rdb: Any, spec: StorageSpec, work: Callable[[Any], T], *, write:
     return typing.cast(T, retrying(once, spec))
 
 
+#: Private methods of Optuna's RDB storage that its cache layer (``_CachedStorage``, which
+#: every study wraps around it) calls: each is one transaction, retried like the public calls
+#: (every ``get_all_trials`` and every ``suggest_*`` goes through them).
+CACHE_LAYER_CALLS = (
+    "_create_new_trial",
+    "_get_best_trial_id",
+    "_get_stale_trial_ids",
+    "_get_trials",
+    "_set_trial_param",
+)
+
+
 def retry_calls(storage: Any, spec: StorageSpec) -> None:
-    """Every public storage call is retried while the server is unreachable.
+    """Every storage call a study makes is retried while the server is unreachable.
+
+    Wrapped: the public methods, and the private ones Optuna's cache layer calls
+    (``CACHE_LAYER_CALLS``).
 
     Each call of Optuna's RDB storage is one transaction, rolled back when its connection dies,
     so a call that failed because the server went away (a statement in flight, or a pooled
@@ -275,7 +291,7 @@ def retry_calls(storage: Any, spec: StorageSpec) -> None:
     """
     for name in dir(type(storage)):
         method = getattr(storage, name)
-        if name.startswith("_") or not callable(method):
+        if (name.startswith("_") and name not in CACHE_LAYER_CALLS) or not callable(method):
             continue
 
         def call(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
