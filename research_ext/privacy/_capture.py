@@ -33,6 +33,8 @@ class Records(list):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__()
         self.versions: list[tuple[int, ...]] = []
+        #: Why the layer's rule could not run its forward (``HookEngine.capture``'s keep_going).
+        self.failure: str | None = None
 
     def append(self, call: Any) -> None:
         """Capture one call ``(args, kwargs, outputs)``."""

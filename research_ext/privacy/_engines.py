@@ -160,9 +160,14 @@ class VmapEngine:
 
 
 def _guarded_forward(
-    name: str, rule: Any, records: Records, tap: bool, *args: Any, **kwargs: Any
+    name: str, rule: Any, records: Records, tap: bool, keep_going: bool, *args: Any, **kwargs: Any
 ) -> Any:
-    """A rule's replacement forward; what it cannot compute is a failure of that layer."""
+    """A rule's replacement forward; what it cannot compute is a failure of that layer.
+
+    With ``keep_going`` (a forward that cannot be run again: the user's own), the failure is
+    noted in ``records`` and the layer's own forward gives the output instead.
+    """
+    given = (args, kwargs)
     if tap:
         args, kwargs = tap_attention_inputs(args, kwargs)
     try:
@@ -171,9 +176,11 @@ def _guarded_forward(
         raise
     except Exception as err:
         kind = type(rule.module).__name__
-        raise LayerFailureError(
-            name, f"DPSGD: layer `{name}` ({kind}) failed in its per-sample rule's forward: {err}"
-        ) from err
+        message = f"DPSGD: layer `{name}` ({kind}) failed in its per-sample rule's forward: {err}"
+        if not keep_going:
+            raise LayerFailureError(name, message) from err
+        records.failure = message
+        return type(rule.module).forward(rule.module, *given[0], **given[1])
 
 
 #: Rules that need only a layer's inputs and output gradients: their parameters can leave the
@@ -299,7 +306,7 @@ class HookEngine:
         return self.norms(records, by_call, batch_size)
 
     def capture(
-        self, records: dict[str, Records], detach_parameters: bool = False
+        self, records: dict[str, Records], detach_parameters: bool = False, keep_going: bool = False
     ) -> Callable[[], None]:
         """Install the layers' hooks (and patched forwards) that fill ``records`` in a forward.
 
@@ -313,6 +320,10 @@ class HookEngine:
         it was). A layer output that then needs no gradient (its input needs none, e.g. the
         first layer) is replaced by an alias that does, so its output gradient still arrives;
         attention layers get such aliases of their query, key and value instead.
+
+        With ``keep_going`` (the user's forward, which cannot be run again), a layer whose
+        rule fails in its forward runs its own forward and the failure is kept in its records
+        (:meth:`check_unmodified` raises it later).
         """
         for rule in self.rules.values():
             rule.used.clear()
@@ -328,7 +339,12 @@ class HookEngine:
             if getattr(rule, "patches_forward", False):
                 # Run attention and recurrent layers as explicit projections (Linear-like blocks).
                 rule.module.forward = functools.partial(
-                    _guarded_forward, name, rule, records.setdefault(name, Records()), tap
+                    _guarded_forward,
+                    name,
+                    rule,
+                    records.setdefault(name, Records()),
+                    tap,
+                    keep_going,
                 )
                 patched.append(rule.module)
                 continue
@@ -374,8 +390,14 @@ class HookEngine:
         return self._detachable
 
     def check_unmodified(self, records: dict[str, Records]) -> None:
-        """Raise a layer failure if a captured input or output was modified in place."""
+        """Raise a layer failure if its rule's forward failed or a captured tensor changed.
+
+        Failed: see :meth:`capture`'s ``keep_going``. Changed: a captured input or output was
+        modified in place after the layer ran.
+        """
         for name, calls in records.items():
+            if calls.failure is not None:
+                raise LayerFailureError(name, calls.failure)
             if calls.modified():
                 kind = type(self.rules[name].module).__name__
                 raise LayerFailureError(

@@ -51,9 +51,14 @@ from the outputs (e.g. a contrastive loss over the batch), and a ``loss_reductio
 not match the loss (per-example gradients off by the batch size). Both are the user's
 responsibility, as in Opacus.
 
-Not supported on this path: a layer whose per-sample rule fails inside the forward (attention
-or recurrent layers called in an unsupported way) raises there, in every mode; activation
-checkpointing inside the model (recomputed outputs are not the captured ones).
+A layer whose rule fails inside the user's forward (attention or recurrent layers called in a
+way the rule's re-implementation does not cover, e.g. attention on unbatched sequences) runs
+its own forward there, so the user's forward completes; at ``step()`` ``"auto"`` then falls
+back as :meth:`DPSGD.step` does (the layer merged into its parent) through the second pass
+above, and other modes raise, naming the layer.
+
+Not supported on this path: activation checkpointing inside the model (recomputed outputs are
+not the captured ones).
 """
 
 import math
@@ -370,7 +375,7 @@ class DPOptimizer(torch.optim.Optimizer):
         # Unless this step compares the user's batch gradient with ours, the user's backward
         # computes no parameter gradient: the rules build the clipped sum from what they capture.
         undo = (
-            engine.capture(records, detach_parameters=not self._check_now())
+            engine.capture(records, detach_parameters=not self._check_now(), keep_going=True)
             if isinstance(engine, HookEngine)
             else None
         )
