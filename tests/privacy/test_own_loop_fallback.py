@@ -13,7 +13,7 @@ from torch import nn
 
 from research_ext.errors import UnsupportedModuleError
 from research_ext.privacy import DPOptimizer
-from tests.privacy.test_own_loop import _assert_same, _pair, _settings
+from tests.privacy.test_own_loop import _settings, assert_two_steps_agree
 
 
 class PerExampleAttention(nn.Module):
@@ -36,17 +36,9 @@ def _data():
 
 @pytest.mark.parametrize("check_loss", ["first", "never"])
 def test_auto_falls_back_from_a_rule_that_fails_in_the_users_forward(check_loss):
-    model = PerExampleAttention().double()
     x, y = _data()
-    dp, opt, twin = _pair(model, check_loss=check_loss)
-    for _ in range(2):
-        dp.step((x, y))
-        F.cross_entropy(twin(x), y).backward()
-        opt.step()
-        opt.zero_grad()
-    assert opt.plan == dp.plan
+    opt = assert_two_steps_agree(PerExampleAttention().double(), x, y, check_loss=check_loss)
     assert "vmap" in opt.plan["<root>"]  # the attention layer merged into the model
-    _assert_same(model, twin)
 
 
 @pytest.mark.parametrize("mode", ["ghost", "materialized"])
