@@ -215,11 +215,15 @@ class TiedLM(nn.Module):
         return self.out(self.drop(h)).mean(1)
 
 
-def _clipped_loop_sum(model, x, y, c):
-    grads = loop_grads(model, nn.CrossEntropyLoss(), x, y)
+def clipped_sum_of(grads: dict[str, torch.Tensor], c: float) -> dict[str, torch.Tensor]:
+    """Flat-clipped sum at norm ``c`` of per-example gradients ``grads[name]: (B, *shape)``."""
     sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values())
     factors = (c / (sq.sqrt() + 1e-6)).clamp(max=1.0)  # DPSGD's (and Opacus's) factors
     return {n: torch.einsum("b,b...->...", factors, g) for n, g in grads.items()}
+
+
+def _clipped_loop_sum(model, x, y, c):
+    return clipped_sum_of(loop_grads(model, nn.CrossEntropyLoss(), x, y), c)
 
 
 def assert_user_step_is_the_loop_clipped_sum(model, x, y):
