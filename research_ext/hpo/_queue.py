@@ -16,6 +16,7 @@ import functools
 import json
 import pathlib
 import time
+import uuid
 import warnings
 from typing import Any
 
@@ -32,6 +33,7 @@ from research_ext.hpo._study import (
     RETRY_REASON,
     TICKET,
     TRIAL_DIR,
+    WRITE,
     StudyHandle,
     counts,
     n_done,
@@ -120,28 +122,63 @@ def on_stale(study: Any, frozen: Any) -> None:
         retried_sql(
             rdb,
             resolve_storage(rdb.url),
-            lambda c: _put_attr(c, frozen._trial_id, ENDED, "stale heartbeat"),
+            lambda c: _put_attrs(c, frozen._trial_id, {ENDED: "stale heartbeat"}),
             write=True,
         )
     requeue(study, frozen, "stale heartbeat")
 
 
-def _put_attr(connection: Any, trial_id: int, key: str, value: Any) -> None:
-    """Set a trial system attribute in an open RDB transaction (also on a finished trial)."""
+def _put_attrs(
+    connection: Any, trial_id: int, attrs: dict[str, Any], *, replace: bool = True
+) -> None:
+    """Set trial system attributes in an open RDB transaction (also on a finished trial).
+
+    One multi-row INSERT, after one DELETE of the keys unless ``replace`` is off (a trial that
+    has none of them yet).
+    """
     import sqlalchemy
 
-    params = {"tid": trial_id, "key": key}
-    connection.execute(
-        sqlalchemy.text("DELETE FROM trial_system_attributes WHERE trial_id = :tid AND key = :key"),
-        params,
-    )
+    keys = {f"k{i}": key for i, key in enumerate(attrs)}
+    values = {f"v{i}": json.dumps(value) for i, value in enumerate(attrs.values())}
+    if replace:
+        connection.execute(
+            sqlalchemy.text(
+                "DELETE FROM trial_system_attributes WHERE trial_id = :tid "
+                f"AND key IN ({', '.join(':' + k for k in keys)})"
+            ),
+            {"tid": trial_id, **keys},
+        )
+    rows = ", ".join(f"(:tid, :k{i}, :v{i})" for i in range(len(attrs)))
     connection.execute(
         sqlalchemy.text(
-            "INSERT INTO trial_system_attributes (trial_id, key, value_json) "
-            "VALUES (:tid, :key, :value)"
+            f"INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES {rows}"
         ),
-        {**params, "value": json.dumps(value)},
+        {"tid": trial_id, **keys, **values},
     )
+
+
+def _written(connection: Any, token: str, trial_id: int | None = None) -> tuple[int, int] | None:
+    """``(trial id, number)`` of the trial whose last write of ours was ``token`` (``WRITE``).
+
+    Only a retried write asks (its earlier run may have committed unacknowledged); without
+    ``trial_id`` it scans the attributes table for the token (a random id: unique).
+    """
+    import sqlalchemy
+
+    where = "" if trial_id is None else " AND a.trial_id = :tid"
+    row = connection.execute(
+        sqlalchemy.text(
+            "SELECT t.trial_id, t.number FROM trials t JOIN trial_system_attributes a "
+            f"ON a.trial_id = t.trial_id WHERE a.key = :key AND a.value_json = :token{where}"
+        ),
+        {"key": WRITE, "token": json.dumps(token), "tid": trial_id},
+    ).first()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def _landed(token: str, trial_id: int) -> Any:
+    """``retried_sql``'s ``landed`` for a state change of ``trial_id`` tagged ``token``."""
+    return lambda connection: True if _written(connection, token, trial_id) else None
 
 
 def announce_idle(handle: StudyHandle, idle: bool = True) -> None:
@@ -268,18 +305,18 @@ def _create_sql(handle: StudyHandle, rdb: Any) -> int:
         "VALUES ((SELECT COUNT(*) FROM trials WHERE study_id = :sid), :sid, 'RUNNING', :now) "
         "RETURNING trial_id, number"
     ).bindparams(sqlalchemy.bindparam("now", type_=sqlalchemy.DateTime()))
-    attr = sqlalchemy.text(
-        "INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES (:tid, :key, :value)"
-    )
+    token = uuid.uuid4().hex
 
     def create(connection: Any) -> tuple[int, int]:
         if connection.dialect.name != "sqlite":  # SQLite runs one writer at a time
             connection.execute(lock, {"sid": handle.study_id})
         trial_id, number = connection.execute(insert, {"sid": handle.study_id, "now": stored}).one()
-        connection.execute(attr, {"tid": trial_id, "key": OWNER, "value": json.dumps(owner)})
+        _put_attrs(connection, trial_id, {OWNER: owner, WRITE: token}, replace=False)
         return int(trial_id), int(number)
 
-    trial_id, number = retried_sql(rdb, handle.spec, create, write=True)
+    trial_id, number = retried_sql(
+        rdb, handle.spec, create, write=True, landed=lambda c: _written(c, token)
+    )
     frozen = optuna.trial.FrozenTrial(
         number=number,
         state=optuna.trial.TrialState.RUNNING,
@@ -290,7 +327,7 @@ def _create_sql(handle: StudyHandle, rdb: Any) -> int:
         params={},
         distributions={},
         user_attrs={},
-        system_attrs={OWNER: owner},
+        system_attrs={OWNER: owner, WRITE: token},
         intermediate_values={},
         trial_id=trial_id,
     )
@@ -419,18 +456,15 @@ def _claim_sql(handle: StudyHandle, rdb: Any, trial_id: int) -> bool:
         "UPDATE trials SET state = 'RUNNING', datetime_start = :now "
         "WHERE trial_id = :tid AND state = 'WAITING'"
     )
-    owner = sqlalchemy.text(
-        "INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES (:tid, :key, :value)"
-    )
-    value = json.dumps(process_identity())
+    token = uuid.uuid4().hex
 
     def take(connection: Any) -> bool:
         if connection.execute(claim, {"now": now, "tid": trial_id}).rowcount != 1:
             return False
-        connection.execute(owner, {"tid": trial_id, "key": OWNER, "value": value})
+        _put_attrs(connection, trial_id, {OWNER: process_identity(), WRITE: token}, replace=False)
         return True
 
-    return retried_sql(rdb, handle.spec, take, write=True)
+    return retried_sql(rdb, handle.spec, take, write=True, landed=_landed(token, trial_id))
 
 
 def recover(handle: StudyHandle) -> int:
@@ -479,13 +513,15 @@ def _fail_running(handle: StudyHandle, trial_id: int, reason: str) -> bool:
             "WHERE trial_id = :tid AND state = 'RUNNING'"
         )
 
+        token = uuid.uuid4().hex
+
         def end(connection: Any) -> bool:
             if connection.execute(fail, {"now": now, "tid": trial_id}).rowcount != 1:
                 return False
-            _put_attr(connection, trial_id, ENDED, reason)
+            _put_attrs(connection, trial_id, {ENDED: reason, WRITE: token})
             return True
 
-        return retried_sql(rdb, handle.spec, end, write=True)
+        return retried_sql(rdb, handle.spec, end, write=True, landed=_landed(token, trial_id))
     try:
         handle.storage.set_trial_system_attr(trial_id, ENDED, reason)
         return bool(

@@ -234,7 +234,14 @@ def retrying(action: Callable[[], Any], spec: StorageSpec) -> Any:
             delay = min(2 * delay, 2.0)
 
 
-def retried_sql(rdb: Any, spec: StorageSpec, work: Callable[[Any], T], *, write: bool = False) -> T:
+def retried_sql(
+    rdb: Any,
+    spec: StorageSpec,
+    work: Callable[[Any], T],
+    *,
+    write: bool = False,
+    landed: Callable[[Any], T | None] | None = None,
+) -> T:
     """``work(connection)`` on an RDB storage's engine, retried like :func:`retrying`.
 
     The run's own SQL (claims, counts, recovery) must ride out a server restart or a locked
@@ -247,6 +254,10 @@ def retried_sql(rdb: Any, spec: StorageSpec, work: Callable[[Any], T], *, write:
         work: the statements, given an open connection; it must not commit by itself.
         write: run ``work`` in one transaction (``engine.begin()``: committed when it returns,
             rolled back when it raises); otherwise on a plain connection (reads).
+        landed: for a write that must not be done twice: on every run after the first, called
+            first in the new transaction; what it returns, unless ``None``, is the result of an
+            earlier run whose commit landed although the server went away before acknowledging
+            it (the client saw an error), and ``work`` is not run again.
 
     Returns:
         What ``work`` returned.
@@ -259,9 +270,15 @@ def retried_sql(rdb: Any, spec: StorageSpec, work: Callable[[Any], T], *, write:
         >>> retried_sql(rdb, spec, lambda c: c.execute(sqlalchemy.text("SELECT 1")).scalar())
         1
     """
+    runs = [0]
 
     def once() -> T:
+        runs[0] += 1
         with rdb.engine.begin() if write else rdb.engine.connect() as connection:
+            if landed is not None and runs[0] > 1:
+                done = landed(connection)
+                if done is not None:
+                    return done
             return work(connection)
 
     return typing.cast(T, retrying(once, spec))

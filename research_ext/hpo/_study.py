@@ -54,6 +54,11 @@ TRIAL_DIR = PREFIX + "trial_dir"
 TICKET = PREFIX + "ticket"
 
 
+# the id of the last transaction of ours that changed the trial's state (create, claim, fail): a
+# write retried after its commit landed unacknowledged finds it and is not done a second time
+WRITE = PREFIX + "write"
+
+
 IDLE = PREFIX + "idle:"  # study attribute per worker waiting for a trial: its last look, unix time
 
 

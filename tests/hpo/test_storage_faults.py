@@ -4,7 +4,10 @@ private backend calls of Optuna's cache layer (every trial list and every sugges
 A database server that restarts (or an SQLite file another process holds locked) makes the
 statement in flight fail; the run must run that transaction again once the storage answers,
 not end with "unreachable". Each case below makes one statement fail once, the way the driver
-reports it, and checks that the operation still gives its result.
+reports it, and checks that the operation still gives its result. A server can also go away
+after a commit landed and before it acknowledged it: the client sees the same error and runs
+the transaction again, and a write that changes a trial's state (create, claim, fail) must find
+that its first run landed instead of doing the change a second time or reporting it undone.
 """
 
 import sqlite3
@@ -51,7 +54,7 @@ def _running_trial_of_a_dead_process(handle):
     top_up(handle, limit=1)
     trial_id = pop_ticket(handle)
     with rdb_storage(handle.storage).engine.begin() as connection:
-        _queue._put_attr(connection, trial_id, OWNER, {**process_identity(), "pid": _dead_pid()})
+        _queue._put_attrs(connection, trial_id, {OWNER: {**process_identity(), "pid": _dead_pid()}})
     return trial_id
 
 
@@ -128,3 +131,83 @@ def test_every_private_call_of_optunas_cache_layer_is_retried():
 
     called = set(re.findall(r"self\._backend\.(_\w+)\(", inspect.getsource(_cached_storage)))
     assert called and called <= set(CACHE_LAYER_CALLS)
+
+
+class _LoseCommitAck:
+    """Commits the first transaction that ran a statement containing ``fragment``, then fails
+    as a server does that goes away before acknowledging the commit: the change has landed,
+    but the client sees an error and runs the transaction again."""
+
+    def __init__(self, engine, fragment):
+        self.fragment, self.armed, self.fired = fragment, False, False
+        sqlalchemy.event.listen(engine, "before_cursor_execute", self.watch)
+        commit = engine.dialect.do_commit
+        # the driver's own error, as it reports a connection lost at that point
+        lost = sqlite3.OperationalError
+        if engine.dialect.name == "postgresql":
+            import psycopg2
+
+            lost = psycopg2.OperationalError
+
+        def do_commit(dbapi_connection):
+            commit(dbapi_connection)
+            if self.armed and not self.fired:
+                self.fired = True
+                raise lost("server closed the connection unexpectedly")
+
+        engine.dialect.do_commit = do_commit
+
+    def watch(self, conn, cursor, statement, parameters, context, executemany):
+        if self.fragment in statement:
+            self.armed = True
+
+
+def _trial_states(handle):
+    trials = handle.storage.get_all_trials(handle.study_id, deepcopy=False)
+    return sorted(t.state.name for t in trials)
+
+
+def _claimed_after_a_lost_ack(handle):
+    top_up(handle, limit=1)
+    trial_id = pop_ticket(handle)
+    owner = handle.storage.get_trial(trial_id).system_attrs[OWNER] if trial_id else None
+    return trial_id is not None and owner == process_identity() and _trial_states(handle)
+
+
+def _created_after_a_lost_ack(handle):
+    trial_id = new_trial(handle)
+    return isinstance(trial_id, int) and _trial_states(handle)
+
+
+def _recovered_after_a_lost_ack(handle):
+    _running_trial_of_a_dead_process(handle)
+    return recover(handle), _trial_states(handle)
+
+
+ACK_CASES = [
+    # the claim landed: this process runs the trial (not left RUNNING with no one running it)
+    (_claimed_after_a_lost_ack, "SET state = 'RUNNING'", ["RUNNING"]),
+    # one trial, not a second one next to an orphan RUNNING one
+    (_created_after_a_lost_ack, "RETURNING trial_id", ["RUNNING"]),
+    # the dead trial failed once and re-queued once (not failed with no copy to run it again)
+    (_recovered_after_a_lost_ack, "SET state = 'FAIL'", (1, ["FAIL", "WAITING"])),
+]
+
+
+@pytest.mark.parametrize("storage", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "operation,fragment,expected", ACK_CASES, ids=[c[0].__name__ for c in ACK_CASES]
+)
+def test_a_write_whose_commit_landed_but_was_not_acknowledged_is_not_done_twice(
+    tmp_path, request, storage, operation, fragment, expected
+):
+    extra = ""
+    if storage == "postgresql":
+        extra = f'storage = "{request.getfixturevalue("postgres_url")}"'
+    path = write_study(
+        tmp_path, name=f"a-{tmp_path.name}", n_trials=5, sampler='"random"', extra_study=extra
+    )
+    handle = open_study(rh.load_config(path))
+    fault = _LoseCommitAck(rdb_storage(handle.storage).engine, fragment)
+    assert operation(handle) == expected
+    assert fault.fired

@@ -108,7 +108,7 @@ def test_claimed_and_recovered_trials_keep_optunas_clock(tmp_path, request, stor
     _assert_started_now(handle.storage.get_trial(trial_id), before, after)
     dead = {**process_identity(), "pid": _dead_pid()}
     with rdb_storage(handle.storage).engine.begin() as connection:
-        _queue._put_attr(connection, trial_id, OWNER, dead)
+        _queue._put_attrs(connection, trial_id, {OWNER: dead})
     assert recover(handle) == 1
     failed = handle.storage.get_trial(trial_id)
     assert (failed.state, failed.system_attrs[ENDED]) == (State.FAIL, "crashed")
