@@ -69,7 +69,8 @@ def top_up(handle: StudyHandle, limit: int | None = None) -> int:
     for _ in range(max(need, 0)):
         handle.study.add_trial(
             optuna.trial.create_trial(
-                state=optuna.trial.TrialState.WAITING, system_attrs={TICKET: True}
+                state=optuna.trial.TrialState.WAITING,
+                system_attrs={TICKET: True, WRITE: uuid.uuid4().hex},
             )
         )
     return max(need, 0)
@@ -85,7 +86,7 @@ def requeue(study: Any, frozen: Any, reason: str, *, same_params: bool = True) -
     """
     import optuna
 
-    system_attrs: dict[str, Any] = {TICKET: True, RETRY_REASON: reason}
+    system_attrs: dict[str, Any] = {TICKET: True, RETRY_REASON: reason, WRITE: uuid.uuid4().hex}
     if same_params:
         system_attrs[RETRY_OF] = frozen.number
         system_attrs[TRIAL_DIR] = frozen.system_attrs.get(TRIAL_DIR, _trial_dir_name(frozen.number))
@@ -235,7 +236,8 @@ def new_trial(handle: StudyHandle, c: dict[str, int] | None = None) -> int | Non
     if rdb is not None and rdb.engine.dialect.name in _SQL_CREATE and _cache_ready(handle):
         return _create_sql(handle, rdb)
     template = optuna.trial.create_trial(
-        state=optuna.trial.TrialState.RUNNING, system_attrs={OWNER: process_identity()}
+        state=optuna.trial.TrialState.RUNNING,
+        system_attrs={OWNER: process_identity(), WRITE: uuid.uuid4().hex},
     )
     return int(handle.storage.create_new_trial(handle.study_id, template_trial=template))
 
@@ -461,7 +463,7 @@ def _claim_sql(handle: StudyHandle, rdb: Any, trial_id: int) -> bool:
     def take(connection: Any) -> bool:
         if connection.execute(claim, {"now": now, "tid": trial_id}).rowcount != 1:
             return False
-        _put_attrs(connection, trial_id, {OWNER: process_identity(), WRITE: token}, replace=False)
+        _put_attrs(connection, trial_id, {OWNER: process_identity(), WRITE: token})
         return True
 
     return retried_sql(rdb, handle.spec, take, write=True, landed=_landed(token, trial_id))

@@ -9,9 +9,11 @@ and :func:`retried_sql` runs the run loop's own SQL (claims, counts, recovery) t
 """
 
 import functools
+import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 import typing
 from collections.abc import Callable
@@ -198,7 +200,9 @@ def _is_unreachable(err: BaseException) -> bool:
     return found is not None and found[0] in (_UNREACHABLE, _LOCKED)
 
 
-def retrying(action: Callable[[], Any], spec: StorageSpec) -> Any:
+def retrying(
+    action: Callable[[], Any], spec: StorageSpec, landed: Callable[[], Any] | None = None
+) -> Any:
     """Run ``action``; while the storage is unreachable or locked, run it again, up to a limit.
 
     ``action`` must be one transaction (rolled back when it fails), so running it again is
@@ -208,6 +212,9 @@ def retrying(action: Callable[[], Any], spec: StorageSpec) -> Any:
     Args:
         action: the storage call, without arguments.
         spec: the storage (named, password redacted, in the one warning logged).
+        landed: for a write that cannot be made twice: before each run after the first, what it
+            returns, unless ``None``, is taken as ``action``'s result: the earlier run's commit
+            landed although the server went away before acknowledging it.
 
     Returns:
         What ``action`` returned.
@@ -219,8 +226,14 @@ def retrying(action: Callable[[], Any], spec: StorageSpec) -> Any:
     """
     seconds = _retry_seconds()
     deadline, delay, warned = time.monotonic() + seconds, 0.1, False
+    runs = 0
     while True:
         try:
+            runs += 1
+            if landed is not None and runs > 1:
+                done = landed()
+                if done is not None:
+                    return done
             return action()
         except Exception as err:
             if not _is_unreachable(err) or time.monotonic() + delay > deadline:
@@ -310,11 +323,68 @@ def retry_calls(storage: Any, spec: StorageSpec) -> None:
         method = getattr(storage, name)
         if (name.startswith("_") and name not in CACHE_LAYER_CALLS) or not callable(method):
             continue
+        check = _LANDED_CHECKS.get(name)
 
-        def call(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
-            return retrying(lambda: __method(*args, **kwargs), spec)
+        def call(*args: Any, __method: Any = method, __check: Any = check, **kwargs: Any) -> Any:
+            landed = None if __check is None else lambda: __check(storage, *args, **kwargs)
+            return retrying(lambda: __method(*args, **kwargs), spec, landed)
 
         setattr(storage, name, functools.update_wrapper(call, method))
+    if hasattr(storage, "_get_prepared_new_trial"):
+        _create_once(storage)
+
+
+def _finished_as_asked(storage: Any, trial_id: int, state: Any, values: Any = None) -> bool | None:
+    """True when a retried ``set_trial_state_values`` finishing a trial finds it so finished.
+
+    Run again after its commit landed unacknowledged, Optuna's call would raise
+    ``UpdateFinishedTrialError`` on the trial it finished itself, ending the run. ``None``
+    (make the call) for a non-final state, or a trial in another state or with other values.
+    """
+    if not state.is_finished():
+        return None
+    trial = storage.get_trial(trial_id)
+    if trial.state != state:
+        return None
+    if values is not None and [float(v) for v in trial.values or ()] != [float(v) for v in values]:
+        return None
+    return True
+
+
+#: Optuna's storage writes that cannot be made twice, and how a retry finds one that landed.
+_LANDED_CHECKS: dict[str, Callable[..., Any]] = {"set_trial_state_values": _finished_as_asked}
+
+
+def _create_once(storage: Any) -> None:
+    """Optuna's trial creation, run again after its commit landed unacknowledged, finds its trial.
+
+    ``_create_new_trial`` retries by itself when a statement fails (and ``retry_calls`` runs it
+    again after that); after a commit that landed unacknowledged, either would add a second
+    trial: a ticket or a re-queued copy run twice. The templates of ours carry a random token
+    (``research_ext:write``): an attempt with the token of this thread's previous attempt (a
+    retry; a new trial brings a new token) first looks for the trial that holds it.
+    """
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    from research_ext.hpo._study import WRITE  # _study imports this module
+
+    prepare = storage._get_prepared_new_trial
+    last = threading.local()
+    find = sqlalchemy.text(
+        "SELECT trial_id FROM trial_system_attributes WHERE key = :key AND value_json = :token"
+    )
+
+    def prepared(study_id: int, template_trial: Any, session: Any) -> Any:
+        token = None if template_trial is None else template_trial.system_attrs.get(WRITE)
+        if token is not None and getattr(last, "token", None) == token:
+            row = session.execute(find, {"key": WRITE, "token": json.dumps(token)}).first()
+            if row is not None:
+                return session.get(models.TrialModel, row[0])
+        last.token = token
+        return prepare(study_id, template_trial, session)
+
+    storage._get_prepared_new_trial = prepared
 
 
 def reconnect_with_retries(engine: Any, spec: StorageSpec) -> None:

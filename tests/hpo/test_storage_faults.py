@@ -184,6 +184,23 @@ def _recovered_after_a_lost_ack(handle):
     return recover(handle), _trial_states(handle)
 
 
+def _finished_after_a_lost_ack(handle):  # Optuna's own call, as the run loop finishes a trial
+    trial_id = new_trial(handle)
+    done = handle.storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, [1.5])
+    return done, handle.storage.get_trial(trial_id).values, _trial_states(handle)
+
+
+def _ticket_after_a_lost_ack(handle):  # WAITING tickets are created through Optuna
+    return top_up(handle, limit=1), _trial_states(handle)
+
+
+def _requeued_after_a_lost_ack(handle):  # so are the copies that re-run a dead trial
+    _running_trial_of_a_dead_process(handle)
+    fault = _LoseCommitAck(rdb_storage(handle.storage).engine, "INSERT INTO trials (number")
+    recovered = recover(handle)
+    return fault.fired, recovered, _trial_states(handle)
+
+
 ACK_CASES = [
     # the claim landed: this process runs the trial (not left RUNNING with no one running it)
     (_claimed_after_a_lost_ack, "SET state = 'RUNNING'", ["RUNNING"]),
@@ -191,6 +208,11 @@ ACK_CASES = [
     (_created_after_a_lost_ack, "RETURNING trial_id", ["RUNNING"]),
     # the dead trial failed once and re-queued once (not failed with no copy to run it again)
     (_recovered_after_a_lost_ack, "SET state = 'FAIL'", (1, ["FAIL", "WAITING"])),
+    # the result is stored once and the run goes on (not "Trial#0 has already finished")
+    (_finished_after_a_lost_ack, "INSERT INTO trial_values", (True, [1.5], ["COMPLETE"])),
+    # one ticket, one copy: not two WAITING trials that would run the same trial twice
+    (_ticket_after_a_lost_ack, "INSERT INTO trials (number", (1, ["WAITING"])),
+    (_requeued_after_a_lost_ack, "SET state = 'FAIL'", (True, 1, ["FAIL", "WAITING"])),
 ]
 
 
