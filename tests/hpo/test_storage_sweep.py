@@ -42,6 +42,15 @@ def _kind(statement):
     return " ".join(statement.split())
 
 
+def _lost(dialect):
+    """The driver's own error for a connection lost mid-call."""
+    if dialect.name == "postgresql":
+        import psycopg2
+
+        return psycopg2.OperationalError("server closed the connection unexpectedly")
+    return sqlite3.OperationalError("server closed the connection unexpectedly")
+
+
 class _Faults:
     """Records the run loop's statements, or puts one fault at the first one of a kind."""
 
@@ -63,7 +72,7 @@ class _Faults:
             faults.committed |= faults._open.pop(id(dbapi_connection), set())
             if faults.mode == "unacknowledged" and faults.armed and not faults.fired:
                 faults.fired = True
-                raise sqlite3.OperationalError("server closed the connection unexpectedly")
+                raise _lost(dialect)
 
         default.DefaultDialect.do_commit = do_commit
         return self
@@ -84,20 +93,21 @@ class _Faults:
             return
         if self.mode == "dropped":
             self.fired = True
-            raise sqlite3.OperationalError("server closed the connection unexpectedly")
+            raise _lost(conn.dialect)
         self.armed = True
 
     def aim(self, mode, target):
         self.mode, self.target, self.armed, self.fired = mode, target, False, False
 
 
-def _run(directory, scenario):
+def _run(directory, scenario, storage=""):
     directory.mkdir()
     path = write_study(
         directory,
+        name=f"s-{directory.parent.name}-{directory.name}",  # one study per run on a server
         n_trials=4,
         sampler='"random"',
-        extra_study=scenario.get("extra_study", "") + "\ntimeout = 30",
+        extra_study=f"{scenario.get('extra_study', '')}\ntimeout = 30\n{storage}",
         fn=scenario["fn"],
         args=scenario.get("args", "{}"),
     )
@@ -107,18 +117,30 @@ def _run(directory, scenario):
     )
 
 
+CASES = [
+    *((s, "sqlite") for s in sorted(SCENARIOS)),
+    ("failures", "postgresql"),  # its own statements (row locks, RETURNING) and driver
+]
+
+
 @pytest.mark.parametrize("fault", ["dropped", "unacknowledged"])
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+@pytest.mark.parametrize("scenario,storage", CASES)
 def test_a_fault_at_any_statement_of_a_run_leaves_the_same_study(
-    tmp_path, monkeypatch, scenario, fault
+    tmp_path, request, monkeypatch, scenario, storage, fault
 ):
     monkeypatch.setenv("RESEARCH_EXT_STORAGE_RETRY", "10")
+    url = ""
+    if storage == "postgresql":
+        url = f'storage = "{request.getfixturevalue("postgres_url")}"'
     with _Faults() as faults:
-        reference = _run(tmp_path / "reference", SCENARIOS[scenario])
+        reference = _run(tmp_path / "reference", SCENARIOS[scenario], url)
         kinds = [
             k
             for k in dict.fromkeys(faults.seen)
-            if not k.startswith(("PRAGMA", "CREATE"))  # opening a new file: its own retry
+            # creating the schema (once per new file or database) has its own retry
+            if not k.startswith(("PRAGMA", "CREATE"))
+            and "alembic_version" not in k
+            and "version_info" not in k
             and (fault == "dropped" or k in faults.committed)
         ]
         assert len(kinds) >= 15, kinds  # the run loop's statements were recorded
@@ -126,7 +148,7 @@ def test_a_fault_at_any_statement_of_a_run_leaves_the_same_study(
         for i, kind in enumerate(kinds):
             faults.aim(fault, kind)
             try:
-                got = _run(tmp_path / f"run{i}", SCENARIOS[scenario])
+                got = _run(tmp_path / f"run{i}", SCENARIOS[scenario], url)
             except Exception as err:  # noqa: BLE001 - reported with the statement below
                 got = f"{type(err).__name__}: {err}"
             if not faults.fired:
