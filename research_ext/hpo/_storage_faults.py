@@ -267,8 +267,8 @@ def retried_sql(
         work: the statements, given an open connection; it must not commit by itself.
         write: run ``work`` in one transaction (``engine.begin()``: committed when it returns,
             rolled back when it raises); otherwise on a plain connection (reads).
-        landed: for a write that must not be done twice: on every run after the first, called
-            first in the new transaction; what it returns, unless ``None``, is the result of an
+        landed: for a write that must not be done twice: before every run after the first,
+            called on a new connection; what it returns, unless ``None``, is the result of an
             earlier run whose commit landed although the server went away before acknowledging
             it (the client saw an error), and ``work`` is not run again.
 
@@ -283,18 +283,17 @@ def retried_sql(
         >>> retried_sql(rdb, spec, lambda c: c.execute(sqlalchemy.text("SELECT 1")).scalar())
         1
     """
-    runs = [0]
 
     def once() -> T:
-        runs[0] += 1
         with rdb.engine.begin() if write else rdb.engine.connect() as connection:
-            if landed is not None and runs[0] > 1:
-                done = landed(connection)
-                if done is not None:
-                    return done
             return work(connection)
 
-    return typing.cast(T, retrying(once, spec))
+    def found() -> T | None:
+        assert landed is not None
+        with rdb.engine.connect() as connection:
+            return landed(connection)
+
+    return typing.cast(T, retrying(once, spec, None if landed is None else found))
 
 
 #: Private methods of Optuna's RDB storage that its cache layer (``_CachedStorage``, which
