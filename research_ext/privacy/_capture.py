@@ -48,6 +48,24 @@ class Records(list):  # type: ignore[type-arg]
             for call, versions in zip(self, self.versions, strict=True)
         )
 
+    def release_outputs(self) -> None:
+        """Replace the outputs of unmodified calls by shape-only stand-ins (``meta`` tensors).
+
+        For a forward whose output gradients come through tensor hooks: once those hooks are
+        registered the outputs' values are never read, and holding them would keep alive what
+        a non-private step frees during its forward (a norm layer's output once the next
+        activation has run). A hook registered before an in-place change of its tensor receives
+        the gradient at the value before the change, so later changes need no check; a call
+        already modified keeps its tensors, for :meth:`modified` to report.
+        """
+        for i, (call, versions) in enumerate(zip(self, self.versions, strict=True)):
+            if tuple(t._version for t in captured_tensors(call)) != versions:
+                continue
+            args, kwargs, outs = call
+            stand_ins = tuple(torch.empty_like(o, device="meta") for o in outs)
+            super().__setitem__(i, (args, kwargs, stand_ins))
+            self.versions[i] = tuple(t._version for t in captured_tensors(self[i]))
+
 
 class _Tap(torch.autograd.Function):
     """An alias of ``x`` that needs a gradient; the gradient stops there (never passed on)."""

@@ -189,6 +189,15 @@ def _guarded_forward(
 _DETACHABLE = (LinearRule, ConvRule, EmbeddingRule, NormRule, AttentionRule)
 
 
+def _zeros_like(out: torch.Tensor, grads: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+    """Zeros for an output that got no gradient, on the device of its call's other gradients.
+
+    ``out`` may be a shape-only stand-in (:meth:`Records.release_outputs`).
+    """
+    device = next(g.device for g in grads if g is not None)
+    return torch.zeros(out.shape, dtype=out.dtype, device=device)
+
+
 def _detachable(rule: LayerRule) -> bool:
     """A ``_DETACHABLE`` rule, or a layer of a tied table (its ghost norm needs no vmap)."""
     return isinstance(rule, _DETACHABLE) or (
@@ -474,7 +483,7 @@ class HookEngine:
                         a,
                         kw,
                         tuple(
-                            torch.zeros_like(o) if g is None else g
+                            _zeros_like(o, gs) if g is None else g
                             for g, o in zip(gs, outs, strict=True)
                         ),
                     )

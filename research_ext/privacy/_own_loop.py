@@ -24,8 +24,11 @@ Per-sample norms and clipped sums of a micro-batch are computed when its backwar
 ``step()`` are one logical step over their union (gradient accumulation). The norms of a layer
 called once with one output (while a single forward is pending) are taken inside the backward,
 as its output gradient arrives (its captured tensors checked for in-place changes then), so
-that gradient and the layer's captured inputs and outputs are released once torch has used
-them, as in a non-private step, instead of being held until ``step()``. ``step()`` then
+that gradient and the layer's captured inputs are released once torch has used them, as in a
+non-private step, instead of being held until ``step()``. The captured outputs themselves are
+released when the forward returns, once their hooks are registered (only shapes are kept):
+otherwise a norm layer's output, which torch frees after the next activation, would be held
+through the backward. ``step()`` then
 runs the very code :meth:`DPSGD.step` ends with (noise once, ``optimizer.step()``, the adaptive
 clip update, accounting), so both paths are one implementation.
 
@@ -403,6 +406,7 @@ class DPOptimizer(torch.optim.Optimizer):
                 for j, out in enumerate(outs):
                     if out.requires_grad:
                         out.register_hook(self._store(pending, slot, j, single))
+            calls.release_outputs()  # only their gradients are needed from here on
         leaves = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
         pending.root = [None] * len(leaves)
         for k, t in enumerate(leaves):
