@@ -35,15 +35,21 @@ def block_norms(
     a: torch.Tensor, g: torch.Tensor, mode: str, weight: bool, bias: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-sample squared norms of one block, and its materialized gradient (or None)."""
+    t, d, p = a.shape[2], a.shape[3], g.shape[3]
+    if t == 1 and (not weight or _use_ghost(mode, t, d, p)):
+        # One position: the bias gradient is g itself and the weight's norm is |a|^2 |g|^2,
+        # so |g|^2 (per group) serves both.
+        g_sq = g.pow(2).sum(-1)  # (B, groups, 1)
+        if not weight:
+            return g_sq.sum((1, 2)), None
+        a_sq = a.pow(2).sum(-1)
+        return ((a_sq + 1.0 if bias else a_sq) * g_sq).sum((1, 2)), None
     norms = a.new_zeros(a.shape[0])
     if bias:
         norms = norms + g.sum(2).pow(2).sum((1, 2))
     if not weight:
         return norms, None
-    t, d, p = a.shape[2], a.shape[3], g.shape[3]
     if _use_ghost(mode, t, d, p):
-        if t == 1:
-            return norms + (a.pow(2).sum(-1) * g.pow(2).sum(-1)).sum((1, 2)), None
         aa = a @ a.mT
         gg = g @ g.mT
         return norms + (aa * gg).sum((1, 2, 3)).clamp_min(0), None

@@ -243,3 +243,27 @@ def test_a_call_without_gradients_does_not_shift_the_others(mode, kind):
     assert sq.keys() == ref_sq.keys()
     for k in ref_sq:
         _close(sq[k], ref_sq[k], torch.float64)
+
+
+@pytest.mark.parametrize("mode", ["auto", "ghost", "materialized"])
+@pytest.mark.parametrize("trainable", ["weight and bias", "weight", "bias"])
+@pytest.mark.parametrize("positions", [1, 3])
+def test_linear_norms_with_and_without_bias_match_loop(positions, trainable, mode):
+    # One position per example takes a shortcut (|g|^2 serves the weight and the bias norms);
+    # a sequence of three takes the general block path.
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(6, 5, bias=trainable != "weight"),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(5 * positions, 3),
+    ).double()
+    model[3].requires_grad_(False)
+    if trainable == "bias":
+        model[0].weight.requires_grad_(False)
+    x = torch.randn(7, positions, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (7,))
+    ref = loop_grads(model, nn.CrossEntropyLoss(), x, y)
+    sq = make_engine(model, nn.CrossEntropyLoss(), mode).run((x, y))
+    assert set(ref) == {f"0.{n}" for n in trainable.split(" and ")}
+    _close(sum(sq.values()), sum(g.flatten(1).pow(2).sum(1) for g in ref.values()), torch.float64)
