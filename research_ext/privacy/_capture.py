@@ -27,6 +27,11 @@ def captured_tensors(call: tuple[Any, Any, Any]) -> list[torch.Tensor]:
     return [t for t in found if isinstance(t, torch.Tensor)]
 
 
+def _versions(call: tuple[Any, Any, Any]) -> tuple[int, ...]:
+    """The version counters of a captured call's tensors (in :func:`captured_tensors` order)."""
+    return tuple(t._version for t in captured_tensors(call))
+
+
 class Records(list):  # type: ignore[type-arg]
     """A layer's captured calls, with the version counters of their tensors when captured."""
 
@@ -39,13 +44,12 @@ class Records(list):  # type: ignore[type-arg]
     def append(self, call: Any) -> None:
         """Capture one call ``(args, kwargs, outputs)``."""
         super().append(call)
-        self.versions.append(tuple(t._version for t in captured_tensors(call)))
+        self.versions.append(_versions(call))
 
     def modified(self) -> bool:
         """Whether a captured tensor was modified in place since its call."""
         return any(
-            tuple(t._version for t in captured_tensors(call)) != versions
-            for call, versions in zip(self, self.versions, strict=True)
+            _versions(call) != versions for call, versions in zip(self, self.versions, strict=True)
         )
 
     def release_outputs(self) -> None:
@@ -59,12 +63,12 @@ class Records(list):  # type: ignore[type-arg]
         already modified keeps its tensors, for :meth:`modified` to report.
         """
         for i, (call, versions) in enumerate(zip(self, self.versions, strict=True)):
-            if tuple(t._version for t in captured_tensors(call)) != versions:
+            if _versions(call) != versions:
                 continue
             args, kwargs, outs = call
             stand_ins = tuple(torch.empty_like(o, device="meta") for o in outs)
             super().__setitem__(i, (args, kwargs, stand_ins))
-            self.versions[i] = tuple(t._version for t in captured_tensors(self[i]))
+            self.versions[i] = _versions(self[i])
 
 
 class _Tap(torch.autograd.Function):
