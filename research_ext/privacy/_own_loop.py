@@ -28,9 +28,9 @@ that gradient and the layer's captured inputs are released once torch has used t
 non-private step, instead of being held until ``step()``. The captured outputs themselves are
 released when the forward returns, once their hooks are registered (only shapes are kept):
 otherwise a norm layer's output, which torch frees after the next activation, would be held
-through the backward. ``step()`` then
-runs the very code :meth:`DPSGD.step` ends with (noise once, ``optimizer.step()``, the adaptive
-clip update, accounting), so both paths are one implementation.
+through the backward. ``step()`` then runs the very code :meth:`DPSGD.step` ends with (noise
+once, ``optimizer.step()``, the adaptive clip update, accounting), so both paths are one
+implementation.
 
 The loss must be a sum or a mean of per-example losses, declared by ``loss_reduction``
 (``"mean"``, torch's default, or ``"sum"``); for ``"mean"``, the per-sample norms and clip
